@@ -1,0 +1,298 @@
+"""
+Batched sampling with a preallocated KV cache, returning tokens and their log-probabilities.
+
+Algorithm (one `Engine.generate` call):
+  1. Left-pad the B prompts to the longest, P tokens; each row's RoPE positions count its own
+     tokens only, so padding changes nothing.
+  2. Prefill: one forward pass over (B,P) writes keys/values into a (B,P) cache and gives the
+     logits of each prompt's next token. Each prompt is prefilled exactly once.
+  3. Replicate: each cache row is copied G = num_samples times into a static (B*G, T_max) cache
+     (rows i*G .. i*G+G-1 belong to prompt i), and the first token of every row is sampled.
+  4. Decode: one token per row per step, written at cache column P+t; attention covers the whole
+     cache under a key mask of valid columns. A row that samples one of its stop tokens keeps
+     that token (mask True) and emits nothing after it; the loop ends when every row has stopped
+     or after max_new_tokens tokens.
+  Every buffer has a fixed shape and is updated in place, so on CUDA the decode step (forward,
+  sampling, bookkeeping) is captured once as a CUDA graph and replayed; on CPU it runs eagerly.
+
+Sampling: greedy (argmax) or softmax(logits / temperature), optionally truncated to the top-p
+nucleus, drawn with the exponential-race trick (argmax p / Exp(1)) from the engine's own seeded
+generator, so a seed reproduces a run. The log-prob returned for each token is
+log softmax(logits / temperature) -- what a training forward at the same temperature computes.
+With top_p < 1 the nucleus truncation is not in it (the usual, documented bias); greedy reports
+log softmax(logits).
+
+CLI:
+    python engine.py --model DIR --prompt "What is 3 + 4?" [--greedy] [--max-new-tokens 64]
+"""
+import argparse
+from dataclasses import dataclass
+
+import torch
+
+from model import KVCache, Transformer
+
+
+@dataclass
+class Samples:
+    tokens: torch.Tensor  # (N,T) long: completion tokens, pad after a row ends
+    mask: torch.Tensor  # (N,T) bool: generated tokens, the stop token included
+    logprobs: torch.Tensor  # (N,T) float32: log p(token) at the sampling temperature, 0 off-mask
+    stopped: torch.Tensor  # (N,) bool: the row ended on a stop token, at index lengths-1
+    prompt_index: torch.Tensor  # (N,) long: row r continues prompts[prompt_index[r]]
+
+    @property
+    def lengths(self) -> torch.Tensor:  # (N,)
+        return self.mask.sum(1)
+
+
+@dataclass
+class DecodeState:
+    """Every tensor one decode step reads or writes; shapes fixed for a CUDA graph."""
+    cache: KVCache  # (L,N,Hkv,T_max,D)
+    key_mask: torch.Tensor  # (N,T_max) bool: cache columns a query may attend to
+    tok: torch.Tensor  # (N,) the last sampled token, input of the next step
+    pos: torch.Tensor  # (N,) its RoPE position
+    col: torch.Tensor  # (1,) its cache column
+    step: torch.Tensor  # (1,) its index in the outputs
+    done: torch.Tensor  # (N,) bool: the row has emitted a stop token
+    stops: torch.Tensor  # (N,S) stop token ids per row, -1 padded
+    out_tok: torch.Tensor  # (N,M)
+    out_logp: torch.Tensor  # (N,M)
+    out_mask: torch.Tensor  # (N,M)
+
+
+def sample_next(logits, greedy: bool, temperature: float, top_p: float, gen):
+    """logits (N,V) float32 -> token (N,), its log-prob under softmax(logits/temperature) (N,)."""
+    if greedy:
+        tok = logits.argmax(-1)
+        return tok, logits.log_softmax(-1).gather(-1, tok[:, None])[:, 0]
+    logp = (logits / temperature).log_softmax(-1)
+    probs = logp.exp()
+    if top_p < 1.0:  # keep the smallest set of most likely tokens whose mass reaches top_p
+        p_sorted, idx = probs.sort(-1, descending=True)
+        outside = p_sorted.cumsum(-1) - p_sorted >= top_p
+        probs = torch.zeros_like(probs).scatter_(-1, idx, p_sorted.masked_fill(outside, 0.0))
+    race = torch.empty_like(probs).exponential_(1.0, generator=gen)
+    tok = (probs / race).argmax(-1)
+    return tok, logp.gather(-1, tok[:, None])[:, 0]
+
+
+class Engine:
+    def __init__(self, model: Transformer, pad_id: int = 0, cuda_graph: bool | None = None):
+        self.model = model
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.pad_id = pad_id
+        self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
+        self.gen = torch.Generator(self.device)
+        self._state, self._key, self._graph = None, None, None
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], num_samples: int = 1, max_new_tokens: int = 256,
+                 temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
+                 stop_tokens=(), seed: int | None = None) -> Samples:
+        """
+        prompts: B lists of token ids. Returns B*num_samples rows, prompt-major.
+        stop_tokens: ids that end every row, or one list per prompt.
+        seed: reproduces the samples (None: a fresh random seed).
+        """
+        self._check(prompts, num_samples, max_new_tokens, temperature, top_p)
+        greedy = greedy or temperature == 0.0
+        sampling = (greedy, float(temperature), float(top_p))
+        if seed is None:
+            self.gen.seed()
+        else:
+            self.gen.manual_seed(seed)
+        B, G, M = len(prompts), num_samples, max_new_tokens
+        N = B * G
+        ids, mask = self._left_pad(prompts)  # (B,P)
+        P = ids.shape[1]
+        stops = self._stop_table(stop_tokens, B).repeat_interleave(G, 0)  # (N,S)
+
+        # prefill once per prompt, then replicate for the group
+        cache = KVCache(self.model.config, B, P, self.dtype, self.device)
+        last = torch.zeros_like(mask, dtype=torch.bool)
+        last[:, -1] = True
+        logits = self.model(ids, mask, cache=cache, cache_pos=torch.arange(P, device=self.device),
+                            key_mask=mask.bool(), logits_mask=last)  # (B,V)
+
+        T_max = -(-(P + M) // 64) * 64  # rounded up so graphs are reused across prompt lengths
+        s = self._state_for((N, T_max, M, stops.shape[1], sampling), sampling)
+        self._reset(s, cache, mask, G, stops)
+        self._emit(s, logits.repeat_interleave(G, 0), sampling)
+        for i in range(1, M):
+            if i % (8 if self._graph else 1) == 0 and bool(s.done.all()):
+                break
+            self._graph.replay() if self._graph else self._step(s, sampling)
+
+        width = max(int(s.out_mask.sum(1).max()), 1)
+        return Samples(tokens=s.out_tok[:, :width].clone(), mask=s.out_mask[:, :width].clone(),
+                       logprobs=s.out_logp[:, :width].clone(), stopped=s.done.clone(),
+                       prompt_index=torch.arange(B, device=self.device).repeat_interleave(G))
+
+    # -- one decode step -------------------------------------------------------------------
+
+    def _step(self, s: DecodeState, sampling):
+        s.key_mask.index_fill_(1, s.col, True)
+        logits = self.model(s.tok[:, None], positions=s.pos[:, None], cache=s.cache,
+                            cache_pos=s.col, key_mask=s.key_mask)[:, 0]  # (N,V)
+        s.pos.add_(1)
+        s.col.add_(1)
+        self._emit(s, logits, sampling)
+
+    def _emit(self, s: DecodeState, logits, sampling):
+        """Sample one token per row and record it; rows already stopped record padding."""
+        tok, logp = sample_next(logits, *sampling, self.gen)
+        live = ~s.done
+        s.out_tok.index_copy_(1, s.step, torch.where(live, tok, self.pad_id)[:, None])
+        s.out_logp.index_copy_(1, s.step, torch.where(live, logp, 0.0)[:, None])
+        s.out_mask.index_copy_(1, s.step, live[:, None])
+        s.done.logical_or_((tok[:, None] == s.stops).any(-1))
+        s.tok.copy_(tok)
+        s.step.add_(1)
+
+    # -- static state and the CUDA graph ---------------------------------------------------
+
+    def _state_for(self, key, sampling) -> DecodeState:
+        """Reuse the buffers (and graph) of the previous call when shapes and sampling match."""
+        if key == self._key:
+            return self._state
+        self._state, self._graph = None, None  # free the old buffers first
+        N, T_max, M, S, _ = key
+        cfg, dev = self.model.config, self.device
+        s = DecodeState(
+            cache=KVCache(cfg, N, T_max, self.dtype, dev),
+            key_mask=torch.zeros(N, T_max, dtype=torch.bool, device=dev),
+            tok=torch.zeros(N, dtype=torch.long, device=dev),
+            pos=torch.zeros(N, dtype=torch.long, device=dev),
+            col=torch.zeros(1, dtype=torch.long, device=dev),
+            step=torch.zeros(1, dtype=torch.long, device=dev),
+            done=torch.zeros(N, dtype=torch.bool, device=dev),
+            stops=torch.full((N, S), -1, dtype=torch.long, device=dev),
+            out_tok=torch.zeros(N, M, dtype=torch.long, device=dev),
+            out_logp=torch.zeros(N, M, dtype=torch.float32, device=dev),
+            out_mask=torch.zeros(N, M, dtype=torch.bool, device=dev))
+        if self.cuda_graph:
+            self._graph = self._capture(s, sampling)
+        self._state, self._key = s, key
+        return s
+
+    def _capture(self, s: DecodeState, sampling) -> torch.cuda.CUDAGraph:
+        """Warm up on a side stream (on dummy state, reset before use), then capture one step."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._step(s, sampling)
+                s.step.zero_()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.gen)
+        with torch.cuda.graph(graph):
+            self._step(s, sampling)
+        return graph
+
+    def _reset(self, s: DecodeState, cache: KVCache, mask, G: int, stops):
+        """Load a prefilled (B,P) cache and prompt mask into the static (B*G, T_max) state."""
+        P = mask.shape[1]
+        s.cache.k[:, :, :, :P].copy_(cache.k.repeat_interleave(G, 1))
+        s.cache.v[:, :, :, :P].copy_(cache.v.repeat_interleave(G, 1))
+        s.key_mask.zero_()
+        s.key_mask[:, :P] = mask.bool().repeat_interleave(G, 0)
+        s.pos.copy_(mask.sum(1).repeat_interleave(G))  # the first sampled token's position
+        s.col.fill_(P)
+        s.step.zero_()
+        s.done.zero_()
+        s.stops.copy_(stops)
+        s.out_tok.fill_(self.pad_id)
+        s.out_logp.zero_()
+        s.out_mask.zero_()
+
+    # -- input handling --------------------------------------------------------------------
+
+    def _check(self, prompts, num_samples, max_new_tokens, temperature, top_p):
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        V = self.model.config.vocab_size
+        if any(not 0 <= t < V for p in prompts for t in p):
+            raise ValueError(f"prompt token ids must lie in [0, {V})")
+        if num_samples < 1 or max_new_tokens < 1:
+            raise ValueError("num_samples and max_new_tokens must be >= 1")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+        longest = max(map(len, prompts)) + max_new_tokens
+        if longest > self.model.config.max_position_embeddings:
+            raise ValueError(f"prompt + max_new_tokens = {longest} tokens exceeds the model's "
+                             f"context of {self.model.config.max_position_embeddings}")
+
+    def _left_pad(self, prompts):
+        P = max(map(len, prompts))
+        ids = torch.full((len(prompts), P), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(prompts), P, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, P - len(p):] = torch.tensor(p)
+            mask[i, P - len(p):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _stop_table(self, stop_tokens, B: int) -> torch.Tensor:
+        """One set for all rows, or one set per prompt -> (B,S) ids, -1 padded (S >= 1)."""
+        per_prompt = len(stop_tokens) > 0 and not isinstance(stop_tokens[0], int)
+        if per_prompt and len(stop_tokens) != B:
+            raise ValueError(f"got {len(stop_tokens)} stop-token lists for {B} prompts")
+        sets = [list(s) for s in stop_tokens] if per_prompt else [list(stop_tokens)] * B
+        S = max(1, max(map(len, sets)))
+        table = torch.full((B, S), -1, dtype=torch.long)
+        for i, s in enumerate(sets):
+            table[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        return table.to(self.device)
+
+
+# -----------------------------------------------------------------------------
+# CLI
+
+
+def main():
+    from transformers import AutoTokenizer
+
+    from common import pick_device, pick_dtype
+
+    ap = argparse.ArgumentParser(description="Sample a completion from a Hugging Face model directory.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer)")
+    ap.add_argument("--prompt", required=True, help="the prompt text")
+    ap.add_argument("--no-chat", action="store_true", help="do not apply the tokenizer's chat template")
+    # sampling
+    ap.add_argument("--greedy", action="store_true", help="argmax decoding")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--num-samples", type=int, default=1, help="completions to draw")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    # runtime
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    ap.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16")
+    args = ap.parse_args()
+
+    device = pick_device(args.device)
+    model = Transformer.from_pretrained(args.model, device=device, dtype=pick_dtype(args.dtype, device))
+    tok = AutoTokenizer.from_pretrained(args.model)
+    if tok.chat_template and not args.no_chat:
+        ids = tok.apply_chat_template([{"role": "user", "content": args.prompt}],
+                                      add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    else:
+        ids = tok(args.prompt)["input_ids"]
+    eos = model.config.eos_token_id
+    stops = {tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+    engine = Engine(model, pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+    out = engine.generate([list(ids)], num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, top_p=args.top_p, greedy=args.greedy,
+                          stop_tokens=sorted(stops), seed=args.seed)
+    for r in range(out.tokens.shape[0]):
+        text = tok.decode(out.tokens[r][out.mask[r]].tolist(), skip_special_tokens=True)
+        print(text if out.tokens.shape[0] == 1 else f"--- sample {r}\n{text}")
+
+
+if __name__ == "__main__":
+    main()

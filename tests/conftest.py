@@ -1,0 +1,74 @@
+"""Shared test fixtures: tiny random configs of each supported model type, built with
+`transformers` (the independent reference) and randomised so that every weight matters."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# One config per supported type, each exercising that type's peculiarities.
+HF_CONFIGS = {
+    # Llama-3 rope scaling (original context small enough that all three frequency bands occur),
+    # untied embeddings, GQA 4:2.
+    "llama": dict(model_type="llama", vocab_size=128, hidden_size=64, intermediate_size=96,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+                  rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                    high_freq_factor=4.0, original_max_position_embeddings=64),
+                  tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
+    # q/k/v bias, tied embeddings, GQA 4:1.
+    "qwen2": dict(model_type="qwen2", vocab_size=128, hidden_size=64, intermediate_size=96,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                  max_position_embeddings=256, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                  tie_word_embeddings=True, use_sliding_window=False, bos_token_id=1, eos_token_id=2),
+    # q/k RMSNorm, head_dim decoupled from hidden_size / heads, untied.
+    "qwen3": dict(model_type="qwen3", vocab_size=128, hidden_size=64, intermediate_size=96,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                  max_position_embeddings=256, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                  tie_word_embeddings=False, use_sliding_window=False, bos_token_id=1, eos_token_id=2),
+}
+MODEL_TYPES = list(HF_CONFIGS)
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.1):
+    """Give every parameter (norm gains and biases included) a distinct random value."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * std
+            p.copy_(1.0 + noise if name.endswith("norm.weight") else noise)
+    return model
+
+
+def make_hf_model(kind: str, seed: int = 0):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    d = dict(HF_CONFIGS[kind])
+    cfg = AutoConfig.for_model(d.pop("model_type"), **d)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    return randomize_(AutoModelForCausalLM.from_config(cfg), seed).eval()
+
+
+def ragged_batch(lengths, vocab: int, seed: int = 0):
+    """Left-padded (B,T) ids and mask for prompts of the given lengths (pad id 0)."""
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.zeros(len(lengths), T, dtype=torch.long)
+    mask = torch.zeros(len(lengths), T, dtype=torch.long)
+    prompts = []
+    for i, n in enumerate(lengths):
+        p = torch.randint(3, vocab, (n,), generator=g)
+        ids[i, T - n:], mask[i, T - n:] = p, 1
+        prompts.append(p.tolist())
+    return ids, mask, prompts
+
+
+@pytest.fixture(params=MODEL_TYPES)
+def kind(request):
+    return request.param

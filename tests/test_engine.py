@@ -1,0 +1,139 @@
+import pytest
+import torch
+
+from conftest import HF_CONFIGS, make_hf_model, ragged_batch
+from engine import Engine
+from model import Transformer
+
+LENGTHS = [7, 1, 12, 4, 9, 12, 2, 5, 10]  # >= 8 prompts of different lengths
+NEW = 12
+
+
+@pytest.fixture
+def pair(kind, tmp_path):
+    """(transformers model, our model loaded from its checkpoint, vocab size)."""
+    hf = make_hf_model(kind)
+    hf.save_pretrained(tmp_path)
+    return hf, Transformer.from_pretrained(str(tmp_path)), HF_CONFIGS[kind]["vocab_size"]
+
+
+def hf_greedy(hf, prompt, new_tokens):
+    out = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                      do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                      eos_token_id=None, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+def test_greedy_matches_transformers_generate_row_by_row(pair):
+    hf, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS, vocab)
+    out = Engine(ours).generate(prompts, max_new_tokens=NEW, greedy=True)
+    assert out.tokens.shape == (len(prompts), NEW)
+    for i, p in enumerate(prompts):
+        assert out.tokens[i].tolist() == hf_greedy(hf, p, NEW), f"row {i} (prompt length {len(p)})"
+
+
+def teacher_forced_logprobs(model, prompts, out, temperature):
+    """log softmax(logits / T) of every sampled token, from one forward over prompt + completion."""
+    rows = []
+    for r in range(out.tokens.shape[0]):
+        p = prompts[out.prompt_index[r]]
+        c = out.tokens[r][out.mask[r]].tolist()
+        with torch.no_grad():
+            logits = model(torch.tensor([p + c]))[0, len(p) - 1:-1]  # (len(c),V)
+        lp = (logits / temperature).log_softmax(-1).gather(-1, torch.tensor(c)[:, None])[:, 0]
+        rows.append(lp)
+    return rows
+
+
+def test_sampled_logprobs_match_teacher_forced_forward(pair):
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS[:4], vocab)
+    out = Engine(ours).generate(prompts, num_samples=3, max_new_tokens=NEW, temperature=0.7,
+                                stop_tokens=[5, 9], seed=0)
+    ref = teacher_forced_logprobs(ours, prompts, out, 0.7)
+    for r, lp in enumerate(ref):
+        assert torch.allclose(out.logprobs[r][out.mask[r]], lp, atol=1e-4), f"row {r}"
+        assert (out.logprobs[r][~out.mask[r]] == 0).all()
+
+
+def test_top_p_samples_only_from_the_nucleus(pair):
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS[:3], vocab)
+    top_p = 0.3
+    out = Engine(ours).generate(prompts, num_samples=4, max_new_tokens=6, temperature=1.0,
+                                top_p=top_p, seed=0)
+    for r in range(out.tokens.shape[0]):
+        p, c = prompts[out.prompt_index[r]], out.tokens[r].tolist()
+        with torch.no_grad():
+            probs = ours(torch.tensor([p + c]))[0, len(p) - 1:-1].softmax(-1)
+        for t, tok in enumerate(c):
+            mass_above = probs[t][probs[t] > probs[t, tok]].sum()
+            assert mass_above < top_p  # tok is inside the smallest set reaching top_p
+
+
+def test_seed_reproduces_samples_and_another_seed_differs(pair):
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS, vocab)
+    engine = Engine(ours)
+    kw = dict(num_samples=2, max_new_tokens=NEW, temperature=1.0)
+    a, b = engine.generate(prompts, seed=3, **kw), engine.generate(prompts, seed=3, **kw)
+    c = engine.generate(prompts, seed=4, **kw)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.logprobs, b.logprobs)
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+def test_group_samples_are_independent_draws(pair):
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch([6], vocab)
+    out = Engine(ours).generate(prompts, num_samples=8, max_new_tokens=NEW, temperature=1.0, seed=0)
+    assert len({tuple(t) for t in out.tokens.tolist()}) > 1
+
+
+def test_num_samples_prefills_each_prompt_once(pair, monkeypatch):
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS[:3], vocab)
+    calls = []
+    forward = ours.forward
+    monkeypatch.setattr(ours, "forward", lambda ids, *a, **k: calls.append(tuple(ids.shape)) or forward(ids, *a, **k))
+    out = Engine(ours).generate(prompts, num_samples=5, max_new_tokens=4, temperature=1.0, seed=0)
+    assert out.tokens.shape[0] == 15
+    prefills = [s for s in calls if s[1] > 1]
+    assert prefills == [(3, max(LENGTHS[:3]))]  # one pass over the 3 prompts, not 15 rows
+    assert all(s == (15, 1) for s in calls if s[1] == 1)
+
+
+def test_rows_stop_independently_at_their_stop_tokens(pair):
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS, vocab)
+    engine = Engine(ours)
+    free = engine.generate(prompts, max_new_tokens=NEW, greedy=True).tokens.tolist()
+    # per-prompt stop sets: the token each row emits at step i % 5, so rows stop at different steps
+    stops = [[row[i % 5]] for i, row in enumerate(free)]
+    out = engine.generate(prompts, max_new_tokens=NEW, greedy=True, stop_tokens=stops)
+    for r, row in enumerate(free):
+        end = row.index(stops[r][0]) + 1  # first occurrence, stop token included
+        assert out.lengths[r] == end and bool(out.stopped[r])
+        assert out.tokens[r, :end].tolist() == row[:end]
+        assert (out.tokens[r, end:] == engine.pad_id).all() and not out.mask[r, end:].any()
+    assert len(set(out.lengths.tolist())) > 1
+
+
+def test_max_new_tokens_is_respected(pair):
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS, vocab)
+    for m in (1, 5):
+        out = Engine(ours).generate(prompts, num_samples=2, max_new_tokens=m, temperature=1.0, seed=0)
+        assert out.tokens.shape == (len(prompts) * 2, m) and (out.lengths == m).all()
+        assert not out.stopped.any()
+
+
+def test_bad_prompts_are_refused(pair):
+    _, ours, vocab = pair
+    engine = Engine(ours)
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.generate([[1, 2], []])
+    with pytest.raises(ValueError, match="token ids"):
+        engine.generate([[1, vocab]])
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        engine.generate([[1, 2]], max_new_tokens=10_000)
