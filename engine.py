@@ -16,8 +16,8 @@ Algorithm (one `Engine.generate` call):
   sampling, bookkeeping) is captured once as a CUDA graph and replayed; on CPU it runs eagerly.
 
 Sampling: greedy (argmax) or softmax(logits / temperature), optionally truncated to the top-p
-nucleus, drawn with the exponential-race trick (argmax p / Exp(1)) from the engine's own seeded
-generator, so a seed reproduces a run. The log-prob returned for each token is
+nucleus, drawn by inverse CDF (one uniform per row) from the engine's own seeded generator, so a
+seed reproduces a run. The log-prob returned for each token is
 log softmax(logits / temperature) -- what a training forward at the same temperature computes.
 With top_p < 1 the nucleus truncation is not in it (the usual, documented bias); greedy reports
 log softmax(logits).
@@ -73,8 +73,9 @@ def sample_next(logits, greedy: bool, temperature: float, top_p: float, gen):
         p_sorted, idx = probs.sort(-1, descending=True)
         outside = p_sorted.cumsum(-1) - p_sorted >= top_p
         probs = torch.zeros_like(probs).scatter_(-1, idx, p_sorted.masked_fill(outside, 0.0))
-    race = torch.empty_like(probs).exponential_(1.0, generator=gen)
-    tok = (probs / race).argmax(-1)
+    cdf = probs.cumsum(-1)  # inverse-CDF draw: one uniform per row
+    u = torch.rand(cdf.shape[0], 1, generator=gen, device=cdf.device) * cdf[:, -1:]
+    tok = torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
     return tok, logp.gather(-1, tok[:, None])[:, 0]
 
 
@@ -124,19 +125,21 @@ class Engine:
         for i in range(1, M):
             if i % (8 if self._graph else 1) == 0 and bool(s.done.all()):
                 break
-            self._graph.replay() if self._graph else self._step(s, sampling)
+            self._graph.replay() if self._graph else self._step(s, sampling, width=P + i)
 
-        width = max(int(s.out_mask.sum(1).max()), 1)
-        return Samples(tokens=s.out_tok[:, :width].clone(), mask=s.out_mask[:, :width].clone(),
-                       logprobs=s.out_logp[:, :width].clone(), stopped=s.done.clone(),
+        used = max(int(s.out_mask.sum(1).max()), 1)
+        return Samples(tokens=s.out_tok[:, :used].clone(), mask=s.out_mask[:, :used].clone(),
+                       logprobs=s.out_logp[:, :used].clone(), stopped=s.done.clone(),
                        prompt_index=torch.arange(B, device=self.device).repeat_interleave(G))
 
     # -- one decode step -------------------------------------------------------------------
 
-    def _step(self, s: DecodeState, sampling):
+    def _step(self, s: DecodeState, sampling, width: int | None = None):
+        """Feed each row's last token at column s.col; attend over the first `width` columns
+        (eager: just the filled ones; a CUDA graph: all T_max, fixed shapes)."""
         s.key_mask.index_fill_(1, s.col, True)
         logits = self.model(s.tok[:, None], positions=s.pos[:, None], cache=s.cache,
-                            cache_pos=s.col, key_mask=s.key_mask)[:, 0]  # (N,V)
+                            cache_pos=s.col, key_mask=s.key_mask[:, :width])[:, 0]  # (N,V)
         s.pos.add_(1)
         s.col.add_(1)
         self._emit(s, logits, sampling)

@@ -241,26 +241,33 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q.transpose(1, 2), cos, sin)  # (B,H,T,D)
         k = apply_rope(k.transpose(1, 2), cos, sin)  # (B,Hkv,T,D)
-        if cache is not None:  # write this call's columns, then attend over the whole cache
+        if cache is not None:  # write this call's columns, then attend over the first S columns
             cache.k[self.layer_idx].index_copy_(2, cache_pos, k)
             cache.v[self.layer_idx].index_copy_(2, cache_pos, v)
-            k, v = cache.k[self.layer_idx], cache.v[self.layer_idx]
-        if T == 1:
+            S = T if mask is None else mask.shape[-1]
+            k, v = cache.k[self.layer_idx][:, :, :S], cache.v[self.layer_idx][:, :, :S]
+        if cache is not None and T == 1:
             y = grouped_decode_attention(q, k, v, mask)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        else:  # mask None: plain causal attention, SDPA's fastest path
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               enable_gqa=True)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.hd))
 
 
 def grouped_decode_attention(q, k, v, mask):
     """One query token per row, GQA without copying keys: q (B,H,1,D), k/v (B,Hkv,S,D),
-    mask (B,1,1,S) bool -> (B,H,1,D). Scores and softmax in float32."""
+    mask (B,1,1,S) bool, or float added to the scores -> (B,H,1,D). Softmax in float32."""
     B, H, _, D = q.shape
     Hkv = k.shape[1]
     qg = q.view(B, Hkv, H // Hkv, D)  # heads h = g*(H/Hkv) + j share kv head g
     att = (qg @ k.transpose(-1, -2)).float() / math.sqrt(D)  # (B,Hkv,H/Hkv,S)
-    att = att.masked_fill(~mask.view(B, 1, 1, -1), float("-inf")).softmax(-1)
-    return (att.to(v.dtype) @ v).view(B, H, 1, D)
+    att = att + (mask if mask.is_floating_point() else score_bias(mask)).view(B, 1, 1, -1)
+    return (att.softmax(-1).to(v.dtype) @ v).view(B, H, 1, D)
+
+
+def score_bias(mask: torch.Tensor) -> torch.Tensor:
+    """bool mask -> float32 0 where True, -inf where False (added to attention scores)."""
+    return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 class MLP(nn.Module):
@@ -342,20 +349,21 @@ class Transformer(nn.Module):
         logits_mask (B,T) bool: return logits only there, as (N,V) in row-major order.
         cache, cache_pos (T,): write keys/values into these cache columns and attend over the
         cache (the engine's path). A prefill (T > 1) must fill columns 0..T-1 of a fresh cache;
-        a decode step (T == 1) attends to the cache columns where key_mask (B,T_max) is True.
+        a decode step (T == 1) attends to the first S cache columns where key_mask (B,S) is True.
         Returns float32 logits (B,T,V), or (N,V) with logits_mask.
         """
         B, T = input_ids.shape
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
         if positions is None:
-            positions = positions_from_mask(attention_mask)
+            positions = (positions_from_mask(attention_mask) if attention_mask is not None
+                         else torch.arange(T, device=input_ids.device).expand(B, T))
         x = self.model.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(self.inv_freq, positions, x.dtype)
         if cache is not None and T == 1:
-            mask = key_mask[:, None, None, :]  # (B,1,1,T_max)
-        else:
+            mask = score_bias(key_mask)[:, None, None, :]  # (B,1,1,S), built once for all layers
+        elif attention_mask is not None and not attention_mask.bool().all():
             mask = causal_padding_mask(attention_mask)  # (B,1,T,T)
+        else:
+            mask = None  # no padding: causal
         for block in self.model.layers:
             x = block(x, cos, sin, mask, cache, cache_pos)
         x = self.model.norm(x)

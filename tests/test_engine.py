@@ -137,3 +137,17 @@ def test_bad_prompts_are_refused(pair):
         engine.generate([[1, vocab]])
     with pytest.raises(ValueError, match="exceeds the model's context"):
         engine.generate([[1, 2]], max_new_tokens=10_000)
+
+
+def test_full_width_static_step_matches(pair, monkeypatch):
+    """The CUDA graph replays `_step` over all T_max cache columns (masked), not just the
+    filled ones; on CPU, force that path and check it samples exactly the same tokens."""
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS, vocab)
+    kw = dict(num_samples=2, max_new_tokens=NEW, temperature=1.0, stop_tokens=[5], seed=0)
+    ref = Engine(ours).generate(prompts, **kw)
+    step = Engine._step
+    monkeypatch.setattr(Engine, "_step", lambda self, s, sampling, width=None: step(self, s, sampling))
+    out = Engine(ours).generate(prompts, **kw)
+    assert torch.equal(out.tokens, ref.tokens) and torch.equal(out.mask, ref.mask)
+    assert torch.allclose(out.logprobs, ref.logprobs, atol=1e-5)

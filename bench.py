@@ -1,0 +1,198 @@
+"""
+Throughput of our engine against `transformers` `generate`, and of a training step.
+
+Both generators run the same random weights (ours saved to a temporary Hugging Face directory and
+opened by `transformers`), the same B prompts of P random tokens, and sample exactly M new tokens
+per row at temperature 1 (no stop tokens). Training runs forward + backward + AdamW on (B,T)
+random tokens with a full-vocabulary cross-entropy, bf16 autocast when --autocast says so.
+Each measurement is warmed up first (on CUDA this captures the engine's graph); ours and
+`transformers` then run in turns and the best of --repeats timed runs of each is kept.
+
+MFU (CUDA only) = achieved FLOP/s / peak bf16 FLOP/s of the card, with
+FLOPs per trained token = 6 * (matmul parameters, LM head included) + 12 * layers * heads * head_dim * T.
+
+    python bench.py --device cpu --shape tiny            # CPU, tiny model, batch 32
+    python bench.py --device cuda --shape 0.5b           # GPU, Qwen2.5-0.5B shape, batch 64
+
+Prints a short table, then one JSON line with every number.
+"""
+import argparse
+import json
+import tempfile
+
+import torch
+import torch.nn.functional as F
+
+from common import Timer, pick_device, pick_dtype, seed_everything
+from engine import Engine
+from model import ModelConfig, Transformer
+
+SHAPES = {
+    # a few-million-parameter Llama, the size of the embedded default model
+    "tiny": ModelConfig(model_type="llama", vocab_size=1024, hidden_size=256, intermediate_size=704,
+                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                        max_position_embeddings=2048, tie_word_embeddings=True),
+    # Qwen2.5-0.5B dimensions
+    "0.5b": ModelConfig(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                        num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                        rope_theta=1e6, max_position_embeddings=32768, tie_word_embeddings=True),
+}
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+
+
+def best_times(fns: dict, device, repeats: int) -> dict:
+    """Warm each function up, then time them in turns (so a slow spell of a shared machine hits
+    all of them alike) and keep each one's best of `repeats` runs: {name: seconds}."""
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            with Timer(device) as t:
+                fn()
+            best[name] = min(best[name], t.seconds)
+    return best
+
+
+def engine_run(model, prompts, new_tokens):
+    engine = Engine(model)
+    run = lambda: engine.generate(prompts, max_new_tokens=new_tokens, temperature=1.0, seed=0)
+    assert run().mask.all(), "every row must produce exactly new_tokens tokens"
+    return run
+
+
+def hf_generate_run(hf, prompts, new_tokens, device):
+    ids = torch.tensor(prompts, device=device)
+    kw = dict(attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+              max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0)
+    return lambda: hf.generate(ids, **kw)
+
+
+def train_step_run(model, batch, seq, device, autocast, hf=False):
+    """One optimizer step of forward + backward + AdamW on (batch, seq) random tokens."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(ids).logits if hf else model(ids)
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def train_flops_per_token(cfg: ModelConfig, model: Transformer, seq: int) -> float:
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return 6 * matmul + 12 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * seq
+
+
+def peak_flops(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    ap.add_argument("--shape", default="tiny", choices=list(SHAPES))
+    ap.add_argument("--dtype", default="auto", help="weights for generation: auto (bf16 on GPU, fp32 on CPU)")
+    # generation
+    ap.add_argument("--batch", type=int, default=None, help="prompts per batch (default: 64 on GPU, 32 on CPU)")
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    # training
+    ap.add_argument("--train-batch", type=int, default=8)
+    ap.add_argument("--train-seq", type=int, default=512)
+    ap.add_argument("--autocast", default="auto", choices=["auto", "bf16", "none"],
+                    help="bf16 autocast for training; auto: on for CUDA and for CPUs with native bf16")
+    # measurement
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best kept)")
+    ap.add_argument("--skip-hf", action="store_true", help="measure only our engine and training loop")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    batch = args.batch or (64 if device.type == "cuda" else 32)
+    autocast = args.autocast == "bf16" or (args.autocast == "auto" and (device.type == "cuda" or cpu_has_bf16()))
+    seed_everything(args.seed)
+    cfg = SHAPES[args.shape]
+    with torch.device(device):
+        model = Transformer(cfg).init_weights()
+    model.eval().to(dtype)
+    prompts = torch.randint(0, cfg.vocab_size, (batch, args.prompt_len)).tolist()
+    new = batch * args.new_tokens
+    res = dict(device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda"
+               else "cpu", shape=args.shape, params=model.num_params(), dtype=str(dtype).removeprefix("torch."),
+               batch=batch, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+               torch=torch.__version__)
+
+    gen = {"ours": engine_run(model, prompts, args.new_tokens)}
+    hf = None
+    if not args.skip_hf:
+        import transformers
+        from transformers import AutoModelForCausalLM
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).to(device).eval()
+        gen["hf"] = hf_generate_run(hf, prompts, args.new_tokens, device)
+        res["transformers"] = transformers.__version__
+    t = best_times(gen, device, args.repeats)
+    res |= dict(engine_tokens_per_s=new / t["ours"], engine_ms_per_step=1e3 * t["ours"] / args.new_tokens)
+    if hf is not None:
+        res |= dict(hf_generate_tokens_per_s=new / t["hf"], hf_ms_per_step=1e3 * t["hf"] / args.new_tokens,
+                    engine_speedup=t["hf"] / t["ours"])
+    del gen
+
+    # training: fp32 master weights, bf16 autocast if enabled
+    train = {"ours": train_step_run(model.float(), args.train_batch, args.train_seq, device, autocast)}
+    if hf is not None:
+        train["hf"] = train_step_run(hf.float(), args.train_batch, args.train_seq, device, autocast, hf=True)
+    t = best_times(train, device, args.repeats)
+    train_tokens = args.train_batch * args.train_seq
+    res |= dict(train_autocast_bf16=autocast, train_batch=args.train_batch, train_seq=args.train_seq,
+                train_tokens_per_s=train_tokens / t["ours"])
+    peak = peak_flops(device)
+    res["mfu"] = train_flops_per_token(cfg, model, args.train_seq) * train_tokens / t["ours"] / peak if peak else None
+    if hf is not None:
+        res["hf_train_tokens_per_s"] = train_tokens / t["hf"]
+
+    print_table(res)
+    print(json.dumps(res))
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
+
+
+def print_table(r: dict):
+    fmt = lambda v: "-" if v is None else f"{v:,.0f}"
+    print(f"{r['shape']} on {r['device_name']} ({r['params'] / 1e6:.1f}M params, {r['dtype']}), "
+          f"batch {r['batch']}, {r['prompt_len']}-token prompts, {r['new_tokens']} new tokens")
+    print(f"{'':28}{'ours':>14}{'transformers':>14}{'ratio':>8}")
+    hf_gen = r.get("hf_generate_tokens_per_s")
+    ratio = f"{r['engine_tokens_per_s'] / hf_gen:.2f}x" if hf_gen else "-"
+    print(f"{'generate new tokens/s':28}{fmt(r['engine_tokens_per_s']):>14}{fmt(hf_gen):>14}{ratio:>8}")
+    ms = lambda v: "-" if v is None else f"{v:.2f}"
+    print(f"{'  ms per token step':28}{ms(r['engine_ms_per_step']):>14}{ms(r.get('hf_ms_per_step')):>14}")
+    hf_tr = r.get("hf_train_tokens_per_s")
+    ratio = f"{r['train_tokens_per_s'] / hf_tr:.2f}x" if hf_tr else "-"
+    print(f"{'train tokens/s':28}{fmt(r['train_tokens_per_s']):>14}{fmt(hf_tr):>14}{ratio:>8}")
+    if r["mfu"] is not None:
+        print(f"{'  MFU':28}{100 * r['mfu']:>13.1f}%")
+
+
+if __name__ == "__main__":
+    main()
