@@ -13,7 +13,10 @@ Algorithm (one `Engine.generate` call):
      that token (mask True) and emits nothing after it; the loop ends when every row has stopped
      or after max_new_tokens tokens.
   Every buffer has a fixed shape and is updated in place, so on CUDA the decode step (forward,
-  sampling, bookkeeping) is captured once as a CUDA graph and replayed; on CPU it runs eagerly.
+  sampling, bookkeeping) is captured once as a CUDA graph and replayed; on CPU it runs eagerly and
+  attends over the filled cache columns only. The graph and its buffers are kept for the next call
+  with the same shapes; it reads the weights where they live, so update them in place (optimizer
+  steps and `load_state_dict` do), never by assigning new tensors.
 
 Sampling: greedy (argmax) or softmax(logits / temperature), optionally truncated to the top-p
 nucleus, drawn by inverse CDF (one uniform per row) from the engine's own seeded generator, so a

@@ -125,7 +125,7 @@ class ModelConfig:
             head_dim=d.get("head_dim") or (128 if mt == "qwen3" else 0),
             rms_norm_eps=d.get("rms_norm_eps", 1e-6), rope_theta=theta, rope_scaling=scaling,
             max_position_embeddings=d.get("max_position_embeddings", 2048),
-            tie_word_embeddings=d.get("tie_word_embeddings", mt != "llama"),
+            tie_word_embeddings=d.get("tie_word_embeddings", False),
             attention_bias=d.get("attention_bias", False), mlp_bias=d.get("mlp_bias", False),
             bos_token_id=d.get("bos_token_id"), eos_token_id=d.get("eos_token_id"),
             pad_token_id=d.get("pad_token_id"), hf=d)

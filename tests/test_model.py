@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from conftest import HF_CONFIGS, make_hf_model, ragged_batch, randomize_
 from model import ModelConfig, Transformer, UnsupportedModelError
@@ -112,3 +112,17 @@ def test_missing_weights_are_reported(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="missing.*layers.2"):
         Transformer.from_pretrained(str(tmp_path))
+
+
+def test_defaults_for_absent_config_keys_follow_transformers(tmp_path):
+    """A config.json that omits tie_word_embeddings / head_dim means what transformers says."""
+    d = {k: v for k, v in HF_CONFIGS["qwen3"].items() if k not in ("tie_word_embeddings", "head_dim")}
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    hf = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tmp_path), attn_implementation="eager")
+    randomize_(hf).eval().save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(d))  # keep the keys absent
+    ours = Transformer.from_pretrained(str(tmp_path / "ckpt"))
+    assert ours.config.tie_word_embeddings == hf.config.tie_word_embeddings
+    assert ours.config.head_dim == hf.config.head_dim
+    ids, mask, _ = ragged_batch(LENGTHS, 128)
+    assert max_diff_on_tokens(our_logits(ours, ids, mask), hf_logits(hf, ids, mask), mask) <= TOL

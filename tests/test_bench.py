@@ -1,0 +1,15 @@
+import json
+import subprocess
+import sys
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+
+
+def test_bench_runs_and_reports_its_json_contract():
+    cmd = [sys.executable, "bench.py", "--device", "cpu", "--shape", "tiny", "--batch", "2", "--prompt-len", "8",
+           "--new-tokens", "4", "--train-batch", "1", "--train-seq", "16", "--repeats", "1"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    for key in ("engine_tokens_per_s", "hf_generate_tokens_per_s", "train_tokens_per_s"):
+        assert res[key] > 0
+    assert (res["device"], res["shape"], res["batch"]) == ("cpu", "tiny", 2)
