@@ -98,7 +98,7 @@ class Engine:
                  stop_tokens=(), seed: int | None = None) -> Samples:
         """
         prompts: B lists of token ids. Returns B*num_samples rows, prompt-major.
-        stop_tokens: ids that end every row, or one list per prompt.
+        stop_tokens: ids that end every row, or one list (or tuple) of ids per prompt.
         seed: reproduces the samples (None: a fresh random seed).
         """
         self._check(prompts, num_samples, max_new_tokens, temperature, top_p)
@@ -243,10 +243,10 @@ class Engine:
 
     def _stop_table(self, stop_tokens, B: int) -> torch.Tensor:
         """One set for all rows, or one set per prompt -> (B,S) ids, -1 padded (S >= 1)."""
-        per_prompt = len(stop_tokens) > 0 and not isinstance(stop_tokens[0], int)
+        per_prompt = len(stop_tokens) > 0 and isinstance(stop_tokens[0], (list, tuple))
         if per_prompt and len(stop_tokens) != B:
             raise ValueError(f"got {len(stop_tokens)} stop-token lists for {B} prompts")
-        sets = [list(s) for s in stop_tokens] if per_prompt else [list(stop_tokens)] * B
+        sets = [[int(t) for t in s] for s in stop_tokens] if per_prompt else [[int(t) for t in stop_tokens]] * B
         S = max(1, max(map(len, sets)))
         table = torch.full((B, S), -1, dtype=torch.long)
         for i, s in enumerate(sets):

@@ -207,16 +207,6 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
 
-    def repeat_rows(self, n: int, max_len: int) -> "KVCache":
-        """A new cache with each row repeated n times (GRPO groups) and room for max_len columns."""
-        L, B, H, T, D = self.k.shape
-        out = KVCache.__new__(KVCache)
-        out.k = self.k.new_zeros(L, B * n, H, max_len, D)
-        out.v = self.v.new_zeros(L, B * n, H, max_len, D)
-        out.k[:, :, :, :T] = self.k.repeat_interleave(n, dim=1)
-        out.v[:, :, :, :T] = self.v.repeat_interleave(n, dim=1)
-        return out
-
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
