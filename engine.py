@@ -270,11 +270,11 @@ def main():
     ap.add_argument("--no-chat", action="store_true", help="do not apply the tokenizer's chat template")
     # sampling
     ap.add_argument("--greedy", action="store_true", help="argmax decoding")
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
     ap.add_argument("--num-samples", type=int, default=1, help="completions to draw")
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate at most")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     # runtime
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ap.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16")
