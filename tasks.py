@@ -1,0 +1,415 @@
+"""
+Problems: the embedded synthetic world, loaders for real GSM8K-family benchmarks, and the text
+formats every stage uses.
+
+The synthetic world
+-------------------
+Every problem is a small program: a chain of 2-5 binary steps over +, -, *, exact /. The first
+step combines two given numbers, each later step combines the running quantity with one new given
+number, and every step's result is a named quantity ("apples after buying"). A story frame (a
+person, an item, containers, people to share with) and one phrasing per event render it as a word
+problem. From the same program come
+    plan      the meta-thought: one line per step naming quantities, no digits at all
+              ("Second, add the apples in the bags and the apples bought to get the apples after buying.")
+    solution  the execution: one line per step, `name = x op y = result`
+    answer    the last step's result; `intermediates` holds every step's result in order.
+
+Splits (each a recipe; sizes are arguments, generation is deterministic by (seed, split, n)):
+    train, test     train frames and phrasings, 2-5 steps, train number ranges. A question goes to
+                    test iff a stable hash of its text falls in test's tenth, so the two never share
+                    a question whatever their sizes.
+    ood_template    frames (people, items, containers) and phrasings of every event and of the final
+                    question that train never uses
+    ood_steps       6-7 steps (train has at most 5)
+    ood_numbers     given numbers outside the train ranges (train starts <= 40, factors <= 12,
+                    intermediates <= 999; here starts 41-400, factors 13-30, intermediates <= 99,999)
+    ood_distractor  a train-like problem plus one irrelevant sentence with a number (GSM-NoOp style)
+No question text appears in two splits: the OOD recipes differ from train in words, step counts or
+numbers, and train/test are split by hash.
+
+Text formats (a reconstruction, see DESIGN.md section 4)
+    prompt    "Question: <question>\n"
+    meta      "Plan:\n<plan>\nSolution:\n"                    (CoMT-SFT target; execution follows)
+    cot       "Solution:\n<solution>\nAnswer: <answer>"       (CoT-SFT target, then the stop token)
+
+Real benchmarks
+---------------
+`load_problems("gsm8k:train")`, `"svamp"`, a JSONL path, or `"hub:openai/gsm8k:main:test"`:
+    - names read the normalised JSONL files of the benchmark data folder (../shared/data by
+      default; set COMT_DATA_DIR or pass data_dir). Names: gsm8k, svamp, asdiv, mawps, tabmwp,
+      gsm_hard, gsm_symbolic; the split defaults to test (or the folder's only file).
+    - a path reads any JSONL with `question` and `answer` fields (plus optional `id`, `solution`),
+      including the raw upstream GSM8K files whose `answer` is a worked solution ending "#### N".
+    - hub:NAME[:CONFIG]:SPLIT loads a Hugging Face dataset (needs network and `datasets`).
+GSM8K-style `<<expr=value>>` annotations in a solution become the gold intermediate values.
+A malformed row raises an error naming the file and line.
+"""
+import hashlib
+import json
+import os
+import random
+import re
+from dataclasses import dataclass, field
+
+# -----------------------------------------------------------------------------
+# Records and text formats
+
+
+@dataclass
+class Problem:
+    id: str
+    question: str
+    answer: str  # canonical number: no commas/units, integers without ".0"
+    split: str = ""
+    plan: str | None = None  # meta-thought, no digits
+    solution: str | None = None  # execution, or a benchmark's gold worked solution
+    intermediates: list[float] = field(default_factory=list)  # gold value of each step
+    source: str = "synthetic"
+
+
+def prompt_text(p: Problem) -> str:
+    return f"Question: {p.question}\n"
+
+
+def meta_text(p: Problem) -> str:
+    """CoMT target: the plan and the marker that opens the execution (nothing after it)."""
+    return f"Plan:\n{p.plan}\nSolution:\n"
+
+
+def cot_text(p: Problem) -> str:
+    """CoT target: the execution and the answer line (the stop token follows)."""
+    return f"Solution:\n{p.solution}\nAnswer: {p.answer}"
+
+
+def format_number(x: float) -> str:
+    """Canonical text of a number: 12, -3, 2.5 (no trailing .0, no exponent)."""
+    if float(x).is_integer():
+        return str(int(x))
+    return f"{x:.10f}".rstrip("0").rstrip(".")
+
+
+# -----------------------------------------------------------------------------
+# The synthetic world: frames, events, phrasings
+
+
+@dataclass(frozen=True)
+class Frame:
+    people: tuple  # names
+    item: str  # plural noun
+    group: tuple  # (singular, plural) container
+    mates: tuple  # (singular, plural) people to share with
+
+
+TRAIN_FRAMES = (
+    Frame(("Mia", "Leo", "Ava", "Noah"), "apples", ("bag", "bags"), ("friend", "friends")),
+    Frame(("Nora", "Omar", "Lily"), "muffins", ("tray", "trays"), ("neighbor", "neighbors")),
+    Frame(("Sam", "Ella", "Ben"), "stickers", ("sheet", "sheets"), ("classmate", "classmates")),
+    Frame(("Zoe", "Max", "Ivy"), "marbles", ("jar", "jars"), ("cousin", "cousins")),
+    Frame(("Ruby", "Finn", "Maya"), "books", ("shelf", "shelves"), ("student", "students")),
+    Frame(("Owen", "Chloe", "Eli"), "pencils", ("box", "boxes"), ("teammate", "teammates")),
+    Frame(("Anna", "Jack", "Rosa"), "cookies", ("plate", "plates"), ("guest", "guests")),
+    Frame(("Hugo", "Lucy", "Theo"), "flowers", ("vase", "vases"), ("aunt", "aunts")),
+)
+OOD_FRAMES = (
+    Frame(("Priya", "Tomas", "Keiko"), "seashells", ("bucket", "buckets"), ("diver", "divers")),
+    Frame(("Darius", "Freya", "Mateo"), "coins", ("purse", "purses"), ("sailor", "sailors")),
+    Frame(("Yara", "Bruno", "Sofia"), "lanterns", ("crate", "crates"), ("villager", "villagers")),
+)
+
+# Events. Each: op, the result-name pattern, the name of its given number, and phrasings
+# (train phrasings first; the last one is held out for ood_template). Slots: {P} subject,
+# {n} the given number, {item}, {group}/{groups}, {mate}/{mates}.
+START_EVENTS = (
+    ("*", "{item} in the {groups}", ("the number of {groups}", "the {item} per {group}"),
+     ("{P} has {a} {groups} with {b} {item} in each {group}.",
+      "{P} fills {a} {groups}, putting {b} {item} in every {group}.",
+      "There are {a} {groups} in front of {P}, and each {group} holds {b} {item}.")),
+    ("+", "{item} collected", ("the morning {item}", "the afternoon {item}"),
+     ("{P} collects {a} {item} in the morning and {b} {item} in the afternoon.",
+      "In the morning {P} gathers {a} {item}, and in the afternoon {b} more.",
+      "{P} ends the morning with {a} {item} and adds {b} {item} before dinner.")),
+)
+CHAIN_EVENTS = (
+    ("+", "buying", "the {item} bought",
+     ("{P} buys {n} more {item}.", "Then {P} buys another {n} {item}.", "After that, {P} purchases {n} extra {item}.")),
+    ("+", "finding", "the {item} found",
+     ("{P} finds {n} more {item}.", "Later {P} finds {n} {item} on the way home.", "Then {P} discovers {n} more {item}.")),
+    ("+", "receiving", "the {item} received",
+     ("{P} receives {n} {item} as a gift.", "A friend gives {P} {n} {item}.", "{P} is handed {n} more {item}.")),
+    ("+", "winning", "the {item} won",
+     ("{P} wins {n} {item} in a game.", "In a contest {P} wins {n} more {item}.", "{P} earns {n} {item} as a prize.")),
+    ("-", "selling", "the {item} sold",
+     ("{P} sells {n} of the {item}.", "Then {P} sells {n} {item} at the market.", "{P} trades away {n} {item} for money.")),
+    ("-", "losing", "the {item} lost",
+     ("{P} loses {n} {item}.", "On the way, {P} drops and loses {n} {item}.", "{P} misplaces {n} of the {item}.")),
+    ("-", "giving", "the {item} given away",
+     ("{P} gives away {n} {item}.", "Then {P} gives {n} {item} to a stranger.", "{P} hands out {n} {item} to visitors.")),
+    ("-", "using", "the {item} used",
+     ("{P} uses {n} of the {item}.", "For a project, {P} uses {n} {item}.", "{P} spends {n} {item} on decorations.")),
+    ("*", "filling", "the number of {groups} filled",
+     ("{P} then fills {n} {groups}, each holding that many {item}.",
+      "Next, {P} fills {n} {groups} with that many {item} in every one.",
+      "{P} prepares {n} {groups}, and each gets that same number of {item}.")),
+    ("*", "copying", "the copying factor",
+     ("{P} makes the pile {n} times as large.", "The pile of {item} grows to {n} times its size.",
+      "{P} multiplies the pile of {item} by {n}.")),
+    ("/", "sharing", "the number of {mates}",
+     ("{P} shares the {item} equally among {n} {mates}.", "{P} splits the {item} evenly between {n} {mates}.",
+      "{P} hands the {item} out equally to {n} {mates}.")),
+)
+FINAL_QUESTIONS = ("How many {item} does {P} have now?", "How many {item} does {P} end up with?",
+                   "What is the final number of {item} that {P} has?")
+DISTRACTORS = ("{P}'s cousin is {k} years old.", "The shop is {k} minutes away from home.",
+               "It rained on {k} days last month.", "{P} has a bike with {k} gears.")
+ORDINALS = ("First", "Second", "Third", "Fourth", "Fifth", "Sixth", "Seventh", "Eighth")
+OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": lambda x, y: x // y}
+PLAN_FIRST = {"*": "multiply {g1} by {g2}", "+": "add {g1} and {g2}"}
+PLAN_CHAIN = {"+": "add {cur} and {g}", "-": "subtract {g} from {cur}", "*": "multiply {cur} by {g}",
+              "/": "divide {cur} by {g}"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    frames: tuple
+    phrasings: slice  # which phrasings of each event (and final question)
+    steps: tuple  # allowed step counts
+    start: tuple  # range of the first step's operands (+)
+    factor: tuple  # range of factors and divisors
+    delta: tuple  # range of numbers added/removed
+    max_value: int  # largest allowed intermediate
+    distractor: bool = False
+
+
+TRAIN_RECIPE = Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (2, 40), (2, 12), (1, 30), 999)
+RECIPES = {
+    "train": TRAIN_RECIPE,
+    "test": TRAIN_RECIPE,
+    "ood_template": Recipe(OOD_FRAMES, slice(2, 3), (2, 3, 4, 5), (2, 40), (2, 12), (1, 30), 999),
+    "ood_steps": Recipe(TRAIN_FRAMES, slice(0, 2), (6, 7), (2, 40), (2, 12), (1, 30), 999),
+    "ood_numbers": Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (41, 400), (13, 30), (31, 400), 99_999),
+    "ood_distractor": Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (2, 40), (2, 12), (1, 30), 999, True),
+}
+SPLITS = tuple(RECIPES)
+TEST_SHARE = 10  # one question in TEST_SHARE (by hash) belongs to test, the rest to train
+
+
+def in_test_bucket(question: str) -> bool:
+    return int(hashlib.md5(question.encode()).hexdigest(), 16) % TEST_SHARE == 0
+
+
+def fill(template: str, **slots) -> str:
+    text = template.format(**slots)
+    return text[0].upper() + text[1:]
+
+
+def choose_chain_step(rng, cur: int, r: Recipe, used: set):
+    """Pick an unused event whose operand keeps the value a positive integer <= r.max_value."""
+    events = [e for e in CHAIN_EVENTS if e[1] not in used]
+    rng.shuffle(events)
+    for ev in events:
+        op = ev[0]
+        if op == "+":
+            n = rng.randint(*r.delta)
+        elif op == "-":
+            if cur <= r.delta[0]:
+                continue
+            n = rng.randint(r.delta[0], min(r.delta[1], cur - 1))
+        elif op == "*":
+            hi = min(r.factor[1], r.max_value // cur)
+            if hi < r.factor[0]:
+                continue
+            n = rng.randint(r.factor[0], hi)
+        else:
+            divisors = [d for d in range(r.factor[0], r.factor[1] + 1) if cur % d == 0 and d < cur]
+            if not divisors:
+                continue
+            n = rng.choice(divisors)
+        new = OPS[op](cur, n)
+        if 0 < new <= r.max_value:
+            return ev, n, new
+    return None
+
+
+def generate_problem(rng: random.Random, r: Recipe):
+    """One problem of recipe r, or None if the drawn program could not be completed."""
+    frame = rng.choice(r.frames)
+    person = rng.choice(frame.people)
+    slots = dict(item=frame.item, group=frame.group[0], groups=frame.group[1], mate=frame.mates[0],
+                 mates=frame.mates[1])
+    phrase = lambda options: rng.choice(options[r.phrasings])
+    n_steps = rng.choice(r.steps)
+
+    op, name, (g1, g2), phrasings = rng.choice(START_EVENTS)
+    if op == "*":
+        a, b = rng.randint(r.factor[0], r.factor[1]), rng.randint(r.factor[0], r.factor[1])
+        if r.start[0] > 40:  # ood_numbers: a large count per container
+            b = rng.randint(*r.start)
+    else:
+        a, b = rng.randint(*r.start), rng.randint(*r.start)
+    cur = OPS[op](a, b)
+    if cur > r.max_value:
+        return None
+    subject = person
+    sentences = [fill(phrase(phrasings), P=subject, a=a, b=b, **slots)]
+    names = [name.format(**slots)]
+    plan = [f"{ORDINALS[0]}, " + PLAN_FIRST[op].format(g1=g1.format(**slots), g2=g2.format(**slots))
+            + f" to get the {names[0]}."]
+    lines = [f"{names[0]} = {a} {op} {b} = {cur}"]
+    values, used = [cur], set()
+    for i in range(1, n_steps):
+        step = choose_chain_step(rng, cur, r, used)
+        if step is None:
+            return None
+        (op, gerund, given, phrasings), n, new = step
+        used.add(gerund)
+        sentences.append(fill(phrase(phrasings), P=subject, n=n, **slots))
+        if op == "/":
+            name = f"{slots['item']} per {slots['mate']}"
+            subject = f"each {slots['mate']}"
+        else:
+            name = f"{slots['item']} after {gerund}"
+        if name in names:
+            return None
+        plan.append(f"{ORDINALS[i]}, " + PLAN_CHAIN[op].format(cur=f"the {names[-1]}", g=given.format(**slots))
+                    + f" to get the {name}.")
+        lines.append(f"{name} = {cur} {op} {n} = {new}")
+        names.append(name)
+        values.append(new)
+        cur = new
+    if r.distractor:
+        k = rng.randint(2, 60)
+        sentences.insert(rng.randint(1, len(sentences)), fill(rng.choice(DISTRACTORS), P=person, k=k))
+    sentences.append(fill(phrase(FINAL_QUESTIONS), P=subject, **slots))
+    plan.append(f"The answer is the {names[-1]}.")
+    return dict(question=" ".join(sentences), plan="\n".join(plan), solution="\n".join(lines),
+                answer=format_number(cur), intermediates=[float(v) for v in values])
+
+
+def make_split(split: str, n: int, seed: int = 0) -> list[Problem]:
+    """n distinct problems of one split, deterministic by (split, n, seed)."""
+    if split not in RECIPES:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    rng = random.Random(f"comt-{seed}-{split}")
+    out, seen = [], set()
+    while len(out) < n:
+        p = generate_problem(rng, RECIPES[split])
+        if p is None or p["question"] in seen:
+            continue
+        if split in ("train", "test") and in_test_bucket(p["question"]) != (split == "test"):
+            continue
+        seen.add(p["question"])
+        out.append(Problem(id=f"{split}-{len(out):05d}", split=split, **p))
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Real benchmarks
+
+BENCHMARKS = ("gsm8k", "svamp", "asdiv", "mawps", "tabmwp", "gsm_hard", "gsm_symbolic")
+ANNOTATION = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def default_data_dir() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.environ.get("COMT_DATA_DIR", os.path.join(here, "..", "shared", "data"))
+
+
+def canonical_answer(text: str) -> str:
+    """'1,234' -> '1234', '$5.00' -> '5', '72.0' -> '72', '-3' -> '-3'; the last number in text."""
+    nums = NUMBER.findall(str(text).replace("$", ""))
+    if not nums:
+        raise ValueError(f"no number in answer {text!r}")
+    return format_number(float(nums[-1].replace(",", "")))
+
+
+def gold_intermediates(solution: str | None) -> list[float]:
+    """Values of GSM8K-style <<expr=value>> annotations, in order."""
+    out = []
+    for _, value in ANNOTATION.findall(solution or ""):
+        try:
+            out.append(float(value.replace(",", "").strip().rstrip(".")))
+        except ValueError:
+            pass
+    return out
+
+
+def problem_from_row(row: dict, source: str, where: str) -> Problem:
+    """One JSON row -> Problem. Raw GSM8K rows carry the worked solution in `answer`."""
+    if not isinstance(row, dict) or not isinstance(row.get("question"), str) or "answer" not in row:
+        raise ValueError(f"{where}: a row needs a string 'question' and an 'answer'")
+    answer, solution = str(row["answer"]), row.get("solution")
+    if "####" in answer:  # upstream GSM8K: "worked solution\n#### 72"
+        solution, answer = answer, answer.rsplit("####", 1)[1]
+    try:
+        answer = canonical_answer(answer)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return Problem(id=str(row.get("id", where)), question=row["question"], answer=answer,
+                   split=str(row.get("split", "")), solution=solution,
+                   intermediates=gold_intermediates(solution), source=source)
+
+
+def read_jsonl(path: str, source: str | None = None) -> list[Problem]:
+    source = source or os.path.splitext(os.path.basename(path))[0]
+    out = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+            out.append(problem_from_row(row, source, where))
+    return out
+
+
+def benchmark_path(name: str, split: str | None, data_dir: str | None) -> str:
+    folder = os.path.join(data_dir or default_data_dir(), name)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"benchmark folder {folder} not found: set COMT_DATA_DIR (or pass "
+                                f"--data-dir) to the folder holding {', '.join(BENCHMARKS)}")
+    files = sorted(f[:-6] for f in os.listdir(folder) if f.endswith(".jsonl"))
+    split = split or ("test" if "test" in files else files[0] if len(files) == 1 else None)
+    if split not in files:
+        raise ValueError(f"{name}: choose a split from {', '.join(files)} (as {name}:SPLIT)")
+    return os.path.join(folder, split + ".jsonl")
+
+
+def load_hub(spec: str) -> list[Problem]:
+    """hub:NAME[:CONFIG]:SPLIT via `datasets` (network needed)."""
+    parts = spec.split(":")[1:]
+    if len(parts) not in (2, 3):
+        raise ValueError(f"{spec!r}: use hub:NAME[:CONFIG]:SPLIT, e.g. hub:openai/gsm8k:main:test")
+    try:
+        import datasets
+    except ImportError:
+        raise SystemExit("hub datasets need the `datasets` package: pip install datasets") from None
+    name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
+    rows = datasets.load_dataset(name, config, split=split)
+    return [problem_from_row(dict(r), name, f"{spec}[{i}]") for i, r in enumerate(rows)]
+
+
+def load_problems(spec: str, data_dir: str | None = None, n: int | None = None, seed: int = 0) -> list[Problem]:
+    """
+    spec: a synthetic split ("train", "ood_steps", ...), a benchmark name with an optional split
+    ("gsm8k", "gsm8k:train"), a JSONL path, or "hub:NAME[:CONFIG]:SPLIT".
+    n: synthetic split size (required for synthetic) or the first n rows of real data.
+    """
+    if spec in RECIPES:
+        if n is None:
+            raise ValueError("synthetic splits need a size n")
+        return make_split(spec, n, seed)
+    if spec.startswith("hub:"):
+        rows = load_hub(spec)
+    elif spec.endswith(".jsonl") or os.path.isfile(spec):
+        rows = read_jsonl(spec)
+    else:
+        name, _, split = spec.partition(":")
+        if name not in BENCHMARKS:
+            raise ValueError(f"unknown data {spec!r}: a synthetic split ({', '.join(SPLITS)}), a benchmark "
+                             f"({', '.join(BENCHMARKS)}), a .jsonl path, or hub:NAME[:CONFIG]:SPLIT")
+        rows = read_jsonl(benchmark_path(name, split or None, data_dir), source=name)
+    return rows[:n] if n else rows

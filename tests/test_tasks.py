@@ -1,0 +1,163 @@
+import json
+import os
+import re
+
+import pytest
+
+from tasks import (BENCHMARKS, FINAL_QUESTIONS, SPLITS, TRAIN_FRAMES, cot_text, default_data_dir,
+                   load_problems, make_split, meta_text)
+
+N = 2000
+NUM = re.compile(r"\d+")
+LINE = re.compile(r"^(?P<name>[a-z ]+) = (?P<x>\d+) (?P<op>[-+*/]) (?P<y>\d+) = (?P<z>\d+)$")
+TRAIN_ITEMS = {f.item for f in TRAIN_FRAMES}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return {s: make_split(s, N) for s in SPLITS}
+
+
+def recompute(line):
+    m = LINE.match(line)
+    assert m, f"not an execution line: {line!r}"
+    x, y, op = int(m["x"]), int(m["y"]), m["op"]
+    if op == "/":
+        assert x % y == 0, f"inexact division: {line}"
+    return {"+": x + y, "-": x - y, "*": x * y, "/": x // y}[op], int(m["z"])
+
+
+def test_plans_contain_no_digit(splits):
+    for s, probs in splits.items():
+        assert not any(re.search(r"\d", p.plan) for p in probs), s
+
+
+def test_each_solution_line_is_right_and_matches_the_gold_intermediate(splits):
+    for s, probs in splits.items():
+        for p in probs:
+            lines = p.solution.split("\n")
+            assert len(lines) == len(p.intermediates) == len(p.plan.split("\n")) - 1
+            for line, gold in zip(lines, p.intermediates):
+                value, written = recompute(line)
+                assert value == written == gold, (s, p.id, line)
+
+
+def test_each_step_uses_the_previous_result(splits):
+    for p in splits["train"]:
+        lines = p.solution.split("\n")
+        for prev, line in zip(lines, lines[1:]):
+            assert LINE.match(line)["x"] == LINE.match(prev)["z"]
+
+
+def test_answer_is_the_last_intermediate(splits):
+    for probs in splits.values():
+        for p in probs:
+            assert float(p.answer) == p.intermediates[-1] > 0
+            assert cot_text(p).endswith(f"Answer: {p.answer}") and meta_text(p).endswith("Solution:\n")
+
+
+def test_splits_are_disjoint(splits):
+    seen = {}
+    for s, probs in splits.items():
+        for p in probs:
+            assert seen.setdefault(p.question, s) == s, f"{p.question!r} in {seen[p.question]} and {s}"
+        assert len({p.question for p in probs}) == N
+
+
+def test_generation_is_deterministic_by_seed():
+    a, b, c = make_split("train", 300, seed=0), make_split("train", 300, seed=0), make_split("train", 300, seed=1)
+    assert [p.question for p in a] == [p.question for p in b]
+    assert [p.question for p in a] != [p.question for p in c]
+
+
+def test_ood_steps_exceed_every_train_step_count(splits):
+    train_max = max(len(p.intermediates) for p in splits["train"])
+    assert min(len(p.intermediates) for p in splits["ood_steps"]) > train_max
+
+
+def test_ood_numbers_use_operands_outside_the_train_range(splits):
+    train_max = max(int(n) for p in splits["train"] for n in NUM.findall(p.question))
+    for p in splits["ood_numbers"]:
+        assert max(int(n) for n in NUM.findall(p.question)) > train_max, p.question
+
+
+def test_ood_template_uses_unseen_frames_and_phrasings(splits):
+    train_text = " ".join(p.question for p in splits["train"])
+    for p in splits["ood_template"]:
+        assert not any(item in p.question for item in TRAIN_ITEMS)
+        last_sentence = p.question[p.question.rindex(". ") + 2:]
+        assert last_sentence.split(" ")[:3] not in [q.split(" ")[:3] for q in FINAL_QUESTIONS[:2]]
+    for q in FINAL_QUESTIONS[2:]:
+        assert q.split("{")[0] not in train_text
+
+
+def test_ood_distractor_adds_exactly_one_number(splits):
+    def givens(p):
+        return len(NUM.findall(p.question))
+    assert all(givens(p) == len(p.intermediates) + 1 for p in splits["train"])
+    assert all(givens(p) == len(p.intermediates) + 2 for p in splits["ood_distractor"])
+
+
+# -- real benchmarks ---------------------------------------------------------------------
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+DATA = default_data_dir()
+
+
+def benchmark_files():
+    if not os.path.isdir(DATA):
+        return []
+    return [(b, f[:-6]) for b in BENCHMARKS if os.path.isdir(os.path.join(DATA, b))
+            for f in sorted(os.listdir(os.path.join(DATA, b))) if f.endswith(".jsonl")]
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason=f"benchmark data folder {DATA} is absent")
+@pytest.mark.parametrize("name, split", benchmark_files())
+def test_loader_parses_every_row_of_every_benchmark(name, split):
+    path = os.path.join(DATA, name, split + ".jsonl")
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    probs = load_problems(f"{name}:{split}")
+    assert len(probs) == len(rows) > 0
+    for p, row in zip(probs, rows):
+        assert p.question == row["question"] and p.id == row["id"] and p.source == name
+        assert float(p.answer) == pytest.approx(float(row["answer"]))
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(DATA, "gsm8k")), reason=f"{DATA}/gsm8k is absent")
+def test_gsm8k_annotations_become_intermediates():
+    p = load_problems("gsm8k:train", n=1)[0]  # Natalia: 48/2=24, 48+24=72
+    assert p.intermediates == [24.0, 72.0] and p.answer == "72"
+
+
+def test_raw_gsm8k_rows_are_parsed():
+    probs = load_problems(os.path.join(FIXTURES, "raw_gsm8k.jsonl"))
+    assert [p.answer for p in probs] == ["18", "1200", "-4"]
+    assert probs[0].intermediates == [16.0, 9.0, 18.0]
+    assert probs[1].intermediates == [1200.0]
+    assert "####" in probs[0].solution
+
+
+def test_user_jsonl_in_the_normalised_shape(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"id": "a", "question": "What is 2 + 3?", "answer": "5"}) + "\n\n"
+                    + json.dumps({"id": "b", "question": "Half of 9?", "answer": 4.5}) + "\n")
+    probs = load_problems(str(path))
+    assert [(p.id, p.answer) for p in probs] == [("a", "5"), ("b", "4.5")]
+
+
+@pytest.mark.parametrize("line, words", [
+    ('{"question": "q", "answer": "3"', "not valid JSON"),
+    ('{"question": "q"}', "needs a string 'question' and an 'answer'"),
+    ('{"question": "q", "answer": "none"}', "no number in answer"),
+])
+def test_malformed_line_names_file_and_line(tmp_path, line, words):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "fine", "answer": "1"}\n' + line + "\n")
+    with pytest.raises(ValueError, match=rf"bad\.jsonl:2: .*{re.escape(words)}"):
+        load_problems(str(path))
+
+
+def test_unknown_data_names_what_is_accepted():
+    with pytest.raises(ValueError, match="gsm8k"):
+        load_problems("gsm9k")
