@@ -21,8 +21,9 @@ Splits (each a recipe; sizes are arguments, generation is deterministic by (seed
     ood_template    frames (people, items, containers) and phrasings of every event and of the final
                     question that train never uses
     ood_steps       6-7 steps (train has at most 5)
-    ood_numbers     given numbers outside the train ranges (train starts <= 40, factors <= 12,
-                    intermediates <= 999; here starts 41-400, factors 13-30, intermediates <= 99,999)
+    ood_numbers     given numbers outside the train ranges (train: starts <= 20, added or removed
+                    numbers <= 9, factors <= 9, every intermediate <= 99; here starts 21-200, added
+                    or removed numbers 10-200, factors 10-20, intermediates <= 9,999)
     ood_distractor  a train-like problem plus one irrelevant sentence with a number (GSM-NoOp style)
 No question text appears in two splits: the OOD recipes differ from train in words, step counts or
 numbers, and train/test are split by hash.
@@ -180,14 +181,14 @@ class Recipe:
     distractor: bool = False
 
 
-TRAIN_RECIPE = Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (2, 40), (2, 12), (1, 30), 999)
+TRAIN_RECIPE = Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (2, 20), (2, 9), (1, 9), 99)
 RECIPES = {
     "train": TRAIN_RECIPE,
     "test": TRAIN_RECIPE,
-    "ood_template": Recipe(OOD_FRAMES, slice(2, 3), (2, 3, 4, 5), (2, 40), (2, 12), (1, 30), 999),
-    "ood_steps": Recipe(TRAIN_FRAMES, slice(0, 2), (6, 7), (2, 40), (2, 12), (1, 30), 999),
-    "ood_numbers": Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (41, 400), (13, 30), (31, 400), 99_999),
-    "ood_distractor": Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (2, 40), (2, 12), (1, 30), 999, True),
+    "ood_template": Recipe(OOD_FRAMES, slice(2, 3), (2, 3, 4, 5), (2, 20), (2, 9), (1, 9), 99),
+    "ood_steps": Recipe(TRAIN_FRAMES, slice(0, 2), (6, 7), (2, 20), (2, 9), (1, 9), 99),
+    "ood_numbers": Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (21, 200), (10, 20), (10, 200), 9_999),
+    "ood_distractor": Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (2, 20), (2, 9), (1, 9), 99, True),
 }
 SPLITS = tuple(RECIPES)
 TEST_SHARE = 10  # one question in TEST_SHARE (by hash) belongs to test, the rest to train
@@ -242,10 +243,10 @@ def generate_problem(rng: random.Random, r: Recipe):
     op, name, (g1, g2), phrasings = rng.choice(START_EVENTS)
     if op == "*":
         a, b = rng.randint(r.factor[0], r.factor[1]), rng.randint(r.factor[0], r.factor[1])
-        if r.start[0] > 40:  # ood_numbers: a large count per container
+        if r.start[0] > 20:  # ood_numbers: a large count per container
             b = rng.randint(*r.start)
-    else:
-        a, b = rng.randint(*r.start), rng.randint(*r.start)
+    else:  # a start count plus a smaller addition
+        a, b = rng.randint(*r.start), rng.randint(max(2, r.delta[0]), r.delta[1])
     cur = OPS[op](a, b)
     if cur > r.max_value:
         return None

@@ -161,3 +161,19 @@ def test_malformed_line_names_file_and_line(tmp_path, line, words):
 def test_unknown_data_names_what_is_accepted():
     with pytest.raises(ValueError, match="gsm8k"):
         load_problems("gsm9k")
+
+
+def test_hub_spec_is_parsed_and_rows_converted(monkeypatch):
+    import sys
+    import types
+    calls = []
+    fake = types.SimpleNamespace(load_dataset=lambda name, config, split: calls.append((name, config, split)) or [
+        {"question": "What is 6 * 7?", "answer": "6*7 = <<6*7=42>>42\n#### 42"}])
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    probs = load_problems("hub:openai/gsm8k:main:test")
+    assert calls == [("openai/gsm8k", "main", "test")]
+    assert (probs[0].answer, probs[0].intermediates, probs[0].source) == ("42", [42.0], "openai/gsm8k")
+    load_problems("hub:someone/data:train")
+    assert calls[-1] == ("someone/data", None, "train")
+    with pytest.raises(ValueError, match="hub:NAME"):
+        load_problems("hub:onlyname")
