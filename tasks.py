@@ -38,7 +38,7 @@ Real benchmarks
 `load_problems("gsm8k:train")`, `"svamp"`, a JSONL path, or `"hub:openai/gsm8k:main:test"`:
     - names read the normalised JSONL files of the benchmark data folder (../shared/data by
       default; set COMT_DATA_DIR or pass data_dir). Names: gsm8k, svamp, asdiv, mawps, tabmwp,
-      gsm_hard, gsm_symbolic; the split defaults to test (or the folder's only file).
+      gsm_hard, gsm_symbolic; the split defaults to test (else test1k, else the folder's only file).
     - a path reads any JSONL with `question` and `answer` fields (plus optional `id`, `solution`),
       including the raw upstream GSM8K files whose `answer` is a worked solution ending "#### N".
     - hub:NAME[:CONFIG]:SPLIT loads a Hugging Face dataset (needs network and `datasets`).
@@ -373,7 +373,8 @@ def benchmark_path(name: str, split: str | None, data_dir: str | None) -> str:
         raise FileNotFoundError(f"benchmark folder {folder} not found: set COMT_DATA_DIR (or pass "
                                 f"--data-dir) to the folder holding {', '.join(BENCHMARKS)}")
     files = sorted(f[:-6] for f in os.listdir(folder) if f.endswith(".jsonl"))
-    split = split or ("test" if "test" in files else files[0] if len(files) == 1 else None)
+    tests = [f for f in files if f.startswith("test")]
+    split = split or ("test" if "test" in files else tests[0] if tests else files[0] if len(files) == 1 else None)
     if split not in files:
         raise ValueError(f"{name}: choose a split from {', '.join(files)} (as {name}:SPLIT)")
     return os.path.join(folder, split + ".jsonl")

@@ -124,6 +124,14 @@ def test_loader_parses_every_row_of_every_benchmark(name, split):
         assert float(p.answer) == pytest.approx(float(row["answer"]))
 
 
+@pytest.mark.skipif(not os.path.isdir(DATA), reason=f"benchmark data folder {DATA} is absent")
+def test_every_benchmark_name_has_a_default_split():
+    expected = {"gsm8k": "test", "svamp": "test", "asdiv": "test", "mawps": "test", "tabmwp": "test1k",
+                "gsm_hard": "sample", "gsm_symbolic": "sample"}
+    for name, split in expected.items():
+        assert [p.id for p in load_problems(name, n=3)] == [p.id for p in load_problems(f"{name}:{split}", n=3)]
+
+
 @pytest.mark.skipif(not os.path.isdir(os.path.join(DATA, "gsm8k")), reason=f"{DATA}/gsm8k is absent")
 def test_gsm8k_annotations_become_intermediates():
     p = load_problems("gsm8k:train", n=1)[0]  # Natalia: 48/2=24, 48+24=72
