@@ -33,10 +33,10 @@ At the end it prints three accuracies (greedy decoding):
 """
 import argparse
 import math
-import os
 import random
 import re
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ from tqdm import tqdm
 from common import log_json, seed_everything
 from engine import Engine
 from model import ModelConfig, Transformer
-from tasks import (CHAIN_EVENTS, OOD_FRAMES, OPS, RECIPES, SPLITS, START_EVENTS, TRAIN_FRAMES, Frame, Recipe,
+from tasks import (CHAIN_EVENTS, OOD_FRAMES, OPS, RECIPES, SPLITS, START_EVENTS, TRAIN_FRAMES, TRAIN_RECIPE, Frame,
                    generate_problem, make_split, meta_text, prompt_text)
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
@@ -67,8 +67,7 @@ def quantity_names() -> list[str]:
     frames = TRAIN_FRAMES + OOD_FRAMES + CORPUS_FRAMES
     names = []
     for f in frames:
-        slots = dict(item=f.item, group=f.group[0], groups=f.group[1], mate=f.mates[0], mates=f.mates[1])
-        names += [e[1].format(**slots) for e in START_EVENTS]
+        names += [e[1].format(**f.slots()) for e in START_EVENTS]
         names += [f"{f.item} after {e[1]}" for e in CHAIN_EVENTS] + [f"{f.item} per {f.mates[0]}"]
     return names
 
@@ -98,8 +97,8 @@ def build_corpus(n_docs: int, seed: int, exclude: set) -> list[str]:
     rng = random.Random(f"corpus-{seed}")
     names = quantity_names()
     story_recipes = [RECIPES["train"], RECIPES["ood_template"], RECIPES["ood_steps"], RECIPES["ood_numbers"]]
-    easy = [Recipe(TRAIN_FRAMES + OOD_FRAMES + CORPUS_FRAMES, slice(0, 3), (1,), (2, 20), (2, 9), (1, 9), 99),
-            Recipe(CORPUS_FRAMES, slice(0, 3), (2,), (2, 20), (2, 9), (1, 9), 99)]
+    easy = [replace(TRAIN_RECIPE, frames=TRAIN_FRAMES + OOD_FRAMES + CORPUS_FRAMES, phrasings=slice(0, 3), steps=(1,)),
+            replace(TRAIN_RECIPE, frames=CORPUS_FRAMES, phrasings=slice(0, 3), steps=(2,))]
     docs = []
     while len(docs) < n_docs:
         kind = rng.random()
@@ -214,7 +213,6 @@ def main():
 
     t0 = time.time()
     seed_everything(args.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
     exclude = {p.question for s in SPLITS for p in make_split(s, STANDARD_SIZES[s])}
     docs = build_corpus(args.docs, args.seed, exclude)
     tok = train_tokenizer(docs, args.vocab)

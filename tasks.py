@@ -100,6 +100,11 @@ class Frame:
     group: tuple  # (singular, plural) container
     mates: tuple  # (singular, plural) people to share with
 
+    def slots(self) -> dict:
+        """Template slots: {item}, {group}, {groups}, {mate}, {mates}."""
+        return dict(item=self.item, group=self.group[0], groups=self.group[1], mate=self.mates[0],
+                    mates=self.mates[1])
+
 
 TRAIN_FRAMES = (
     Frame(("Mia", "Leo", "Ava", "Noah"), "apples", ("bag", "bags"), ("friend", "friends")),
@@ -235,8 +240,7 @@ def generate_problem(rng: random.Random, r: Recipe):
     """One problem of recipe r, or None if the drawn program could not be completed."""
     frame = rng.choice(r.frames)
     person = rng.choice(frame.people)
-    slots = dict(item=frame.item, group=frame.group[0], groups=frame.group[1], mate=frame.mates[0],
-                 mates=frame.mates[1])
+    slots = frame.slots()
     phrase = lambda options: rng.choice(options[r.phrasings])
     n_steps = rng.choice(r.steps)
 
