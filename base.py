@@ -32,7 +32,6 @@ At the end it prints three accuracies (greedy decoding):
   test, planned  test problems prompted with the question, the gold plan and "Solution:"
 """
 import argparse
-import math
 import random
 import re
 import time
@@ -42,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import log_json, seed_everything
-from engine import Engine
+from common import cosine_lr, log_json, seed_everything
+from engine import Engine, complete
 from model import ModelConfig, Transformer
 from tasks import (CHAIN_EVENTS, OOD_FRAMES, OPS, RECIPES, SPLITS, START_EVENTS, TRAIN_FRAMES, TRAIN_RECIPE, Frame,
                    generate_problem, make_split, meta_text, prompt_text)
@@ -153,13 +152,8 @@ def first_number(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def greedy(engine, tok, prompts: list[str], max_new: int, batch: int = 64) -> list[str]:
-    out = []
-    for i in range(0, len(prompts), batch):
-        ids = [tok(p)["input_ids"] for p in prompts[i:i + batch]]
-        s = engine.generate(ids, max_new_tokens=max_new, greedy=True, stop_tokens=[tok.eos_token_id])
-        out += [tok.decode(t[m].tolist(), skip_special_tokens=True) for t, m in zip(s.tokens, s.mask)]
-    return out
+def greedy(engine, tok, prompts: list[str], max_new: int) -> list[str]:
+    return complete(engine, tok, [tok(p)["input_ids"] for p in prompts], max_new)
 
 
 def evaluate_base(model, tok, n: int, seed: int) -> dict:
@@ -180,13 +174,6 @@ def evaluate_base(model, tok, n: int, seed: int) -> dict:
 
 # -----------------------------------------------------------------------------
 # Training
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def main():
@@ -233,7 +220,7 @@ def main():
     for step in bar:
         rows = data[order[(step * args.batch + torch.arange(args.batch)) % len(data)]]
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
         logits = model(rows[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten())
         loss.backward()

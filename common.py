@@ -1,10 +1,16 @@
 """
-Small helpers every script shares: device and dtype choice, seeding, JSONL logging.
+Small helpers every script shares: device and dtype choice, seeding, torchrun (DDP) set-up,
+atomic checkpoints with training state, JSONL logging.
 """
 import json
+import math
+import os
 import random
+import shutil
+import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,6 +44,14 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
+def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 10% of `peak` at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 def synchronize(device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -66,3 +80,96 @@ def log_json(row: dict, path: str | None = None, stream=sys.stdout):
     if path:
         with open(path, "a") as f:
             f.write(line + "\n")
+
+
+# -----------------------------------------------------------------------------
+# Distributed (torchrun)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str = "auto") -> tuple[Dist, torch.device]:
+    """Under torchrun (RANK/WORLD_SIZE set): join the process group (nccl on GPU, gloo on CPU) and
+    take this rank's GPU. Otherwise a single process."""
+    device = pick_device(device_name)
+    if "RANK" not in os.environ:
+        return Dist(), device
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size()), device
+
+
+def all_reduce_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(x)
+    return x
+
+
+def close_distributed(d: Dist):
+    if d.world > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints: a Hugging Face directory plus train_state.pt, replaced as a whole
+
+STATE_FILE = "train_state.pt"
+
+
+def save_checkpoint(out: str, model, tokenizer, state: dict):
+    """Write model, tokenizer and training state into `out.partial`, then swap it in for `out`.
+    `out` is always one complete checkpoint: a crash mid-write leaves the previous one. Files the
+    checkpoint does not write (the log) are carried over."""
+    partial, old = out + ".partial", out + ".old"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    torch.save(state, os.path.join(partial, STATE_FILE))
+    if os.path.isdir(out):
+        for name in os.listdir(out):
+            if not os.path.exists(os.path.join(partial, name)):
+                os.replace(os.path.join(out, name), os.path.join(partial, name))
+        os.replace(out, old)
+    os.replace(partial, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_train_state(out: str) -> dict:
+    """The training state of checkpoint `out` (recovering it if a swap was cut short)."""
+    if not os.path.isdir(out) and os.path.isdir(out + ".old"):
+        os.replace(out + ".old", out)
+    path = os.path.join(out, STATE_FILE)
+    if not os.path.isfile(path):
+        raise SystemExit(f"--resume: no checkpoint to resume in {out} (missing {STATE_FILE})")
+    return torch.load(path, weights_only=False)
+
+
+class StopRequest:
+    """Turns Ctrl-C and SIGTERM into a flag the training loop checks after each step, so the
+    run saves a checkpoint and exits cleanly instead of dying mid-write."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step", file=sys.stderr, flush=True)
+
+    def agreed(self, d: Dist, device: torch.device) -> bool:
+        """True on every rank when any rank was asked to stop."""
+        return bool(all_reduce_sum(torch.tensor([float(self.requested)], device=device), d).item())

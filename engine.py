@@ -258,6 +258,26 @@ class Engine:
 # CLI
 
 
+def stop_ids(tok, model) -> list[int]:
+    """The tokenizer's EOS plus every EOS the model config names (chat models often list several)."""
+    eos = model.config.eos_token_id
+    return sorted({tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None})
+
+
+def complete(engine: Engine, tok, prompts: list[list[int]], max_new_tokens: int, batch: int = 64,
+             progress: bool = False, **sampling) -> list[str]:
+    """Decoded continuations (stop token dropped) of token-id prompts, `batch` prompts per call;
+    greedy unless sampling arguments are given."""
+    from tqdm import tqdm
+    sampling = {"greedy": True, **sampling}
+    stops = stop_ids(tok, engine.model)
+    out = []
+    for i in tqdm(range(0, len(prompts), batch), desc="generate", disable=not progress, leave=False):
+        s = engine.generate(prompts[i:i + batch], max_new_tokens=max_new_tokens, stop_tokens=stops, **sampling)
+        out += [tok.decode(t[m].tolist(), skip_special_tokens=True) for t, m in zip(s.tokens, s.mask)]
+    return out
+
+
 def main():
     from transformers import AutoTokenizer
 
@@ -289,12 +309,10 @@ def main():
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
     else:
         ids = tok(args.prompt)["input_ids"]
-    eos = model.config.eos_token_id
-    stops = {tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
     engine = Engine(model, pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
     out = engine.generate([list(ids)], num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_p=args.top_p, greedy=args.greedy,
-                          stop_tokens=sorted(stops), seed=args.seed)
+                          stop_tokens=stop_ids(tok, model), seed=args.seed)
     for r in range(out.tokens.shape[0]):
         text = tok.decode(out.tokens[r][out.mask[r]].tolist(), skip_special_tokens=True)
         print(text if out.tokens.shape[0] == 1 else f"--- sample {r}\n{text}")

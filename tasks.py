@@ -82,6 +82,31 @@ def cot_text(p: Problem) -> str:
     return f"Solution:\n{p.solution}\nAnswer: {p.answer}"
 
 
+def encode_prompt(tok, p: Problem) -> list[int]:
+    """Prompt token ids. A tokenizer with a chat template gets the question as the user turn and
+    the opening of the assistant turn (targets then follow inside that turn); otherwise
+    prompt_text, with the tokenizer's BOS if it adds one."""
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template([{"role": "user", "content": prompt_text(p).strip()}], tokenize=False,
+                                       add_generation_prompt=True)
+        return tok(text, add_special_tokens=False)["input_ids"]
+    return tok(prompt_text(p))["input_ids"]
+
+
+def encode_example(tok, p: Problem, fmt: str) -> tuple[list[int], list[bool]]:
+    """(ids, supervised) for SFT: prompt + target, supervised True on target tokens only.
+    meta: the plan and the opening "Solution:" marker, no stop token (the execution follows).
+    cot:  the solution, the answer line and the stop token (tok.eos_token_id)."""
+    prompt = encode_prompt(tok, p)
+    if fmt == "meta":
+        target = tok(meta_text(p), add_special_tokens=False)["input_ids"]
+    elif fmt == "cot":
+        target = tok(cot_text(p), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose meta or cot")
+    return prompt + target, [False] * len(prompt) + [True] * len(target)
+
+
 def format_number(x: float) -> str:
     """Canonical text of a number: 12, -3, 2.5 (no trailing .0, no exponent)."""
     if float(x).is_integer():
@@ -337,6 +362,11 @@ def gold_intermediates(solution: str | None) -> list[float]:
         except ValueError:
             pass
     return out
+
+
+def clean_solution(text: str) -> str:
+    """A GSM8K worked solution as plain lines: <<expr=value>> annotations and the "#### N" line dropped."""
+    return re.sub(r"<<[^>]*>>", "", text).split("####")[0].strip()
 
 
 def problem_from_row(row: dict, source: str, where: str) -> Problem:
