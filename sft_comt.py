@@ -1,0 +1,376 @@
+"""
+Stage 1: supervised fine-tuning on Chain-of-Meta-Thought targets (CoMT), or on whole worked
+solutions (CoT-SFT, the paper's baseline) with --format cot.
+
+    python sft_comt.py                                   # CoMT on the embedded default -> runs/sft_comt
+    python sft_comt.py --format cot --out runs/sft_cot   # baseline: same data, optimiser and budget
+    python sft_comt.py --show-mask                       # print one example, supervised tokens marked
+    python sft_comt.py --resume                          # continue runs/sft_comt from its checkpoint
+    torchrun --nproc_per_node 2 sft_comt.py              # DDP: gloo on CPU, nccl on GPU
+    python sft_comt.py --model DIR --data gsm8k:train --targets plans.jsonl --out runs/gsm8k_comt
+
+Algorithm
+    Each example is prompt + target; only target tokens are supervised (tasks.encode_example):
+      meta (CoMT)  "Plan:\\n<plan>\\nSolution:\\n": the abstract plan and the marker that opens the
+                   execution. Nothing after the marker and no stop token: stage 1 never shows an
+                   execution, so the model goes on from the marker with what it already knows.
+      cot          "Solution:\\n<solution>\\nAnswer: N" and the stop token.
+    Loss = mean token cross-entropy over all supervised tokens of the global batch: each
+    micro-batch adds sum(CE) / (supervised tokens in the global batch), so gradient accumulation
+    and the split across ranks do not change the result. AdamW, linear warm-up, cosine decay to
+    10% of the peak, gradient clipping. Batches: every epoch is shuffled with the seed and cut into
+    global batches of similar lengths (length bucketing; the pad share is logged). A model with a
+    chat template gets the question as the user turn and the target as the assistant turn.
+
+Checkpoints: `--out` is a Hugging Face directory (config.json, model.safetensors, tokenizer) plus
+train_state.pt (optimiser, step, RNG, arguments), replaced as a whole every --save-every steps and
+at the end (common.save_checkpoint). Ctrl-C/SIGTERM saves before exiting; a non-finite loss stops
+the run without touching the last checkpoint; --resume continues it exactly (the data position is a
+function of the step).
+
+Deviations from the paper: the paper fine-tunes 4-8B models on teacher-written (LLaMA-3.1-70B)
+meta-thoughts for GSM8K/SVAMP; the default here uses the exact plans of the synthetic world's
+programs and the tiny base model of base.py, with budgets sized for a laptop CPU. The paper's text
+format and hyperparameters are not public; ours are documented in tasks.py and --help.
+"""
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from common import (Dist, StopRequest, all_reduce_sum, close_distributed, cosine_lr, init_distributed, load_train_state,
+                    log_json, pick_dtype, save_checkpoint, seed_everything)
+from engine import Engine, complete
+from model import Transformer
+from tasks import RECIPES, clean_solution, encode_example, encode_prompt, load_problems, make_split
+
+DEFAULT_BASE = "runs/base"
+DIGIT = re.compile(r"\d")
+ANSWER = re.compile(r"Answer:\s*(-?[\d,]*\.?\d+)")
+
+
+# -----------------------------------------------------------------------------
+# Data
+
+
+def read_targets(path: str) -> dict:
+    """--targets JSONL: one {"id": ..., "plan": ..., "solution": ...} per line (either text optional)."""
+    out = {}
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out[str(row["id"])] = row
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise SystemExit(f"{path}:{lineno}: expected a JSON object with an 'id' (and 'plan'/'solution')") from None
+    return out
+
+
+def load_train_problems(args) -> list:
+    """The training problems, with their plan/solution texts from --targets where given."""
+    try:
+        problems = load_problems(args.data, n=args.n_train if args.data in RECIPES else args.limit, seed=args.seed)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"--data {args.data}: {e}") from None
+    targets = read_targets(args.targets) if args.targets else {}
+    for p in problems:
+        t = targets.get(p.id, {})
+        p.plan = t.get("plan", p.plan)
+        p.solution = t.get("solution", p.solution)
+        if p.solution and ("####" in p.solution or "<<" in p.solution):
+            p.solution = clean_solution(p.solution)
+    field = "plan" if args.format == "meta" else "solution"
+    missing = [p.id for p in problems if not getattr(p, field)]
+    if missing:
+        raise SystemExit(f"--format {args.format} needs a {field} text for every problem; {len(missing)} of "
+                         f"{len(problems)} from {args.data} have none (first: {missing[0]}). Write them with "
+                         f"teacher.py and pass --targets PATH (JSONL rows of id, plan, solution).")
+    return problems
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # (B,T) right-padded with pad_id
+    sup: torch.Tensor  # (B,T) bool: token is supervised (predicted from the tokens before it)
+
+    def to(self, device) -> "Batch":
+        return Batch(self.ids.to(device), self.sup.to(device))
+
+
+def global_batches(lengths: list[int], batch: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch of global batches (example indices): shuffled by (seed, epoch), then sorted by
+    length inside windows of 32 batches so rows of a batch have similar lengths; the last partial
+    batch is dropped."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    window = 32 * batch
+    order = [i for w in range(0, len(order), window) for i in sorted(order[w:w + window], key=lengths.__getitem__)]
+    batches = [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+
+def batch_indices(step: int, lengths: list[int], batch: int, seed: int) -> list[int]:
+    """The global batch of optimiser step `step` (a pure function of step: resume needs no state)."""
+    per_epoch = len(lengths) // batch
+    return global_batches(lengths, batch, seed, step // per_epoch)[step % per_epoch]
+
+
+def collate(examples: list[tuple[list[int], list[bool]]], pad_id: int) -> Batch:
+    T = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    sup = torch.zeros((len(examples), T), dtype=torch.bool)
+    for r, (x, s) in enumerate(examples):
+        ids[r, :len(x)] = torch.tensor(x)
+        sup[r, :len(s)] = torch.tensor(s)
+    return Batch(ids, sup)
+
+
+def show_mask(tok, ids: list[int], sup: list[bool]) -> str:
+    """The example's text with supervised tokens inside [[ ]]."""
+    out, inside = [], False
+    for t, s in zip(ids, sup):
+        if s != inside:
+            out.append("[[" if s else "]]")
+            inside = s
+        out.append(tok.decode([t]))
+    return "".join(out) + ("]]" if inside else "")
+
+
+# -----------------------------------------------------------------------------
+# Training step
+
+
+def micro_loss_sum(model, b: Batch) -> torch.Tensor:
+    """Sum of token cross-entropies over the supervised tokens of a micro-batch. Right padding
+    needs no attention mask: real tokens never attend to the pads after them."""
+    target = b.sup[:, 1:]  # (B,T-1): position t predicts token t+1
+    logits = model(b.ids[:, :-1], logits_mask=target)  # (N,V), only at supervised positions
+    return F.cross_entropy(logits, b.ids[:, 1:][target], reduction="sum")
+
+
+def train_step(model, opt, micro: list[Batch], n_sup: int, world: int, grad_clip: float,
+               autocast=contextlib.nullcontext()) -> tuple[float, float]:
+    """One optimiser step over this rank's micro-batches of the global batch, whose supervised
+    tokens (all ranks) number n_sup. Returns (global mean token loss, gradient norm); a
+    non-finite loss returns before the update."""
+    loss_sum = torch.zeros((), device=micro[0].ids.device)
+    for k, b in enumerate(micro):
+        last = k == len(micro) - 1
+        with (contextlib.nullcontext() if last or world == 1 else model.no_sync()):
+            with autocast:
+                s = micro_loss_sum(model, b)
+            (s * world / n_sup).backward()  # DDP averages gradients over ranks: undo it
+        loss_sum += s.detach()
+    loss = all_reduce_sum(loss_sum, Dist(world=world)).item() / n_sup
+    if not math.isfinite(loss):
+        opt.zero_grad(set_to_none=True)
+        return loss, float("nan")
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss, norm
+
+
+# -----------------------------------------------------------------------------
+# Quick check on test problems
+
+
+def quick_eval(model, tok, pad_id: int, args) -> dict:
+    """Greedy generations on `test`: share of plans without digits (meta) and answer accuracy
+    when the model continues past its plan or solution."""
+    problems = make_split("test", args.eval_n, args.seed)
+    engine = Engine(model, pad_id=pad_id)
+    outs = complete(engine, tok, [encode_prompt(tok, p) for p in problems], args.eval_max_new, progress=True)
+    correct = [(m := ANSWER.search(o)) is not None and m.group(1).replace(",", "") == p.answer
+               for o, p in zip(outs, problems)]
+    plans = [o.split("Solution:")[0] for o in outs if o.startswith("Plan:")]
+    res = dict(test_acc=sum(correct) / len(problems), example=outs[0])
+    if args.format == "meta":
+        res.update(plan_rate=len(plans) / len(problems),
+                   plan_no_digit=sum(not DIGIT.search(x) for x in plans) / max(1, len(plans)))
+    return res
+
+
+# -----------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description="Stage 1: CoMT supervised fine-tuning (or CoT-SFT with --format cot).",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--format", choices=("meta", "cot"), default="meta",
+                    help="meta: supervise plan + 'Solution:' marker (CoMT); cot: solution + answer + stop (baseline)")
+    ap.add_argument("--out", default=None, help="output directory (default runs/sft_comt, or runs/sft_cot for cot)")
+    # model and data
+    ap.add_argument("--model", default=DEFAULT_BASE, help="Hugging Face model directory to start from "
+                    f"({DEFAULT_BASE} is built with base.py when missing)")
+    ap.add_argument("--data", default="train", help="a synthetic split, a benchmark (gsm8k:train), or a JSONL path")
+    ap.add_argument("--targets", default=None, help="JSONL of id -> plan/solution texts (from teacher.py)")
+    ap.add_argument("--n-train", type=int, default=8000, help="problems of a synthetic split")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N rows of real data")
+    ap.add_argument("--show-mask", action="store_true", help="print the first example with supervised tokens "
+                    "in [[ ]] and exit")
+    # optimisation
+    ap.add_argument("--steps", type=int, default=400, help="optimiser steps")
+    ap.add_argument("--batch", type=int, default=16, help="global batch (examples per step, over all ranks)")
+    ap.add_argument("--micro-batch", type=int, default=16, help="examples per forward/backward on one rank")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    ap.add_argument("--warmup", type=int, default=20, help="warm-up steps")
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    ap.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this")
+    ap.add_argument("--seed", type=int, default=0, help="seed for data order and evaluation problems")
+    # runtime
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    ap.add_argument("--dtype", default="auto", help="autocast dtype: auto (bfloat16 on GPU, float32 on CPU), "
+                    "float32, bfloat16; weights stay float32")
+    ap.add_argument("--log-every", type=int, default=20, help="steps between JSON log lines")
+    ap.add_argument("--save-every", type=int, default=100, help="steps between checkpoints")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step, as if "
+                    "interrupted (for time-boxed jobs; --resume continues)")
+    ap.add_argument("--eval-n", type=int, default=200, help="test problems for the final check (0: skip)")
+    ap.add_argument("--eval-max-new", type=int, default=200, help="tokens generated per test problem")
+    args = ap.parse_args(argv)
+    args.out = args.out or ("runs/sft_comt" if args.format == "meta" else "runs/sft_cot")
+    return args
+
+
+def ensure_model(args, dist):
+    """Check --model; build the default base model when it is missing."""
+    if os.path.isfile(os.path.join(args.model, "config.json")):
+        return
+    if args.model != DEFAULT_BASE:
+        raise SystemExit(f"--model {args.model}: not a model directory (expected config.json, *.safetensors and "
+                         f"tokenizer files, e.g. one written by base.py or downloaded from the Hugging Face hub)")
+    if dist.main:
+        print(f"{DEFAULT_BASE} is missing: building the base model first (python base.py, about 4 minutes)", flush=True)
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py"),
+                        "--out", DEFAULT_BASE], check=True)
+    if dist.world > 1:
+        torch.distributed.barrier()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    dist, device = init_distributed(args.device)
+    state = None
+    if args.resume:
+        state = load_train_state(args.out)
+        keep = dict(resume=True, stop_at=args.stop_at, device=args.device)
+        args = argparse.Namespace(**{**state["args"], **keep})
+        args.model = args.out
+        if dist.main:
+            print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)")
+    else:
+        ensure_model(args, dist)
+    seed_everything(args.seed)
+
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(args.model)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    problems = load_train_problems(args)
+    examples = [encode_example(tok, p, args.format) for p in problems]  # [(ids, supervised)]
+    if args.show_mask:
+        print(show_mask(tok, *examples[0]))
+        return
+    lengths = [len(ids) for ids, _ in examples]
+    if len(examples) < args.batch:
+        raise SystemExit(f"--batch {args.batch} is larger than the {len(examples)} training examples")
+    if args.batch % dist.world:
+        raise SystemExit(f"--batch {args.batch} must be divisible by the {dist.world} ranks")
+
+    model = Transformer.from_pretrained(args.model, device=device, dtype=torch.float32)
+    amp_dtype = pick_dtype(args.dtype, device)
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+    start, totals = 0, dict(sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
+    if state:
+        opt.load_state_dict(state["optimizer"])
+        start, totals = state["step"], state["totals"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+    ddp = model
+    if dist.world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if dist.main:
+        os.makedirs(args.out, exist_ok=True)
+        print(f"{args.format} SFT: {len(examples):,} examples from {args.data}, {args.steps} steps x {args.batch}, "
+              f"{model.num_params() / 1e6:.2f}M parameters, {device}, {dist.world} rank(s)")
+    log_path = os.path.join(args.out, "log.jsonl") if dist.main else None
+
+    def checkpoint(step):
+        if dist.main:
+            rng = dict(torch=torch.get_rng_state(), python=random.getstate())
+            save_checkpoint(args.out, model, tok, dict(step=step, optimizer=opt.state_dict(), rng=rng,
+                                                       totals=totals, args=vars(args)))
+
+    stop = StopRequest()
+    model.train()
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"sft {args.format}", disable=not dist.main)
+    loss = float("nan")
+    for step in bar:
+        t0 = time.time()
+        rows = batch_indices(step, lengths, args.batch, args.seed)  # the global batch
+        n_sup = sum(sum(examples[i][1][1:]) for i in rows)
+        mine = rows[dist.rank::dist.world]
+        micro = [collate([examples[i] for i in mine[j:j + args.micro_batch]], pad_id).to(device)
+                 for j in range(0, len(mine), args.micro_batch)]
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
+        loss, norm = train_step(ddp, opt, micro, n_sup, dist.world, args.grad_clip, autocast)
+        if not math.isfinite(loss):
+            raise SystemExit(f"non-finite loss ({loss}) at step {step}: stopping; the last checkpoint in {args.out} "
+                             f"is untouched (try a lower --lr)")
+        dt = time.time() - t0
+        real = sum(lengths[i] for i in rows)
+        totals["sup_tokens"] += n_sup
+        totals["tokens"] += real
+        totals["pad_tokens"] += sum(b.ids.numel() for b in micro) * dist.world - real  # (ranks' widths alike)
+        totals["seconds"] += dt
+        tps = real / dt
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
+        done = step + 1
+        if dist.main and (step % args.log_every == 0 or done == args.steps):
+            log_json(dict(step=step, loss=round(loss, 4), lr=opt.param_groups[0]["lr"], grad_norm=round(norm, 3),
+                          sup_tokens=n_sup, tokens_per_s=round(tps), pad_share=round(totals["pad_tokens"] / (
+                              totals["pad_tokens"] + totals["tokens"]), 3)), log_path)
+        interrupted = stop.agreed(dist, device)
+        if done % args.save_every == 0 or done == args.steps or interrupted or done == args.stop_at:
+            checkpoint(done)
+        if interrupted or done == args.stop_at:
+            if dist.main:
+                print(f"stopped after step {done}; continue with: python sft_comt.py --out {args.out} --resume")
+            close_distributed(dist)
+            return
+    bar.close()
+    if dist.main:
+        summary = dict(summary=True, format=args.format, out=args.out, steps=args.steps, examples=len(examples),
+                       sup_tokens=totals["sup_tokens"], sup_tokens_per_example=round(
+                           totals["sup_tokens"] / (args.steps * args.batch), 1),
+                       pad_share=round(totals["pad_tokens"] / (totals["pad_tokens"] + totals["tokens"]), 3),
+                       train_seconds=round(totals["seconds"], 1),
+                       tokens_per_s=round(totals["tokens"] / max(totals["seconds"], 1e-9)), final_loss=round(loss, 4))
+        if args.eval_n and args.data in RECIPES:
+            model.eval()
+            res = quick_eval(model, tok, pad_id, args)
+            print("example (test problem, greedy):\n" + res.pop("example").strip())
+            summary.update({k: round(v, 3) for k, v in res.items()})
+        log_json(summary, log_path)
+    close_distributed(dist)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from base import build_corpus, train_tokenizer
+from model import ModelConfig, Transformer
+from sft_comt import Batch, collate, train_step
+from tasks import Problem, encode_example, make_split
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+PROBLEM = Problem(id="h1", question="Mia has 3 bags with 4 apples in each bag. How many apples?", answer="12",
+                  plan="First, multiply the number of bags by the apples per bag to get the apples.\n"
+                       "The answer is the apples.", solution="apples = 3 * 4 = 12")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(build_corpus(400, seed=0, exclude=set()), vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def chat_tok(tok):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+    t = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tok.backend_tokenizer.to_str()), pad_token="<|pad|>")
+    t.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
+    t.eos_token = "<|im_end|>"
+    t.chat_template = CHATML
+    return t
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tok):
+    """A tiny random model with the test tokenizer, saved as a checkpoint directory."""
+    path = str(tmp_path_factory.mktemp("tiny"))
+    cfg = ModelConfig(model_type="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    Transformer(cfg).init_weights().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def supervised_text(tok, ids, sup):
+    return tok.decode([t for t, s in zip(ids, sup) if s]), tok.decode([t for t, s in zip(ids, sup) if not s])
+
+
+def test_meta_mask_is_plan_and_marker_only(tok):
+    ids, sup = encode_example(tok, PROBLEM, "meta")
+    target, rest = supervised_text(tok, ids, sup)
+    assert target == f"Plan:\n{PROBLEM.plan}\nSolution:\n"
+    assert rest == f"Question: {PROBLEM.question}\n"
+    assert sup == sorted(sup)  # prompt first, then the target: nothing supervised after the marker
+    assert tok.eos_token_id not in ids and "3 * 4" not in tok.decode(ids)
+
+
+def test_cot_mask_is_solution_answer_and_stop(tok):
+    ids, sup = encode_example(tok, PROBLEM, "cot")
+    target, rest = supervised_text(tok, ids, sup)
+    assert target == "Solution:\napples = 3 * 4 = 12\nAnswer: 12<|endoftext|>"
+    assert rest == f"Question: {PROBLEM.question}\n"
+    assert ids[-1] == tok.eos_token_id and sup[-1]
+
+
+def test_chat_template_masks_the_user_turn(chat_tok):
+    for fmt, end in (("meta", "Solution:\n"), ("cot", "Answer: 12<|im_end|>")):
+        ids, sup = encode_example(chat_tok, PROBLEM, fmt)
+        target, rest = supervised_text(chat_tok, ids, sup)
+        assert rest == f"<|im_start|>user\nQuestion: {PROBLEM.question}<|im_end|>\n<|im_start|>assistant\n"
+        assert target.startswith("Plan:\n" if fmt == "meta" else "Solution:\n") and target.endswith(end)
+        assert sup == sorted(sup)
+
+
+def loss_by_hand(model, examples, pad_id):
+    """Mean token cross-entropy over supervised tokens, one example at a time."""
+    total, n = 0.0, 0
+    for ids, sup in examples:
+        logits = model(torch.tensor([ids]))[0, :-1]
+        for t in range(len(ids) - 1):
+            if sup[t + 1]:
+                total -= torch.log_softmax(logits[t], -1)[ids[t + 1]]
+                n += 1
+    return total / n
+
+
+def tiny_model(vocab, seed=0):
+    cfg = ModelConfig(model_type="llama", vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    torch.manual_seed(seed)
+    return Transformer(cfg).init_weights()
+
+
+def test_loss_is_token_mean_and_accumulation_does_not_change_the_step(tok):
+    examples = [encode_example(tok, p, "cot") for p in make_split("train", 8)]
+    n_sup = sum(sum(s[1:]) for _, s in examples)
+    params = []
+    for micro_size in (8, 4, 3):
+        model = tiny_model(len(tok))
+        want = loss_by_hand(model, examples, tok.pad_token_id).item()
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)  # the update is the gradient (Adam's first step is not)
+        micro = [collate(examples[i:i + micro_size], tok.pad_token_id) for i in range(0, 8, micro_size)]
+        loss, _ = train_step(model, opt, micro, n_sup, world=1, grad_clip=1e9)
+        assert loss == pytest.approx(want, rel=1e-5)
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert not torch.equal(params[0], torch.cat([p.detach().flatten() for p in tiny_model(len(tok)).parameters()]))
+    for p in params[1:]:
+        torch.testing.assert_close(p, params[0], atol=1e-6, rtol=1e-5)
+
+
+def test_padding_does_not_change_the_loss(tok):
+    examples = [encode_example(tok, p, "meta") for p in make_split("train", 3)]
+    model = tiny_model(len(tok))
+    n_sup = sum(sum(s[1:]) for _, s in examples)
+    from sft_comt import micro_loss_sum
+    batched = micro_loss_sum(model, collate(examples, tok.pad_token_id)).item() / n_sup
+    assert batched == pytest.approx(loss_by_hand(model, examples, tok.pad_token_id).item(), rel=1e-5)
+
+
+def run_sft(args, check=True, launcher=(sys.executable,)):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([*launcher, "sft_comt.py", *args], cwd=ROOT, capture_output=True, text=True, check=check,
+                          env=env)
+
+
+def logged_losses(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return {r["step"]: r["loss"] for r in map(json.loads, f) if "step" in r}
+
+
+COMMON = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "6", "--warmup", "2", "--log-every", "1",
+          "--eval-n", "0", "--lr", "3e-3"]
+
+
+def test_resume_continues_exactly(model_dir, tmp_path):
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    run_sft(["--model", model_dir, "--out", full, *COMMON])
+    run_sft(["--model", model_dir, "--out", cut, *COMMON, "--stop-at", "3"])
+    assert max(logged_losses(cut)) == 2
+    run_sft(["--out", cut, "--resume"])
+    assert logged_losses(cut) == logged_losses(full)
+    a, b = Transformer.from_pretrained(full), Transformer.from_pretrained(cut)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_two_rank_ddp_matches_one_process(model_dir, tmp_path):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    run_sft(["--model", model_dir, "--out", one, *COMMON])
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517")
+    run_sft(["--model", model_dir, "--out", two, *COMMON], launcher=torchrun)
+    l1, l2 = logged_losses(one), logged_losses(two)
+    assert l1.keys() == l2.keys() and all(abs(l1[k] - l2[k]) < 1e-4 for k in l1)
+    a, b = Transformer.from_pretrained(one), Transformer.from_pretrained(two)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_bad_inputs_give_clear_errors(model_dir, tmp_path):
+    r = run_sft(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], check=False)
+    assert r.returncode != 0 and "nope: not a model directory" in r.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "Q1?", "answer": "3", "solution": "x = 1 + 2 = 3"}\n{"question": "Q2?"\n')
+    r = run_sft(["--model", model_dir, "--data", str(bad), "--format", "cot", "--out", str(tmp_path / "o")], check=False)
+    assert r.returncode != 0 and f"{bad}:2" in r.stderr
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"id": "a", "question": "Q1?", "answer": "3"}\n')
+    r = run_sft(["--model", model_dir, "--data", str(good), "--out", str(tmp_path / "o")], check=False)
+    assert r.returncode != 0 and "--targets" in r.stderr and "have none" in r.stderr
