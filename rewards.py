@@ -1,0 +1,261 @@
+"""
+Rewards for stage 2 (ccrl.py): answer extraction, step segmentation, step checks, confidence of a
+number, the CCRL and outcome rewards, and GRPO group advantages. Pure functions on text, token ids
+and log-probs; none of them raises on arbitrary model output.
+
+The CCRL reward (our reconstruction; the paper's exact formula is not public, DESIGN.md section 1):
+
+    r = correct + lambda * mean over steps s of term(c_s, z_s)
+        correct  1 if the final answer equals the gold answer, else 0
+        c_s      the policy's confidence in step s's written result: an aggregate (geometric mean
+                 by default, or min, or product) of the probabilities of that number's tokens
+        z_s      1 if step s is judged right, else 0 (recomputed arithmetic, gold intermediate
+                 values, or the final answer's correctness: --step-check arith|gold|outcome)
+        term     signed: +c if right, -c if wrong;  brier: -(c - z)^2
+    A completion with no numeric step gets term 0. The outcome reward (the baseline) is `correct`.
+
+Worked example (signed, lambda = 0.5): two steps, confidences 0.9 (right) and 0.6 (wrong), final
+answer wrong: r = 0 + 0.5 * (0.9 - 0.6) / 2 = 0.075. Brier: r = 0 + 0.5 * (-(0.1^2) - 0.6^2) / 2
+= -0.0925.
+
+Deviation from the paper: the paper names confidence on intermediate numeric tokens and a reward
+that combines it with correctness; the aggregation, the step check, the signed/Brier forms and
+averaging over steps are our choices, each a switch.
+"""
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+
+# -----------------------------------------------------------------------------
+# Answers
+
+NUM = r"[-+−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?%?"
+NUMBER = re.compile(NUM)
+FINAL_LINE = re.compile(r"(?:Answer\s*:|####)\s*(.*)", re.IGNORECASE)
+
+
+def parse_number(text: str) -> float | None:
+    """The first number in `text` as a float, GSM8K quirks handled; None if there is none.
+
+    >>> [parse_number(s) for s in ["1,234", "$5.00", "-3", "72%", "3/4", "−2", "no", "1.5e3"]]
+    [1234.0, 5.0, -3.0, 72.0, 0.75, -2.0, None, 1.5]
+    """
+    m = NUMBER.search(text or "")
+    if not m:
+        return None
+    s = m.group(0).replace("−", "-").replace("$", "").replace(",", "").replace("%", "").replace(" ", "")
+    try:
+        if "/" in s:
+            num, den = s.split("/")
+            return float(num) / float(den) if float(den) != 0 else None
+        return float(s)
+    except ValueError:
+        return None
+
+
+def extract_answer(text: str, lenient: bool = False) -> float | None:
+    """The final answer: the number on the last `Answer:` or `####` line (strict); with lenient,
+    the last number in the text when there is no such line.
+
+    >>> extract_answer("x = 2 + 3 = 5\\nAnswer: 5"), extract_answer("so 7 apples"), extract_answer("so 7", True)
+    (5.0, None, 7.0)
+    """
+    text = text or ""
+    finals = FINAL_LINE.findall(text)
+    if finals:
+        return parse_number(finals[-1])
+    if lenient:
+        nums = NUMBER.findall(text)
+        return parse_number(nums[-1]) if nums else None
+    return None
+
+
+def same_number(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def answer_correct(text: str, gold: str | float, lenient: bool = False) -> bool:
+    return same_number(extract_answer(text, lenient), parse_number(str(gold)))
+
+
+# -----------------------------------------------------------------------------
+# Steps
+
+STEP = re.compile(r"(?P<expr>\(?\s*-?\d[\d,]*(?:\.\d+)?(?:\s*[-+*/×x÷]\s*\(?\s*-?\d[\d,]*(?:\.\d+)?\s*\)?)+)"
+                  r"\s*=\s*(?P<value>-?\$?\d[\d,]*(?:\.\d+)?)")
+
+
+@dataclass
+class Step:
+    expr: str  # "21 + 2"
+    value: float  # the written result, 23
+    span: tuple[int, int]  # character span of the written result in the text
+    tokens: tuple[int, int] = (0, 0)  # token span [i, j) of the result (set by token_spans)
+
+
+def segment_steps(text: str) -> list[Step]:
+    """Every `expr = result` in the text, in order; `name = 7 * 3 = 21` and GSM8K's
+    `48/2 = 24` alike. The expression needs at least one operator.
+
+    >>> [(s.expr, s.value, s.span) for s in segment_steps("a = 7 * 3 = 21\\nb = 21 + 2 = 23")]
+    [('7 * 3', 21.0, (12, 14)), ('21 + 2', 23.0, (28, 30))]
+    """
+    out = []
+    for m in STEP.finditer(text or ""):
+        value = parse_number(m.group("value"))
+        if value is not None:
+            out.append(Step(m.group("expr").strip(), value, m.span("value")))
+    return out
+
+
+def token_char_ends(tok, ids: list[int]) -> list[int]:
+    """End offset, in the decoded text, of each token. Decoding token by token is exact unless a
+    character spans tokens (byte-level pieces of one UTF-8 character); then prefixes are decoded."""
+    pieces = [tok.decode([t]) for t in ids]
+    ends, n = [], 0
+    for p in pieces:
+        n += len(p)
+        ends.append(n)
+    if n != len(tok.decode(ids)):
+        ends = [len(tok.decode(ids[:i + 1])) for i in range(len(ids))]
+    return ends
+
+
+def token_spans(steps: list[Step], char_ends: list[int]) -> list[Step]:
+    """Set each step's token span: the tokens overlapping its result's characters."""
+    starts = [0] + char_ends[:-1]
+    for s in steps:
+        a, b = s.span
+        idx = [i for i, (st, en) in enumerate(zip(starts, char_ends)) if st < b and en > a]
+        s.tokens = (idx[0], idx[-1] + 1) if idx else (0, 0)
+    return steps
+
+
+def safe_eval(expr: str) -> float | None:
+    """Evaluate + - * / ( ) over numbers; None for anything else or a division by zero.
+
+    >>> safe_eval("21 + 2"), safe_eval("48/2"), safe_eval("3 × 4"), safe_eval("1/0"), safe_eval("2 ** 3")
+    (23.0, 24.0, 12.0, None, None)
+    """
+    e = expr.replace(",", "").replace("×", "*").replace("x", "*").replace("÷", "/").replace("−", "-")
+    if not re.fullmatch(r"[\d.\s+\-*/()]+", e) or "**" in e or "//" in e:
+        return None
+    try:
+        return float(eval(e, {"__builtins__": {}}, {}))  # only digits, operators and brackets reach here
+    except (ZeroDivisionError, SyntaxError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def step_right(step: Step, check: str, gold_values: list[float], answer_ok: bool) -> bool:
+    """arith: the written result equals the recomputed expression; gold: it equals one of the
+    gold intermediate values; outcome: the final answer's correctness."""
+    if check == "arith":
+        return same_number(safe_eval(step.expr), step.value)
+    if check == "gold":
+        return any(same_number(step.value, g) for g in gold_values)
+    if check == "outcome":
+        return answer_ok
+    raise ValueError(f"unknown step check {check!r}; choose arith, gold or outcome")
+
+
+# -----------------------------------------------------------------------------
+# Confidence and rewards
+
+
+def confidence(logprobs, agg: str = "geo") -> float:
+    """Confidence of a number from the log-probs of its tokens: geo = exp(mean), min = exp(min),
+    prod = exp(sum). Empty: 0.
+
+    >>> round(confidence([math.log(0.9), math.log(0.4)]), 4), confidence([math.log(0.5)] * 2, "prod")
+    (0.6, 0.25)
+    """
+    lp = [float(x) for x in logprobs]
+    if not lp:
+        return 0.0
+    if agg == "geo":
+        return math.exp(sum(lp) / len(lp))
+    if agg == "min":
+        return math.exp(min(lp))
+    if agg == "prod":
+        return math.exp(sum(lp))
+    raise ValueError(f"unknown confidence aggregation {agg!r}; choose geo, min or prod")
+
+
+def confidence_term(confs: list[float], rights: list[bool], form: str = "signed") -> float:
+    """Mean over steps of +c/-c (signed) or -(c - z)^2 (brier); 0 without steps.
+
+    >>> confidence_term([0.9, 0.6], [True, False]), confidence_term([0.9, 0.6], [True, False], "brier")
+    (0.15000000000000002, -0.185)
+    """
+    if not confs:
+        return 0.0
+    if form == "signed":
+        terms = [c if z else -c for c, z in zip(confs, rights)]
+    elif form == "brier":
+        terms = [-(c - float(z)) ** 2 for c, z in zip(confs, rights)]
+    else:
+        raise ValueError(f"unknown confidence form {form!r}; choose signed or brier")
+    return sum(terms) / len(terms)
+
+
+@dataclass
+class Scored:
+    reward: float
+    correct: bool
+    conf_term: float
+    step_confs: list[float]
+    step_rights: list[bool]
+
+
+def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[float],
+          reward: str = "ccrl", weight: float = 0.5, form: str = "signed", agg: str = "geo",
+          check: str = "arith") -> Scored:
+    """Score one completion: its text, the log-prob of each of its tokens and each token's end
+    offset in the text (token_char_ends). reward: ccrl or outcome."""
+    ok = answer_correct(text, gold_answer)
+    steps = token_spans(segment_steps(text), char_ends)
+    confs = [confidence(token_logprobs[s.tokens[0]:s.tokens[1]], agg) for s in steps]
+    rights = [step_right(s, check, gold_values, ok) for s in steps]
+    term = confidence_term(confs, rights, form)
+    if reward == "outcome":
+        r = float(ok)
+    elif reward == "ccrl":
+        r = float(ok) + weight * term
+    else:
+        raise ValueError(f"unknown reward {reward!r}; choose ccrl or outcome")
+    return Scored(r, ok, term, confs, rights)
+
+
+# -----------------------------------------------------------------------------
+# Groups
+
+
+def group_advantages(rewards: torch.Tensor, mode: str = "zscore", eps: float = 1e-6) -> torch.Tensor:
+    """(P,G) rewards of P groups of G samples -> (P,G) advantages: r - mean (mean), or
+    (r - mean) / (std + eps) with the population std (zscore). A group with no spread gets 0.
+
+    >>> r = torch.tensor([[1., 0.], [2., 2.]])
+    >>> group_advantages(r).round(decimals=4).tolist(), group_advantages(r, "mean").tolist()
+    ([[1.0, -1.0], [0.0, 0.0]], [[0.5, -0.5], [0.0, 0.0]])
+    """
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if mode == "mean":
+        return centred
+    if mode == "zscore":
+        std = rewards.std(dim=1, unbiased=False, keepdim=True)
+        return torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))
+    raise ValueError(f"unknown advantage mode {mode!r}; choose zscore or mean")
+
+
+def mixed_groups(correct: torch.Tensor) -> torch.Tensor:
+    """(P,G) binary correctness -> (P,) True where the group has both right and wrong answers.
+    Filtering uses correctness, never the shaped reward: a CCRL reward gives an all-wrong group a
+    spread (and a phantom gradient) through its confidence term alone.
+
+    >>> mixed_groups(torch.tensor([[1, 0], [1, 1], [0, 0]])).tolist()
+    [True, False, False]
+    """
+    c = correct.float().mean(dim=1)
+    return (c > 0) & (c < 1)

@@ -1,0 +1,176 @@
+import math
+import random
+
+import pytest
+import torch
+
+from rewards import (answer_correct, confidence, confidence_term, extract_answer, group_advantages, mixed_groups,
+                     safe_eval, score, segment_steps, token_char_ends, token_spans)
+
+EXTRACTION = [  # (text, strict, lenient)
+    ("Answer: 42", 42, 42),
+    ("Answer: -7", -7, -7),
+    ("Answer: 1,234", 1234, 1234),
+    ("Answer: $1,234.00", 1234, 1234),
+    ("Answer: 5.00", 5, 5),
+    ("Answer: 12.5", 12.5, 12.5),
+    ("Answer: 75%", 75, 75),
+    ("Answer: 3/4", 0.75, 0.75),
+    ("Answer: $ 18", 18, 18),
+    ("answer: 9", 9, 9),
+    ("Answer:12", 12, 12),
+    ("Answer: 18 apples", 18, 18),
+    ("Answer: The total is 30.", 30, 30),
+    ("#### 72", 72, 72),
+    ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72", 72, 72),
+    ("#### 1,000,000", 1000000, 1000000),
+    ("Answer: 3\nAnswer: 4", 4, 4),
+    ("x = 2 + 3 = 5\nAnswer: 5", 5, 5),
+    ("x = 2 + 3 = 5\nAnswer: 6\nmore text 9", 6, 6),
+    ("Answer: −3", -3, -3),
+    ("Answer: +8", 8, 8),
+    ("Answer: 0", 0, 0),
+    ("Answer: 007", 7, 7),
+    ("Answer: 0.5", 0.5, 0.5),
+    ("Answer: none", None, None),
+    ("Answer:", None, None),
+    ("The answer is 17", None, 17),
+    ("so she has 3 left, then 11 more", None, 11),
+    ("He pays $2,500 in total", None, 2500),
+    ("", None, None),
+    ("no numbers at all", None, None),
+    ("apples = 7 * 3 = 21", None, 21),
+    ("1/2 of them", None, 0.5),
+    ("Answer: 10 / 0", None, None),  # not a number
+    ("The price rose 20%", None, 20),
+]
+
+
+@pytest.mark.parametrize("text,strict,lenient", EXTRACTION)
+def test_answer_extraction(text, strict, lenient):
+    assert extract_answer(text) == strict
+    assert extract_answer(text, lenient=True) == lenient
+
+
+def test_answer_correct_compares_numbers():
+    assert answer_correct("Answer: 1,200.00", "1200") and answer_correct("Answer: 0.5", "1/2")
+    assert not answer_correct("Answer: 12", "13") and not answer_correct("the answer is 12", "12")
+    assert answer_correct("the answer is 12", "12", lenient=True)
+
+
+def test_segmentation_finds_results_and_expressions():
+    text = "apples in the bags = 7 * 3 = 21\napples after buying = 21 + 2 = 23\nAnswer: 23"
+    steps = segment_steps(text)
+    assert [(s.expr, s.value) for s in steps] == [("7 * 3", 21), ("21 + 2", 23)]
+    assert [text[a:b] for a, b in (s.span for s in steps)] == ["21", "23"]
+    gsm = "She sold 48/2 = <<48/2=24>>24 clips and 1,000 - 250 = 750 more."
+    assert [(s.expr, s.value) for s in segment_steps(gsm)] == [("48/2", 24), ("1,000 - 250", 750)]
+    assert segment_steps("x = 5\nAnswer: 5") == []
+
+
+def digit_bpe():
+    """A BPE tokenizer that merges digits (like GPT-2 / Llama-3 number chunks), not our tiny one."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    docs = [f"total = {a} + {b} = {a + b}" for a in range(100, 400, 7) for b in range(10, 90, 13)]
+    tok.train_from_iterator(docs, trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+@pytest.fixture(scope="module")
+def tiny_tok():
+    from base import build_corpus, train_tokenizer
+    return train_tokenizer(build_corpus(300, seed=0, exclude=set()), vocab_size=400)
+
+
+@pytest.mark.parametrize("which", ["tiny", "merging_bpe"])
+def test_token_spans_cover_exactly_the_result(which, tiny_tok):
+    tok = tiny_tok if which == "tiny" else digit_bpe()
+    text = "total = 123 + 45 = 168\ntotal = 168 * 2 = 336\nAnswer: 336"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    steps = token_spans(segment_steps(text), token_char_ends(tok, ids))
+    for s, want in zip(steps, ["168", "336"]):
+        assert tok.decode(ids[s.tokens[0]:s.tokens[1]]).strip() == want
+    if which == "tiny":  # one token per digit
+        assert [s.tokens[1] - s.tokens[0] for s in steps] == [3, 3]
+
+
+def test_safe_eval_only_arithmetic():
+    assert safe_eval("(2 + 3) * 4") == 20 and safe_eval("7 - 10") == -3 and safe_eval("9 / 4") == 2.25
+    assert safe_eval("__import__('os')") is None and safe_eval("2 ** 100") is None and safe_eval("5 / 0") is None
+
+
+def test_confidence_aggregations_by_hand():
+    lp = [math.log(0.9), math.log(0.4)]
+    assert confidence(lp, "geo") == pytest.approx(0.6)  # sqrt(0.36)
+    assert confidence(lp, "min") == pytest.approx(0.4)
+    assert confidence(lp, "prod") == pytest.approx(0.36)
+    assert confidence([], "geo") == 0.0
+
+
+def test_confidence_terms_by_hand():
+    assert confidence_term([0.9, 0.6], [True, False], "signed") == pytest.approx((0.9 - 0.6) / 2)
+    assert confidence_term([0.9, 0.6], [True, False], "brier") == pytest.approx(-(0.01 + 0.36) / 2)
+    assert confidence_term([0.8], [True], "brier") == pytest.approx(-0.04)
+    assert confidence_term([], [], "signed") == 0.0
+
+
+def scored(text, probs, reward="ccrl", **kw):
+    """Score text whose every character is one token with the given probability (default 1)."""
+    lps = [math.log(probs.get(i, 1.0)) for i in range(len(text))]
+    return score(text, lps, list(range(1, len(text) + 1)), reward=reward, **kw)
+
+
+# "a = 2 + 3 = 5\nb = 5 * 4 = 21\nAnswer: 21": result "5" is char 12, result "21" chars 26-27.
+TEXT = "a = 2 + 3 = 5\nb = 5 * 4 = 21\nAnswer: 21"
+PROBS = {12: 0.9, 26: 0.5, 27: 0.8}  # confidences: 0.9 (right step), sqrt(0.4) = 0.632456 (wrong step)
+
+
+def test_every_reward_variant_by_hand():
+    c2 = math.sqrt(0.4)
+    s = scored(TEXT, PROBS, gold_answer="21", gold_values=[5, 20], weight=0.5)
+    assert s.correct and s.step_rights == [True, False]
+    assert s.step_confs == pytest.approx([0.9, c2])
+    assert s.reward == pytest.approx(1 + 0.5 * (0.9 - c2) / 2)  # 1.066886
+    s = scored(TEXT, PROBS, gold_answer="20", gold_values=[5, 20], weight=0.5, form="brier")
+    assert not s.correct and s.reward == pytest.approx(0.5 * (-(0.1 ** 2) - c2 ** 2) / 2)  # -0.1025
+    s = scored(TEXT, PROBS, gold_answer="20", gold_values=[5, 21], weight=1.0, check="gold", agg="min")
+    assert s.step_rights == [True, True] and s.reward == pytest.approx((0.9 + 0.5) / 2)
+    s = scored(TEXT, PROBS, gold_answer="20", gold_values=[], weight=1.0, check="outcome", agg="prod")
+    assert s.step_rights == [False, False] and s.reward == pytest.approx((-0.9 - 0.4) / 2)
+    assert scored(TEXT, PROBS, "outcome", gold_answer="21", gold_values=[]).reward == 1.0
+    assert scored(TEXT, PROBS, "outcome", gold_answer="20", gold_values=[]).reward == 0.0
+    assert scored("Answer: 7", {}, gold_answer="7", gold_values=[]).reward == 1.0  # no steps: term 0
+
+
+def test_advantages_by_hand():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [2.0, 0.0, 1.0, 1.0]])
+    z = group_advantages(r, "zscore", eps=0.0)
+    assert z[0].tolist() == [1.0, -1.0, -1.0, 1.0]
+    assert z[1].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert z[2].tolist() == pytest.approx([2 ** 0.5, -(2 ** 0.5), 0.0, 0.0])  # std sqrt(0.5)
+    assert group_advantages(r, "mean")[2].tolist() == [1.0, -1.0, 0.0, 0.0]
+    assert group_advantages(r[1:2], "zscore").tolist() == [[0.0, 0.0, 0.0, 0.0]]
+
+
+def test_filter_uses_binary_correctness_not_shaped_reward():
+    correct = torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 1]])
+    shaped = torch.tensor([[-0.3, 0.1, -0.2], [1.1, -0.2, 0.0], [1.2, 1.0, 1.1]])  # every group has spread
+    assert (group_advantages(shaped, "mean").abs().sum(1) > 0).all()
+    assert mixed_groups(correct).tolist() == [False, True, False]
+
+
+def test_rewards_never_raise_on_arbitrary_text():
+    rng = random.Random(0)
+    alphabet = "0123456789 +-*/=.,$%#:Answer\n()xé€😀−×÷"
+    texts = ["", "=", "= =", "1 = =", "Answer: ", "#### ", "1/0 = 3", "9" * 400 + " + 1 = 2", "(((1 + = 2"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(300)]
+    for t in texts:
+        lps = [-0.1] * len(t)
+        for kw in (dict(), dict(form="brier", agg="min", check="gold"), dict(reward="outcome", check="outcome")):
+            s = score(t, lps, list(range(1, len(t) + 1)), gold_answer="3", gold_values=[3.0], **kw)
+            assert math.isfinite(s.reward)
+        extract_answer(t, lenient=True)
