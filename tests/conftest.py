@@ -72,3 +72,44 @@ def ragged_batch(lengths, vocab: int, seed: int = 0):
 @pytest.fixture(params=MODEL_TYPES)
 def kind(request):
     return request.param
+
+
+# -- the tiny default's tokenizer (a small corpus) and a tiny random model saved with it -----------
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def tiny_model(vocab: int, seed: int = 0):
+    from model import ModelConfig, Transformer
+    cfg = ModelConfig(model_type="llama", vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    torch.manual_seed(seed)
+    return Transformer(cfg).init_weights()
+
+
+@pytest.fixture(scope="session")
+def tok():
+    from base import build_corpus, train_tokenizer
+    return train_tokenizer(build_corpus(400, seed=0, exclude=set()), vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def chat_tok(tok):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+    t = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tok.backend_tokenizer.to_str()), pad_token="<|pad|>")
+    t.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
+    t.eos_token = "<|im_end|>"
+    t.chat_template = CHATML
+    return t
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, tok):
+    """A tiny random model with the test tokenizer, saved as a checkpoint directory."""
+    path = str(tmp_path_factory.mktemp("tiny"))
+    model = tiny_model(len(tok))
+    model.config.eos_token_id, model.config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -80,15 +80,9 @@ def digit_bpe():
     return PreTrainedTokenizerFast(tokenizer_object=tok)
 
 
-@pytest.fixture(scope="module")
-def tiny_tok():
-    from base import build_corpus, train_tokenizer
-    return train_tokenizer(build_corpus(300, seed=0, exclude=set()), vocab_size=400)
-
-
 @pytest.mark.parametrize("which", ["tiny", "merging_bpe"])
-def test_token_spans_cover_exactly_the_result(which, tiny_tok):
-    tok = tiny_tok if which == "tiny" else digit_bpe()
+def test_token_spans_cover_exactly_the_result(which, tok):
+    tok = tok if which == "tiny" else digit_bpe()
     text = "total = 123 + 45 = 168\ntotal = 168 * 2 = 336\nAnswer: 336"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     steps = token_spans(segment_steps(text), token_char_ends(tok, ids))

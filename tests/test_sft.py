@@ -6,46 +6,15 @@ import sys
 import pytest
 import torch
 
-from base import build_corpus, train_tokenizer
-from model import ModelConfig, Transformer
+from conftest import tiny_model
+from model import Transformer
 from sft_comt import Batch, collate, train_step
 from tasks import Problem, encode_example, make_split
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 PROBLEM = Problem(id="h1", question="Mia has 3 bags with 4 apples in each bag. How many apples?", answer="12",
                   plan="First, multiply the number of bags by the apples per bag to get the apples.\n"
                        "The answer is the apples.", solution="apples = 3 * 4 = 12")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(build_corpus(400, seed=0, exclude=set()), vocab_size=400)
-
-
-@pytest.fixture(scope="module")
-def chat_tok(tok):
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-    t = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tok.backend_tokenizer.to_str()), pad_token="<|pad|>")
-    t.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
-    t.eos_token = "<|im_end|>"
-    t.chat_template = CHATML
-    return t
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tok):
-    """A tiny random model with the test tokenizer, saved as a checkpoint directory."""
-    path = str(tmp_path_factory.mktemp("tiny"))
-    cfg = ModelConfig(model_type="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    Transformer(cfg).init_weights().save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def supervised_text(tok, ids, sup):
@@ -88,13 +57,6 @@ def loss_by_hand(model, examples, pad_id):
                 total -= torch.log_softmax(logits[t], -1)[ids[t + 1]]
                 n += 1
     return total / n
-
-
-def tiny_model(vocab, seed=0):
-    cfg = ModelConfig(model_type="llama", vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
-    torch.manual_seed(seed)
-    return Transformer(cfg).init_weights()
 
 
 def test_loss_is_token_mean_and_accumulation_does_not_change_the_step(tok):

@@ -1,0 +1,423 @@
+"""
+Stage 2: Confidence-Calibrated RL (CCRL), GRPO-style, or outcome-only GRPO (the paper's baseline)
+with --reward outcome.
+
+    python ccrl.py --init runs/sft_comt                                   # CCRL -> runs/ccrl
+    python ccrl.py --init runs/sft_cot --reward outcome --out runs/grpo   # baseline
+    python ccrl.py --init runs/sft_comt --resume                          # continue runs/ccrl
+    torchrun --nproc_per_node 2 ccrl.py --init runs/sft_comt              # prompts split over ranks
+
+Algorithm, one step
+    1. draw --prompts-per-step training problems (a seeded shuffle; the position is the step);
+    2. sample --group-size completions of each with the engine at --temperature, keeping the
+       per-token log-probs;
+    3. score each (rewards.score): correctness of the final `Answer:` line, plus for ccrl
+       --conf-weight times the mean over numeric steps of +c/-c (signed) or -(c-z)^2 (brier),
+       where c is the policy's confidence in the step's written result and z whether the step is
+       right (--step-check);
+    4. advantages per group (z-score or mean-only); with --filter-groups, drop groups whose
+       samples are all right or all wrong (binary correctness, never the shaped reward);
+    5. update: loss = sum over completion tokens of w * (-min(rho*A, clip(rho, 1-eps_low,
+       1+eps_high)*A) + beta*KL), rho = exp(logp - logp_old) under softmax(logits/temperature).
+       On-policy (--ppo-epochs 1) rho is exactly 1 and this is the policy gradient; more epochs
+       reuse the samples with the clipped ratio. w is the --loss-agg normaliser: token (1 / all
+       completion tokens), seq (1 / (tokens of the sequence * sequences)), const (1 / (sequences *
+       max new tokens)). Computed over the whole step, so micro-batching does not change it.
+       Optional KL to the initial policy (k1 or k3 estimator, --kl-coef, 0 by default).
+    Greedy accuracy on a slice of `test` is measured before the first step, every --eval-every
+    steps and at the end. Checkpoints, --resume and signals work as in sft_comt.py.
+
+Deviations from the paper: the reward formula, the confidence aggregation and the step check are
+our reconstruction (see rewards.py); the RL optimiser is plain GRPO with the options above. Budgets
+are sized for a laptop CPU.
+"""
+import argparse
+import copy
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from common import (Dist, StopRequest, all_reduce_sum, close_distributed, cosine_lr, init_distributed, load_train_state,
+                    log_json, pick_dtype, save_checkpoint, seed_everything)
+from engine import Engine, stop_ids
+from model import Transformer
+from rewards import (answer_correct, confidence, group_advantages, mixed_groups, score, segment_steps, step_right,
+                     token_char_ends, token_spans)
+from tasks import RECIPES, encode_prompt, load_problems, make_split
+
+# -----------------------------------------------------------------------------
+# Sampling and scoring
+
+
+@dataclass
+class Rollout:
+    seqs: list[list[int]]  # prompt + completion (stop token included) per sample
+    prompt_lens: list[int]
+    rewards: torch.Tensor  # (P,G)
+    correct: torch.Tensor  # (P,G) bool
+    step_confs: list[list[float]]
+    step_rights: list[list[bool]]
+    completion_tokens: int
+
+
+def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
+    """G completions per problem, each scored by rewards.score."""
+    prompts = [encode_prompt(tok, p) for p in problems]
+    s = engine.generate(prompts, num_samples=args.group_size, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, top_p=args.top_p, stop_tokens=stop_ids(tok, engine.model),
+                        seed=seed)
+    seqs, plens, rewards, correct, confs, rights = [], [], [], [], [], []
+    for r in range(s.tokens.shape[0]):
+        p = problems[int(s.prompt_index[r])]
+        ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
+        sc = score(tok.decode(ids), lps, token_char_ends(tok, ids), p.answer, p.intermediates, reward=args.reward,
+                   weight=args.conf_weight, form=args.conf_form, agg=args.conf_agg, check=args.step_check)
+        prompt = prompts[int(s.prompt_index[r])]
+        seqs.append(prompt + ids)
+        plens.append(len(prompt))
+        rewards.append(sc.reward)
+        correct.append(sc.correct)
+        confs.append(sc.step_confs)
+        rights.append(sc.step_rights)
+    P, G = len(problems), args.group_size
+    return Rollout(seqs, plens, torch.tensor(rewards).view(P, G), torch.tensor(correct).view(P, G), confs, rights,
+                   int(s.mask.sum()))
+
+
+def step_stats(confs: list[list[float]], rights: list[list[bool]], threshold: float) -> dict:
+    """Mean confidence of right and wrong steps; overconfident-error rate = share of all steps
+    that are wrong with confidence above the threshold."""
+    pairs = [(c, z) for cs, zs in zip(confs, rights) for c, z in zip(cs, zs)]
+    right = [c for c, z in pairs if z]
+    wrong = [c for c, z in pairs if not z]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
+    return dict(conf_right=mean(right), conf_wrong=mean(wrong),
+                overconf_err=sum(c > threshold for c in wrong) / len(pairs) if pairs else float("nan"))
+
+
+# -----------------------------------------------------------------------------
+# The update
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # (B,T) prompt + completion, right-padded
+    comp: torch.Tensor  # (B,T) bool: completion token (predicted from the tokens before it)
+    adv: torch.Tensor  # (B,) advantage of each sequence
+    weight: torch.Tensor  # (B,) loss-aggregation weight of each of the sequence's tokens
+    old_logp: torch.Tensor | None = None  # (N,) log-probs of the completion tokens before the update
+
+
+def make_batches(seqs, prompt_lens, adv, agg: str, max_new: int, micro: int, pad_id: int, totals: tuple) -> list[Batch]:
+    """Micro-batches of the kept samples; totals = (all completion tokens, all sequences) of the
+    step over every rank, for the loss-aggregation weights."""
+    n_tok, n_seq = totals
+    out = []
+    for i in range(0, len(seqs), micro):
+        rows = range(i, min(i + micro, len(seqs)))
+        T = max(len(seqs[r]) for r in rows)
+        ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+        comp = torch.zeros((len(rows), T), dtype=torch.bool)
+        w = torch.zeros(len(rows))
+        for k, r in enumerate(rows):
+            ids[k, :len(seqs[r])] = torch.tensor(seqs[r])
+            comp[k, prompt_lens[r]:len(seqs[r])] = True
+            n = len(seqs[r]) - prompt_lens[r]
+            w[k] = {"token": 1 / n_tok, "seq": 1 / (n * n_seq), "const": 1 / (n_seq * max_new)}[agg]
+        out.append(Batch(ids, comp, torch.tensor([adv[r] for r in rows], dtype=torch.float), w))
+    return out
+
+
+def token_logprobs(model, b: Batch, temperature: float) -> torch.Tensor:
+    """(N,) log-probs of the completion tokens under softmax(logits / temperature), row-major."""
+    target = b.comp[:, 1:]
+    logits = model(b.ids[:, :-1], logits_mask=target)  # (N,V)
+    return torch.log_softmax(logits / temperature, -1).gather(-1, b.ids[:, 1:][target][:, None])[:, 0]
+
+
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from samples of the policy:
+    k1 = log p - log q; k3 = q/p - log(q/p) - 1 (unbiased, never negative)."""
+    d = ref_logp - logp
+    if kind == "k1":
+        return -d
+    if kind == "k3":
+        return torch.exp(d) - d - 1
+    raise ValueError(f"unknown KL estimator {kind!r}; choose k1 or k3")
+
+
+def policy_loss(model, b: Batch, args, ref=None) -> tuple[torch.Tensor, dict]:
+    """Weighted sum over this micro-batch's completion tokens of the clipped PG loss (+ KL)."""
+    logp = token_logprobs(model, b, args.temperature)
+    old = logp.detach() if b.old_logp is None else b.old_logp
+    ratio = torch.exp(logp - old)
+    per_row = b.comp[:, 1:].sum(1)  # (B,) completion tokens per row
+    adv, w = b.adv.repeat_interleave(per_row), b.weight.repeat_interleave(per_row)  # (N,)
+    clipped = torch.clamp(ratio, 1 - args.clip_low, 1 + args.clip_high)
+    pg = -torch.minimum(ratio * adv, clipped * adv)
+    loss = pg
+    stats = dict(clipped=((ratio < 1 - args.clip_low) | (ratio > 1 + args.clip_high)).float().sum().item(),
+                 kl=0.0, tokens=float(len(logp)))
+    if ref is not None:
+        with torch.no_grad():
+            ref_logp = token_logprobs(ref, b, args.temperature)
+        kl = kl_estimate(logp, ref_logp, args.kl_est)
+        loss = loss + args.kl_coef * kl
+        stats["kl"] = kl.detach().sum().item()
+    return (w * loss).sum(), stats
+
+
+def all_reduce_grads(model, dist: Dist):
+    """Sum gradients over ranks (each rank's loss already carries the global weights; a rank whose
+    samples were all filtered out contributes zeros)."""
+    if dist.world == 1:
+        return
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        all_reduce_sum(p.grad, dist)
+
+
+# -----------------------------------------------------------------------------
+# Evaluation
+
+
+def greedy_eval(engine, tok, problems, args) -> dict:
+    """Greedy accuracy on `problems` and step-confidence statistics."""
+    prompts = [encode_prompt(tok, p) for p in problems]
+    ok, confs, rights, lengths = [], [], [], []
+    for i in range(0, len(prompts), 64):
+        s = engine.generate(prompts[i:i + 64], max_new_tokens=args.max_new_tokens, greedy=True,
+                            stop_tokens=stop_ids(tok, engine.model))
+        for r in range(s.tokens.shape[0]):
+            p = problems[i + r]
+            ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
+            text = tok.decode(ids)
+            good = answer_correct(text, p.answer)
+            steps = token_spans(segment_steps(text), token_char_ends(tok, ids))
+            ok.append(good)
+            confs.append([confidence(lps[a:b], args.conf_agg) for a, b in (st.tokens for st in steps)])
+            rights.append([step_right(st, args.step_check, p.intermediates, good) for st in steps])
+            lengths.append(len(ids))
+    return dict(acc=sum(ok) / len(ok), mean_len=sum(lengths) / len(lengths),
+                **step_stats(confs, rights, args.overconf_threshold))
+
+
+# -----------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description="Stage 2: CCRL (or outcome-only GRPO with --reward outcome).",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--init", default="runs/sft_comt", help="checkpoint directory to start from (a stage-1 output)")
+    ap.add_argument("--out", default=None, help="output directory (default runs/ccrl, or runs/grpo for outcome)")
+    ap.add_argument("--data", default="train", help="a synthetic split, a benchmark (gsm8k:train), or a JSONL path")
+    ap.add_argument("--n-train", type=int, default=8000, help="problems of a synthetic split")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N rows of real data")
+    # reward
+    ap.add_argument("--reward", choices=("ccrl", "outcome"), default="ccrl", help="ccrl: correctness + confidence "
+                    "term; outcome: correctness only (the baseline)")
+    ap.add_argument("--conf-weight", type=float, default=0.5, help="lambda, the weight of the confidence term")
+    ap.add_argument("--conf-form", choices=("signed", "brier"), default="signed", help="+c/-c or -(c-z)^2")
+    ap.add_argument("--conf-agg", choices=("geo", "min", "prod"), default="geo", help="confidence of a number "
+                    "from its tokens' probabilities")
+    ap.add_argument("--step-check", choices=("arith", "gold", "outcome"), default="arith", help="a step is right "
+                    "if its arithmetic recomputes / its result is a gold intermediate / the final answer is right")
+    ap.add_argument("--overconf-threshold", type=float, default=0.9, help="confidence above which a wrong step "
+                    "counts as an overconfident error")
+    # sampling
+    ap.add_argument("--group-size", type=int, default=8, help="G, completions per prompt")
+    ap.add_argument("--prompts-per-step", type=int, default=8, help="prompts per step (over all ranks)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (also used for training "
+                    "log-probs and confidences)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (1: off; <1 biases the ratio)")
+    ap.add_argument("--max-new-tokens", type=int, default=224, help="completion length limit")
+    # update
+    ap.add_argument("--adv", choices=("zscore", "mean"), default="zscore", help="group advantage normalisation")
+    ap.add_argument("--filter-groups", action="store_true", help="train only on groups with right and wrong answers")
+    ap.add_argument("--loss-agg", choices=("token", "seq", "const"), default="token", help="loss normaliser")
+    ap.add_argument("--ppo-epochs", type=int, default=1, help="passes over each step's samples (1: on-policy)")
+    ap.add_argument("--clip-low", type=float, default=0.2, help="PPO ratio clip below 1")
+    ap.add_argument("--clip-high", type=float, default=0.28, help="PPO ratio clip above 1")
+    ap.add_argument("--kl-coef", type=float, default=0.0, help="beta, weight of KL to the initial policy")
+    ap.add_argument("--kl-est", choices=("k1", "k3"), default="k3", help="KL estimator")
+    ap.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    ap.add_argument("--warmup", type=int, default=5, help="warm-up steps")
+    ap.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this")
+    ap.add_argument("--micro-batch", type=int, default=32, help="sequences per forward/backward")
+    ap.add_argument("--steps", type=int, default=100, help="RL steps")
+    ap.add_argument("--seed", type=int, default=0, help="seed for prompts and sampling")
+    # runtime
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    ap.add_argument("--dtype", default="auto", help="autocast dtype for the update: auto (bfloat16 on GPU), "
+                    "float32, bfloat16")
+    ap.add_argument("--eval-every", type=int, default=50, help="steps between greedy test evaluations")
+    ap.add_argument("--eval-n", type=int, default=200, help="test problems per evaluation (0: none)")
+    ap.add_argument("--save-every", type=int, default=50, help="steps between checkpoints")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step (--resume continues)")
+    args = ap.parse_args(argv)
+    args.out = args.out or ("runs/ccrl" if args.reward == "ccrl" else "runs/grpo")
+    return args
+
+
+def step_problems(step: int, n: int, per_step: int, seed: int) -> list[int]:
+    """Problem indices of a step: consecutive slices of seeded per-epoch shuffles."""
+    out = []
+    for k in range(step * per_step, (step + 1) * per_step):
+        epoch = k // n
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        out.append(int(perm[k % n]))
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    dist, device = init_distributed(args.device)
+    state = None
+    if args.resume:
+        state = load_train_state(args.out)
+        args = argparse.Namespace(**{**state["args"], "resume": True, "stop_at": args.stop_at, "device": args.device})
+        src = args.out
+    else:
+        if not os.path.isfile(os.path.join(args.init, "config.json")):
+            raise SystemExit(f"--init {args.init}: not a checkpoint directory (run `python sft_comt.py` first, or pass "
+                             f"a directory with config.json, *.safetensors and tokenizer files)")
+        src = args.init
+    if args.prompts_per_step % dist.world:
+        raise SystemExit(f"--prompts-per-step {args.prompts_per_step} must be divisible by the {dist.world} ranks")
+    seed_everything(args.seed)
+
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(src)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    try:
+        problems = load_problems(args.data, n=args.n_train if args.data in RECIPES else args.limit, seed=args.seed)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"--data {args.data}: {e}") from None
+    test = make_split("test", args.eval_n, args.seed) if args.eval_n and args.data in RECIPES else []
+
+    model = Transformer.from_pretrained(src, device=device, dtype=torch.float32)
+    ref = copy.deepcopy(model).eval().requires_grad_(False) if args.kl_coef > 0 else None
+    if ref is not None and state:  # the reference is the initial policy, not the checkpoint
+        ref = Transformer.from_pretrained(args.init, device=device).eval().requires_grad_(False)
+    engine = Engine(model, pad_id=pad_id)
+    amp_dtype = pick_dtype(args.dtype, device)
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    start, totals = 0, dict(seconds=0.0, sample_seconds=0.0, evals=[])
+    if state:
+        opt.load_state_dict(state["optimizer"])
+        start, totals = state["step"], state["totals"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+    log_path = os.path.join(args.out, "log.jsonl") if dist.main else None
+    if dist.main:
+        os.makedirs(args.out, exist_ok=True)
+        print(f"{args.reward} RL from {src}: {len(problems):,} problems, {args.steps} steps x {args.prompts_per_step} "
+              f"prompts x {args.group_size} samples, {device}, {dist.world} rank(s)")
+
+    def evaluate(step):
+        if dist.main and test:
+            model.eval()
+            res = dict(eval=True, step=step, **{k: round(v, 4) for k, v in greedy_eval(engine, tok, test, args).items()})
+            totals["evals"].append(res)
+            log_json(res, log_path)
+
+    def checkpoint(step):
+        if dist.main:
+            rng = dict(torch=torch.get_rng_state(), python=random.getstate())
+            save_checkpoint(args.out, model, tok, dict(step=step, optimizer=opt.state_dict(), rng=rng, totals=totals,
+                                                       args=vars(args)))
+
+    if start == 0:
+        evaluate(0)
+    stop = StopRequest()
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"rl {args.reward}", disable=not dist.main)
+    for step in bar:
+        t0 = time.time()
+        idx = step_problems(step, len(problems), args.prompts_per_step, args.seed)[dist.rank::dist.world]
+        model.eval()
+        ro = sample_and_score(engine, tok, [problems[i] for i in idx], args, seed=args.seed * 1_000_003 + step * 97 + dist.rank)
+        t1 = time.time()
+        adv = group_advantages(ro.rewards, args.adv)  # (P,G)
+        keep = mixed_groups(ro.correct) if args.filter_groups else torch.ones(len(idx), dtype=torch.bool)
+        rows = [r for r in range(ro.rewards.numel()) if keep[r // args.group_size]]
+        seqs = [ro.seqs[r] for r in rows]
+        plens = [ro.prompt_lens[r] for r in rows]
+        n = all_reduce_sum(torch.tensor([float(sum(len(s) - p for s, p in zip(seqs, plens))), float(len(seqs))],
+                                        device=device), dist).tolist()
+        model.train()
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
+        stats = dict(clipped=0.0, kl=0.0, tokens=0.0)
+        norm = 0.0
+        if n[1] > 0:
+            batches = make_batches(seqs, plens, adv.flatten()[rows].tolist(), args.loss_agg, args.max_new_tokens,
+                                   args.micro_batch, pad_id, (n[0], n[1]))
+            batches = [Batch(b.ids.to(device), b.comp.to(device), b.adv.to(device), b.weight.to(device)) for b in batches]
+            if args.ppo_epochs > 1:
+                with torch.no_grad(), autocast:
+                    for b in batches:
+                        b.old_logp = token_logprobs(model, b, args.temperature)
+            for epoch in range(args.ppo_epochs):
+                for b in batches:
+                    with autocast:
+                        loss, st = policy_loss(model, b, args, ref)
+                    loss.backward()
+                    for k in stats:
+                        stats[k] += st[k]
+                all_reduce_grads(model, dist)
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip).item()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        t2 = time.time()
+        totals["seconds"] += t2 - t0
+        totals["sample_seconds"] += t1 - t0
+        r, c = ro.rewards, ro.correct.float()
+        row = dict(step=step, reward=r.mean().item(), acc=c.mean().item(),
+                   zero_spread=(r.std(1, unbiased=False) == 0).float().mean().item(),
+                   kept_groups=keep.float().mean().item(), resp_len=ro.completion_tokens / r.numel(),
+                   **step_stats(ro.step_confs, ro.step_rights, args.overconf_threshold),
+                   kl=stats["kl"] / max(stats["tokens"], 1), clip_frac=stats["clipped"] / max(stats["tokens"], 1),
+                   grad_norm=norm, lr=opt.param_groups[0]["lr"], tokens_per_s=ro.completion_tokens / (t2 - t0),
+                   sample_s=t1 - t0, train_s=t2 - t1)
+        if args.reward == "ccrl":
+            row["correct_part"] = c.mean().item()
+            row["conf_part"] = (r.mean().item() - c.mean().item())
+        if dist.main:
+            log_json({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, log_path)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['acc']:.2f}", len=f"{row['resp_len']:.0f}")
+        done = step + 1
+        if done % args.eval_every == 0 and done != args.steps:
+            evaluate(done)
+        interrupted = stop.agreed(dist, device)
+        if done == args.steps:
+            evaluate(done)
+        if done % args.save_every == 0 or done == args.steps or interrupted or done == args.stop_at:
+            checkpoint(done)
+        if interrupted or done == args.stop_at:
+            if dist.main:
+                print(f"stopped after step {done}; continue with: python ccrl.py --out {args.out} --resume")
+            close_distributed(dist)
+            return
+    bar.close()
+    if dist.main:
+        ev = totals["evals"]
+        summary = dict(summary=True, reward=args.reward, init=args.init, out=args.out, steps=args.steps,
+                       train_seconds=round(totals["seconds"], 1),
+                       sample_share=round(totals["sample_seconds"] / max(totals["seconds"], 1e-9), 3))
+        if ev:
+            summary.update(acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], overconf_before=ev[0]["overconf_err"],
+                           overconf_after=ev[-1]["overconf_err"])
+        log_json(summary, log_path)
+    close_distributed(dist)
+
+
+if __name__ == "__main__":
+    main()

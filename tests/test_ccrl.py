@@ -1,0 +1,152 @@
+import json
+import math
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ccrl import Batch, kl_estimate, make_batches, policy_loss, token_logprobs
+from conftest import tiny_model
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+ARGS = SimpleNamespace(temperature=0.7, clip_low=0.2, clip_high=0.28, kl_coef=0.0, kl_est="k3")
+
+
+def samples(vocab, n=5, seed=0):
+    """n (prompt + completion) sequences of different lengths and their prompt lengths."""
+    g = torch.Generator().manual_seed(seed)
+    seqs, plens = [], []
+    for i in range(n):
+        p, c = 3 + i % 3, 2 + (2 * i) % 5
+        seqs.append(torch.randint(3, vocab, (p + c,), generator=g).tolist())
+        plens.append(p)
+    return seqs, plens
+
+
+def grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def implemented_grad(model, seqs, plens, adv, agg, micro, max_new=8):
+    model.zero_grad()
+    n_tok = sum(len(s) - p for s, p in zip(seqs, plens))
+    for b in make_batches(seqs, plens, adv, agg, max_new, micro, pad_id=0, totals=(n_tok, len(seqs))):
+        loss, _ = policy_loss(model, b, ARGS)
+        loss.backward()
+    return grads(model)
+
+
+def test_gradient_equals_hand_written_policy_gradient_for_a_two_sample_group():
+    model = tiny_model(50)
+    seqs, plens = samples(50, n=2)
+    adv = [1.0, -1.0]  # z-scored rewards (1, 0) of a group of two
+    got = implemented_grad(model, seqs, plens, adv, "token", micro=2)
+    # reference: -(1 / all completion tokens) * sum_i A_i * sum_t log softmax(logits / T)[y_t], one sequence at a time
+    model.zero_grad()
+    n_tok = sum(len(s) - p for s, p in zip(seqs, plens))
+    total = 0.0
+    for s, p, a in zip(seqs, plens, adv):
+        logits = model(torch.tensor([s]))[0] / ARGS.temperature
+        for t in range(p, len(s)):
+            total = total - a * torch.log_softmax(logits[t - 1], -1)[s[t]] / n_tok
+    total.backward()
+    torch.testing.assert_close(got, grads(model), atol=1e-6, rtol=1e-4)
+    assert got.abs().sum() > 0
+
+
+@pytest.mark.parametrize("agg", ["token", "seq", "const"])
+def test_micro_batch_split_does_not_change_the_update(agg):
+    model = tiny_model(50)
+    seqs, plens = samples(50, n=5)
+    adv = [0.5, -1.2, 0.3, 1.0, -0.6]
+    full = implemented_grad(model, seqs, plens, adv, agg, micro=5)
+    for micro in (1, 2, 3):
+        torch.testing.assert_close(implemented_grad(model, seqs, plens, adv, agg, micro), full, atol=1e-7, rtol=1e-5)
+
+
+def test_aggregation_weights_by_hand():
+    seqs, plens = [[1, 2, 3, 4], [1, 2, 3, 4, 5, 6]], [2, 2]  # completions of 2 and 4 tokens
+    w = lambda agg: [x for b in make_batches(seqs, plens, [1, 1], agg, 10, 2, 0, (6, 2)) for x in b.weight.tolist()]
+    assert w("token") == pytest.approx([1 / 6, 1 / 6])
+    assert w("seq") == pytest.approx([1 / 4, 1 / 8])  # 1 / (len * sequences)
+    assert w("const") == pytest.approx([1 / 20, 1 / 20])  # 1 / (sequences * max_new)
+
+
+def test_on_policy_ratio_is_exactly_one_and_epochs_reuse_old_logprobs():
+    model = tiny_model(50)
+    seqs, plens = samples(50, n=3)
+    b = make_batches(seqs, plens, [1.0, -1.0, 0.5], "token", 8, 3, 0, (sum(len(s) - p for s, p in zip(seqs, plens)), 3))[0]
+    seen = {}
+    orig_exp = torch.exp
+
+    def spy(x):
+        out = orig_exp(x)
+        seen["ratio"] = out.detach()
+        return out
+    torch.exp = spy
+    try:
+        policy_loss(model, b, ARGS)
+    finally:
+        torch.exp = orig_exp
+    assert torch.equal(seen["ratio"], torch.ones_like(seen["ratio"]))
+    # with stored old log-probs from before an update, the ratio moves and clipping can engage
+    b.old_logp = token_logprobs(model, b, ARGS.temperature).detach()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    _, stats = policy_loss(model, b, ARGS)
+    assert stats["clipped"] > 0
+
+
+def test_kl_estimators_match_exact_kl():
+    g = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    q = torch.tensor([0.25, 0.25, 0.25, 0.25])
+    exact = (p * (p / q).log()).sum().item()  # 0.2336...
+    x = torch.multinomial(p, 200_000, replacement=True, generator=g)
+    logp, logq = p.log()[x], q.log()[x]
+    for kind in ("k1", "k3"):
+        est = kl_estimate(logp, logq, kind)
+        assert est.mean().item() == pytest.approx(exact, abs=4 * est.std().item() / math.sqrt(len(x)) + 1e-4)
+    assert (kl_estimate(logp, logq, "k3") >= 0).all()
+
+
+def run_ccrl(args, check=True):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "ccrl.py", *args], cwd=ROOT, capture_output=True, text=True, check=check,
+                          env=env)
+
+
+def log_rows(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+SMALL = ["--n-train", "32", "--steps", "4", "--prompts-per-step", "2", "--group-size", "3", "--max-new-tokens", "12",
+         "--eval-n", "4", "--eval-every", "2", "--lr", "1e-3", "--micro-batch", "4"]
+
+
+def test_run_logs_metrics_and_resumes_exactly(model_dir, tmp_path):
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    run_ccrl(["--init", model_dir, "--out", full, *SMALL, "--kl-coef", "0.1", "--ppo-epochs", "2"])
+    rows = log_rows(full)
+    steps = [r for r in rows if "reward" in r and "summary" not in r]
+    assert len(steps) == 4 and {"reward", "acc", "zero_spread", "conf_right", "overconf_err", "kl", "clip_frac",
+                                "grad_norm", "tokens_per_s", "sample_s", "train_s"} <= steps[0].keys()
+    assert [r["step"] for r in rows if r.get("eval")] == [0, 2, 4]
+    assert rows[-1]["summary"] and "acc_after" in rows[-1]
+    run_ccrl(["--init", model_dir, "--out", cut, *SMALL, "--kl-coef", "0.1", "--ppo-epochs", "2", "--stop-at", "2"])
+    run_ccrl(["--out", cut, "--resume"])
+    timing = ("_s", "seconds", "share")
+    strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith(timing)} for r in rs]
+    resumed = log_rows(cut)
+    assert json.dumps(strip(resumed[:-1])) == json.dumps(strip(rows[:-1]))  # as text: nan equals nan
+    assert resumed[-1]["acc_after"] == rows[-1]["acc_after"]
+
+
+def test_missing_init_is_a_clear_error(tmp_path):
+    r = run_ccrl(["--init", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], check=False)
+    assert r.returncode != 0 and "not a checkpoint directory" in r.stderr
