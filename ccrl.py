@@ -34,20 +34,20 @@ are sized for a laptop CPU.
 import argparse
 import copy
 import os
-import random
 import time
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
-from common import (Dist, StopRequest, all_reduce_sum, close_distributed, cosine_lr, init_distributed, load_train_state,
-                    log_json, pick_dtype, save_checkpoint, seed_everything)
+from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, close_distributed, cosine_lr,
+                    init_distributed, log_json, restore_train_state, resume_run, save_checkpoint, seed_everything,
+                    train_state)
 from engine import Engine, stop_ids
 from model import Transformer
 from rewards import (answer_correct, confidence, group_advantages, mixed_groups, score, segment_steps, step_right,
                      token_char_ends, token_spans)
-from tasks import RECIPES, encode_prompt, load_problems, make_split
+from tasks import RECIPES, encode_prompt, make_split, problems_for_cli
 
 # -----------------------------------------------------------------------------
 # Sampling and scoring
@@ -253,14 +253,9 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, default=100, help="RL steps")
     ap.add_argument("--seed", type=int, default=0, help="seed for prompts and sampling")
     # runtime
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    ap.add_argument("--dtype", default="auto", help="autocast dtype for the update: auto (bfloat16 on GPU), "
-                    "float32, bfloat16")
+    add_run_args(ap, save_every=50)
     ap.add_argument("--eval-every", type=int, default=50, help="steps between greedy test evaluations")
     ap.add_argument("--eval-n", type=int, default=200, help="test problems per evaluation (0: none)")
-    ap.add_argument("--save-every", type=int, default=50, help="steps between checkpoints")
-    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step (--resume continues)")
     args = ap.parse_args(argv)
     args.out = args.out or ("runs/ccrl" if args.reward == "ccrl" else "runs/grpo")
     return args
@@ -281,8 +276,7 @@ def main(argv=None):
     dist, device = init_distributed(args.device)
     state = None
     if args.resume:
-        state = load_train_state(args.out)
-        args = argparse.Namespace(**{**state["args"], "resume": True, "stop_at": args.stop_at, "device": args.device})
+        args, state = resume_run(args)
         src = args.out
     else:
         if not os.path.isfile(os.path.join(args.init, "config.json")):
@@ -296,10 +290,7 @@ def main(argv=None):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(src)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    try:
-        problems = load_problems(args.data, n=args.n_train if args.data in RECIPES else args.limit, seed=args.seed)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"--data {args.data}: {e}") from None
+    problems = problems_for_cli(args.data, args.n_train, args.limit, args.seed)
     test = make_split("test", args.eval_n, args.seed) if args.eval_n and args.data in RECIPES else []
 
     model = Transformer.from_pretrained(src, device=device, dtype=torch.float32)
@@ -307,15 +298,11 @@ def main(argv=None):
     if ref is not None and state:  # the reference is the initial policy, not the checkpoint
         ref = Transformer.from_pretrained(args.init, device=device).eval().requires_grad_(False)
     engine = Engine(model, pad_id=pad_id)
-    amp_dtype = pick_dtype(args.dtype, device)
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32)
+    autocast = autocast_for(args, device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     start, totals = 0, dict(seconds=0.0, sample_seconds=0.0, evals=[])
     if state:
-        opt.load_state_dict(state["optimizer"])
-        start, totals = state["step"], state["totals"]
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
+        start, totals = restore_train_state(state, opt)
     log_path = os.path.join(args.out, "log.jsonl") if dist.main else None
     if dist.main:
         os.makedirs(args.out, exist_ok=True)
@@ -331,9 +318,7 @@ def main(argv=None):
 
     def checkpoint(step):
         if dist.main:
-            rng = dict(torch=torch.get_rng_state(), python=random.getstate())
-            save_checkpoint(args.out, model, tok, dict(step=step, optimizer=opt.state_dict(), rng=rng, totals=totals,
-                                                       args=vars(args)))
+            save_checkpoint(args.out, model, tok, train_state(step, opt, totals, args))
 
     if start == 0:
         evaluate(0)

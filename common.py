@@ -157,6 +157,44 @@ def load_train_state(out: str) -> dict:
     return torch.load(path, weights_only=False)
 
 
+def add_run_args(ap, save_every: int):
+    """The runtime flags both training stages share."""
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    ap.add_argument("--dtype", default="auto", help="autocast dtype for training: auto (bfloat16 on GPU, float32 on "
+                    "CPU), float32, bfloat16; weights stay float32")
+    ap.add_argument("--save-every", type=int, default=save_every, help="steps between checkpoints")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with "
+                    "the arguments saved there")
+    ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step, as if interrupted "
+                    "(for time-boxed jobs; --resume continues)")
+
+
+def resume_run(args) -> tuple:
+    """(arguments saved in args.out's checkpoint, its training state); --stop-at and --device
+    are taken from the command line."""
+    state = load_train_state(args.out)
+    saved = {**state["args"], "resume": True, "stop_at": args.stop_at, "device": args.device}
+    return type(args)(**saved), state
+
+
+def train_state(step: int, opt, totals: dict, args) -> dict:
+    return dict(step=step, optimizer=opt.state_dict(), totals=totals, args=vars(args),
+                rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
+
+
+def restore_train_state(state: dict, opt) -> tuple[int, dict]:
+    """Load optimiser and RNG state; returns (next step, totals)."""
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    return state["step"], state["totals"]
+
+
+def autocast_for(args, device: torch.device):
+    amp = pick_dtype(args.dtype, device)
+    return torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32)
+
+
 class StopRequest:
     """Turns Ctrl-C and SIGTERM into a flag the training loop checks after each step, so the
     run saves a checkpoint and exits cleanly instead of dying mid-write."""

@@ -38,7 +38,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import re
 import subprocess
 import sys
@@ -49,11 +48,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (Dist, StopRequest, all_reduce_sum, close_distributed, cosine_lr, init_distributed, load_train_state,
-                    log_json, pick_dtype, save_checkpoint, seed_everything)
+from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, close_distributed, cosine_lr,
+                    init_distributed, log_json, restore_train_state, resume_run, save_checkpoint, seed_everything,
+                    train_state)
 from engine import Engine, complete
 from model import Transformer
-from tasks import RECIPES, clean_solution, encode_example, encode_prompt, load_problems, make_split
+from tasks import RECIPES, clean_solution, encode_example, encode_prompt, make_split, problems_for_cli
 
 DEFAULT_BASE = "runs/base"
 DIGIT = re.compile(r"\d")
@@ -81,10 +81,7 @@ def read_targets(path: str) -> dict:
 
 def load_train_problems(args) -> list:
     """The training problems, with their plan/solution texts from --targets where given."""
-    try:
-        problems = load_problems(args.data, n=args.n_train if args.data in RECIPES else args.limit, seed=args.seed)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"--data {args.data}: {e}") from None
+    problems = problems_for_cli(args.data, args.n_train, args.limit, args.seed)
     targets = read_targets(args.targets) if args.targets else {}
     for p in problems:
         t = targets.get(p.id, {})
@@ -233,14 +230,8 @@ def parse_args(argv=None):
     ap.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this")
     ap.add_argument("--seed", type=int, default=0, help="seed for data order and evaluation problems")
     # runtime
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    ap.add_argument("--dtype", default="auto", help="autocast dtype: auto (bfloat16 on GPU, float32 on CPU), "
-                    "float32, bfloat16; weights stay float32")
+    add_run_args(ap, save_every=100)
     ap.add_argument("--log-every", type=int, default=20, help="steps between JSON log lines")
-    ap.add_argument("--save-every", type=int, default=100, help="steps between checkpoints")
-    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step, as if "
-                    "interrupted (for time-boxed jobs; --resume continues)")
     ap.add_argument("--eval-n", type=int, default=200, help="test problems for the final check (0: skip)")
     ap.add_argument("--eval-max-new", type=int, default=200, help="tokens generated per test problem")
     args = ap.parse_args(argv)
@@ -268,9 +259,7 @@ def main(argv=None):
     dist, device = init_distributed(args.device)
     state = None
     if args.resume:
-        state = load_train_state(args.out)
-        keep = dict(resume=True, stop_at=args.stop_at, device=args.device)
-        args = argparse.Namespace(**{**state["args"], **keep})
+        args, state = resume_run(args)
         args.model = args.out
         if dist.main:
             print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)")
@@ -293,15 +282,11 @@ def main(argv=None):
         raise SystemExit(f"--batch {args.batch} must be divisible by the {dist.world} ranks")
 
     model = Transformer.from_pretrained(args.model, device=device, dtype=torch.float32)
-    amp_dtype = pick_dtype(args.dtype, device)
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32)
+    autocast = autocast_for(args, device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     start, totals = 0, dict(sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
     if state:
-        opt.load_state_dict(state["optimizer"])
-        start, totals = state["step"], state["totals"]
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
+        start, totals = restore_train_state(state, opt)
     ddp = model
     if dist.world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -313,9 +298,7 @@ def main(argv=None):
 
     def checkpoint(step):
         if dist.main:
-            rng = dict(torch=torch.get_rng_state(), python=random.getstate())
-            save_checkpoint(args.out, model, tok, dict(step=step, optimizer=opt.state_dict(), rng=rng,
-                                                       totals=totals, args=vars(args)))
+            save_checkpoint(args.out, model, tok, train_state(step, opt, totals, args))
 
     stop = StopRequest()
     model.train()

@@ -449,3 +449,12 @@ def load_problems(spec: str, data_dir: str | None = None, n: int | None = None, 
                              f"({', '.join(BENCHMARKS)}), a .jsonl path, or hub:NAME[:CONFIG]:SPLIT")
         rows = read_jsonl(benchmark_path(name, split or None, data_dir), source=name)
     return rows[:n] if n else rows
+
+
+def problems_for_cli(spec: str, n_synthetic: int, limit: int | None, seed: int) -> list[Problem]:
+    """load_problems for a training script's --data: synthetic splits get n_synthetic problems,
+    real data its first `limit` rows; a bad spec or file exits with the reason."""
+    try:
+        return load_problems(spec, n=n_synthetic if spec in RECIPES else limit, seed=seed)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"--data {spec}: {e}") from None
