@@ -1,4 +1,5 @@
 import json
+import math
 import re
 import subprocess
 import sys
@@ -32,12 +33,12 @@ def test_corpus_holds_no_plan_and_no_train_problem(corpus_and_train):
     for d in docs:
         assert "Plan:" not in d and " to get the " not in d and not re.search(r"^(First|Second), ", d, re.M)
         assert d not in train
-        if d.startswith("Question: "):  # a worked problem: one step, or two in a corpus-only frame
+        if d.startswith("Question: "):  # a worked problem: one step, or up to five in a corpus-only frame
             question = d.split("\n")[0].removeprefix("Question: ")
             steps = d.split("Solution:\n")[1].count(" = ") // 2
             assert question not in train
             train_frame = any(f" {item} " in question or f" {item}." in question for item in train_items)
-            assert steps == 1 if train_frame else 1 <= steps <= 2
+            assert steps == 1 if train_frame else 1 <= steps <= 5
 
 
 def test_corpus_mixes_story_arithmetic_and_worked_problems(corpus_and_train):
@@ -64,3 +65,17 @@ def test_base_run_writes_a_checkpoint_transformers_opens(tmp_path):
         ref = hf(ids).logits
     assert torch.allclose(Transformer.from_pretrained(str(tmp_path))(ids), ref, atol=1e-4)
     assert tok.eos_token == "<|endoftext|>" and tok.pad_token_id != tok.eos_token_id
+
+
+def test_digit_embeddings_start_on_the_circle_of_their_value(corpus_and_train):
+    from base import init_digit_embeddings
+    from model import ModelConfig, Transformer
+    tok = train_tokenizer(corpus_and_train[0][:300], vocab_size=400)
+    model = Transformer(ModelConfig(model_type="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)).init_weights()
+    init_digit_embeddings(model, tok, scale=0.1)
+    emb = model.model.embed_tokens.weight
+    for d in range(10):
+        x, y = emb[tok.convert_tokens_to_ids(str(d)), :2].tolist()
+        assert (x, y) == pytest.approx((0.1 * math.cos(2 * math.pi * d / 10), 0.1 * math.sin(2 * math.pi * d / 10)), abs=1e-6)
+    assert emb[tok.convert_tokens_to_ids("7"), 9].item() == pytest.approx(0.0, abs=1e-6)  # sin(5 * 2pi * 7 / 10)
