@@ -212,7 +212,7 @@ def main():
     ap.add_argument("--layers", type=int, default=4, help="transformer blocks")
     ap.add_argument("--heads", type=int, default=6, help="attention heads (2 key/value heads)")
     # optimisation
-    ap.add_argument("--steps", type=int, default=3600, help="optimizer steps")
+    ap.add_argument("--steps", type=int, default=3200, help="optimizer steps")
     ap.add_argument("--batch", type=int, default=4, help="rows per step (small batches, many updates: faster arithmetic)")
     ap.add_argument("--seq-len", type=int, default=128, help="tokens per row")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
