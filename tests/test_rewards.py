@@ -168,3 +168,10 @@ def test_rewards_never_raise_on_arbitrary_text():
             s = score(t, lps, list(range(1, len(t) + 1)), gold_answer="3", gold_values=[3.0], **kw)
             assert math.isfinite(s.reward)
         extract_answer(t, lenient=True)
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import rewards
+    assert doctest.testmod(rewards).failed == 0
