@@ -41,8 +41,8 @@ import torch
 from tqdm import tqdm
 
 from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, close_distributed, cosine_lr,
-                    init_distributed, log_json, restore_train_state, resume_run, save_checkpoint, seed_everything,
-                    train_state)
+                    init_distributed, log_json, restore_train_state, resume_run, save_checkpoint, save_or_stop,
+                    seed_everything, train_state)
 from engine import Engine, stop_ids
 from model import Transformer
 from rewards import (answer_correct, confidence, group_advantages, mixed_groups, score, segment_steps, step_right,
@@ -379,16 +379,9 @@ def main(argv=None):
             log_json({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, log_path)
         bar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['acc']:.2f}", len=f"{row['resp_len']:.0f}")
         done = step + 1
-        if done % args.eval_every == 0 and done != args.steps:
+        if done % args.eval_every == 0 or done == args.steps:
             evaluate(done)
-        interrupted = stop.agreed(dist, device)
-        if done == args.steps:
-            evaluate(done)
-        if done % args.save_every == 0 or done == args.steps or interrupted or done == args.stop_at:
-            checkpoint(done)
-        if interrupted or done == args.stop_at:
-            if dist.main:
-                print(f"stopped after step {done}; continue with: python ccrl.py --out {args.out} --resume")
+        if save_or_stop(done, args, stop, dist, device, checkpoint, "ccrl.py"):
             close_distributed(dist)
             return
     bar.close()

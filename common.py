@@ -190,6 +190,17 @@ def restore_train_state(state: dict, opt) -> tuple[int, dict]:
     return state["step"], state["totals"]
 
 
+def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save, script: str) -> bool:
+    """After step `done`: checkpoint every --save-every steps, at the end, and when stopping (a
+    signal on any rank, or --stop-at). True when the run should exit now."""
+    halt = stop.agreed(d, device) or done == args.stop_at
+    if done % args.save_every == 0 or done == args.steps or halt:
+        save(done)
+    if halt and d.main:
+        print(f"stopped after step {done}; continue with: python {script} --out {args.out} --resume")
+    return halt
+
+
 def autocast_for(args, device: torch.device):
     amp = pick_dtype(args.dtype, device)
     return torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32)

@@ -49,8 +49,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, close_distributed, cosine_lr,
-                    init_distributed, log_json, restore_train_state, resume_run, save_checkpoint, seed_everything,
-                    train_state)
+                    init_distributed, log_json, restore_train_state, resume_run, save_checkpoint, save_or_stop,
+                    seed_everything, train_state)
 from engine import Engine, complete
 from model import Transformer
 from tasks import RECIPES, clean_solution, encode_example, encode_prompt, make_split, problems_for_cli
@@ -330,12 +330,7 @@ def main(argv=None):
             log_json(dict(step=step, loss=round(loss, 4), lr=opt.param_groups[0]["lr"], grad_norm=round(norm, 3),
                           sup_tokens=n_sup, tokens_per_s=round(tps), pad_share=round(totals["pad_tokens"] / (
                               totals["pad_tokens"] + totals["tokens"]), 3)), log_path)
-        interrupted = stop.agreed(dist, device)
-        if done % args.save_every == 0 or done == args.steps or interrupted or done == args.stop_at:
-            checkpoint(done)
-        if interrupted or done == args.stop_at:
-            if dist.main:
-                print(f"stopped after step {done}; continue with: python sft_comt.py --out {args.out} --resume")
+        if save_or_stop(done, args, stop, dist, device, checkpoint, "sft_comt.py"):
             close_distributed(dist)
             return
     bar.close()
