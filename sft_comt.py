@@ -221,9 +221,9 @@ def parse_args(argv=None):
     ap.add_argument("--show-mask", action="store_true", help="print the first example with supervised tokens "
                     "in [[ ]] and exit")
     # optimisation
-    ap.add_argument("--steps", type=int, default=400, help="optimiser steps")
-    ap.add_argument("--batch", type=int, default=16, help="global batch (examples per step, over all ranks)")
-    ap.add_argument("--micro-batch", type=int, default=16, help="examples per forward/backward on one rank")
+    ap.add_argument("--steps", type=int, default=1000, help="optimiser steps")
+    ap.add_argument("--batch", type=int, default=8, help="global batch (examples per step, over all ranks)")
+    ap.add_argument("--micro-batch", type=int, default=8, help="examples per forward/backward on one rank")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     ap.add_argument("--warmup", type=int, default=20, help="warm-up steps")
     ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
