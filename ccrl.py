@@ -33,6 +33,7 @@ are sized for a laptop CPU.
 """
 import argparse
 import copy
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -261,14 +262,14 @@ def parse_args(argv=None):
     return args
 
 
+@functools.lru_cache(maxsize=2)
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+
+
 def step_problems(step: int, n: int, per_step: int, seed: int) -> list[int]:
     """Problem indices of a step: consecutive slices of seeded per-epoch shuffles."""
-    out = []
-    for k in range(step * per_step, (step + 1) * per_step):
-        epoch = k // n
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        out.append(int(perm[k % n]))
-    return out
+    return [epoch_order(n, seed, k // n)[k % n] for k in range(step * per_step, (step + 1) * per_step)]
 
 
 def main(argv=None):

@@ -35,6 +35,7 @@ format and hyperparameters are not public; ours are documented in tasks.py and -
 """
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -107,7 +108,8 @@ class Batch:
         return Batch(self.ids.to(device), self.sup.to(device))
 
 
-def global_batches(lengths: list[int], batch: int, seed: int, epoch: int) -> list[list[int]]:
+@functools.lru_cache(maxsize=2)
+def global_batches(lengths: tuple[int, ...], batch: int, seed: int, epoch: int) -> list[list[int]]:
     """One epoch of global batches (example indices): shuffled by (seed, epoch), then sorted by
     length inside windows of 32 batches so rows of a batch have similar lengths; the last partial
     batch is dropped."""
@@ -119,7 +121,7 @@ def global_batches(lengths: list[int], batch: int, seed: int, epoch: int) -> lis
     return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
-def batch_indices(step: int, lengths: list[int], batch: int, seed: int) -> list[int]:
+def batch_indices(step: int, lengths: tuple[int, ...], batch: int, seed: int) -> list[int]:
     """The global batch of optimiser step `step` (a pure function of step: resume needs no state)."""
     per_epoch = len(lengths) // batch
     return global_batches(lengths, batch, seed, step // per_epoch)[step % per_epoch]
@@ -275,7 +277,7 @@ def main(argv=None):
     if args.show_mask:
         print(show_mask(tok, *examples[0]))
         return
-    lengths = [len(ids) for ids, _ in examples]
+    lengths = tuple(len(ids) for ids, _ in examples)
     if len(examples) < args.batch:
         raise SystemExit(f"--batch {args.batch} is larger than the {len(examples)} training examples")
     if args.batch % dist.world:
