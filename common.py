@@ -132,7 +132,10 @@ STATE_FILE = "train_state.pt"
 def save_checkpoint(out: str, model, tokenizer, state: dict):
     """Write model, tokenizer and training state into `out.partial`, then swap it in for `out`.
     `out` is always one complete checkpoint: a crash mid-write leaves the previous one. Files the
-    checkpoint does not write (the log) are carried over."""
+    checkpoint does not write (the log) are carried over. Non-finite weights are never saved."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise SystemExit(f"non-finite weights: not saving; the last checkpoint in {out} is untouched "
+                         f"(try a lower --lr)")
     partial, old = out + ".partial", out + ".old"
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)

@@ -164,7 +164,7 @@ def train_step(model, opt, micro: list[Batch], n_sup: int, world: int, grad_clip
                autocast=contextlib.nullcontext()) -> tuple[float, float]:
     """One optimiser step over this rank's micro-batches of the global batch, whose supervised
     tokens (all ranks) number n_sup. Returns (global mean token loss, gradient norm); a
-    non-finite loss returns before the update."""
+    non-finite loss or gradient returns before the update."""
     loss_sum = torch.zeros((), device=micro[0].ids.device)
     for k, b in enumerate(micro):
         last = k == len(micro) - 1
@@ -174,10 +174,10 @@ def train_step(model, opt, micro: list[Batch], n_sup: int, world: int, grad_clip
             (s * world / n_sup).backward()  # DDP averages gradients over ranks: undo it
         loss_sum += s.detach()
     loss = all_reduce_sum(loss_sum, Dist(world=world)).item() / n_sup
-    if not math.isfinite(loss):
-        opt.zero_grad(set_to_none=True)
-        return loss, float("nan")
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        opt.zero_grad(set_to_none=True)
+        return loss, norm
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss, norm
@@ -316,8 +316,9 @@ def main(argv=None):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
         loss, norm = train_step(ddp, opt, micro, n_sup, dist.world, args.grad_clip, autocast)
-        if not math.isfinite(loss):
-            raise SystemExit(f"non-finite loss ({loss}) at step {step}: stopping; the last checkpoint in {args.out} "
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise SystemExit(f"non-finite loss ({loss}) or gradient ({norm}) at step {step}: stopping before the "
+                             f"update; the last checkpoint in {args.out} "
                              f"is untouched (try a lower --lr)")
         dt = time.time() - t0
         real = sum(lengths[i] for i in rows)

@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_model
 from model import Transformer
-from sft_comt import Batch, collate, train_step
+from sft_comt import collate, train_step
 from tasks import Problem, encode_example, make_split
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
@@ -134,3 +134,16 @@ def test_bad_inputs_give_clear_errors(model_dir, tmp_path):
     good.write_text('{"id": "a", "question": "Q1?", "answer": "3"}\n')
     r = run_sft(["--model", model_dir, "--data", str(good), "--out", str(tmp_path / "o")], check=False)
     assert r.returncode != 0 and "--targets" in r.stderr and "have none" in r.stderr
+
+
+def test_non_finite_loss_stops_without_touching_the_checkpoint(model_dir, tmp_path):
+    out = str(tmp_path / "o")
+    run_sft(["--model", model_dir, "--out", out, *COMMON, "--stop-at", "2"])  # a good checkpoint at step 2
+    before = open(os.path.join(out, "model.safetensors"), "rb").read()
+    state = torch.load(os.path.join(out, "train_state.pt"), weights_only=False)
+    state["args"].update(lr=float("inf"), save_every=1)  # the next update blows up the weights
+    torch.save(state, os.path.join(out, "train_state.pt"))
+    r = run_sft(["--out", out, "--resume"], check=False)
+    assert r.returncode != 0 and "non-finite" in r.stderr
+    assert open(os.path.join(out, "model.safetensors"), "rb").read() == before
+    assert torch.load(os.path.join(out, "train_state.pt"), weights_only=False)["step"] == 2
