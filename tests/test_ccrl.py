@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ccrl import Batch, kl_estimate, make_batches, policy_loss, token_logprobs
+from ccrl import kl_estimate, make_batches, policy_loss, token_logprobs
 from conftest import tiny_model
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
