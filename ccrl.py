@@ -47,7 +47,7 @@ from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_fo
 from engine import Engine, stop_ids
 from model import Transformer
 from rewards import (answer_correct, confidence, group_advantages, mixed_groups, score, segment_steps, step_right,
-                     token_char_ends, token_spans)
+                     step_stats, token_char_ends, token_spans)
 from tasks import RECIPES, encode_prompt, make_split, problems_for_cli
 
 # -----------------------------------------------------------------------------
@@ -87,17 +87,6 @@ def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
     P, G = len(problems), args.group_size
     return Rollout(seqs, plens, torch.tensor(rewards).view(P, G), torch.tensor(correct).view(P, G), confs, rights,
                    int(s.mask.sum()))
-
-
-def step_stats(confs: list[list[float]], rights: list[list[bool]], threshold: float) -> dict:
-    """Mean confidence of right and wrong steps; overconfident-error rate = share of all steps
-    that are wrong with confidence above the threshold."""
-    pairs = [(c, z) for cs, zs in zip(confs, rights) for c, z in zip(cs, zs)]
-    right = [c for c, z in pairs if z]
-    wrong = [c for c, z in pairs if not z]
-    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
-    return dict(conf_right=mean(right), conf_wrong=mean(wrong),
-                overconf_err=sum(c > threshold for c in wrong) / len(pairs) if pairs else float("nan"))
 
 
 # -----------------------------------------------------------------------------

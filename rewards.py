@@ -228,6 +228,21 @@ def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_ans
     return Scored(r, ok, term, confs, rights)
 
 
+def step_stats(confs: list[list[float]], rights: list[list[bool]], threshold: float) -> dict:
+    """Mean confidence of right and wrong steps; overconfident-error rate = share of all steps
+    that are wrong with confidence above the threshold.
+
+    >>> step_stats([[0.95, 0.5], [0.99]], [[True, False], [False]], 0.9)
+    {'conf_right': 0.95, 'conf_wrong': 0.745, 'overconf_err': 0.3333333333333333}
+    """
+    pairs = [(c, z) for cs, zs in zip(confs, rights) for c, z in zip(cs, zs)]
+    right = [c for c, z in pairs if z]
+    wrong = [c for c, z in pairs if not z]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
+    return dict(conf_right=mean(right), conf_wrong=mean(wrong),
+                overconf_err=sum(c > threshold for c in wrong) / len(pairs) if pairs else float("nan"))
+
+
 # -----------------------------------------------------------------------------
 # Groups
 

@@ -1,0 +1,334 @@
+"""
+Evaluate checkpoints side by side, in and out of distribution: accuracy and calibration.
+
+    python evaluate.py --ckpt runs/sft_comt runs/ccrl                   # embedded test + OOD splits
+    python evaluate.py --ckpt runs/sft_cot runs/grpo --splits test,ood_steps --n 500 --json runs/cot.json
+    python evaluate.py --ckpt runs/smol --data gsm8k,svamp --n 100 --samples 8   # real benchmarks
+
+Every checkpoint answers every problem greedily (the engine, batched); the problems are loaded
+once and shared by all checkpoints. Per checkpoint x split:
+
+  acc, acc_lenient    answer on the final `Answer:`/`####` line (strict), or else the last number in
+                      the completion (lenient); small models' gains are often format, so both
+  pass@k              with --samples k: k completions at --temperature per problem, the unbiased
+                      estimator 1 - C(n-c, k) / C(n, k) (n samples, c right); pass@1 alongside
+  tokens              mean generated tokens
+  answer calibration  confidence of the answer = aggregate (--conf-agg) of the probabilities of
+                      its number's tokens (0 when there is no number), against strict correctness:
+                      ECE (--bins equal-width bins), Brier score, AUROC (ties count one half)
+  step calibration    the same for every `expr = result` step; a step is right when its result is
+                      a gold intermediate value (problems that have them) or else when its
+                      arithmetic recomputes (--step-check)
+  overconf_err        share of all steps that are wrong with confidence > --overconf-threshold
+  first_wrong_conf    among wrong answers with a wrong step, the share whose first wrong step was
+                      confident (> threshold): the overconfident mistake that cascades
+
+Output: a Markdown table of accuracy (checkpoints x splits) and one of calibration on stdout, every
+number in --json, and next to it <stem>_reliability.png (answer- and step-level reliability
+diagram per checkpoint, all splits pooled) and <stem>_accuracy.png (accuracy by split).
+"""
+import argparse
+import json
+import math
+import os
+import time
+
+from tqdm import tqdm
+
+from common import log_json, pick_device
+from engine import Engine, stop_ids
+from model import Transformer
+from rewards import (FINAL_LINE, NUMBER, answer_correct, confidence, segment_steps, step_right, step_stats,
+                     token_char_ends, token_spans)
+from tasks import SPLITS, encode_prompt, load_problems
+
+# -----------------------------------------------------------------------------
+# Metrics (pure functions; the tests check them against hand-computed values)
+
+
+def ece(confs: list[float], correct: list[bool], bins: int = 10) -> float:
+    """Expected calibration error: sum over equal-width bins of (share of items) * |accuracy -
+    mean confidence|. Bin i holds confidences in [i/bins, (i+1)/bins); 1.0 goes in the last bin.
+
+    >>> round(ece([0.1, 0.9, 0.95], [False, True, False], bins=2), 4)  # |0-.1|/3 + 2/3 |.5-.925|
+    0.3167
+    """
+    if not confs:
+        return float("nan")
+    total = 0.0
+    for lo, hi, n, acc, conf in reliability(confs, correct, bins):
+        total += n * abs(acc - conf)
+    return total / len(confs)
+
+
+def reliability(confs: list[float], correct: list[bool], bins: int = 10) -> list[tuple]:
+    """Non-empty bins as (low, high, count, accuracy, mean confidence)."""
+    members = [[] for _ in range(bins)]
+    for c, z in zip(confs, correct):
+        members[min(int(c * bins), bins - 1)].append((c, z))
+    return [(i / bins, (i + 1) / bins, len(m), sum(z for _, z in m) / len(m), sum(c for c, _ in m) / len(m))
+            for i, m in enumerate(members) if m]
+
+
+def brier(confs: list[float], correct: list[bool]) -> float:
+    """Mean squared difference between confidence and correctness (0 best, 1 worst)."""
+    return sum((c - float(z)) ** 2 for c, z in zip(confs, correct)) / len(confs) if confs else float("nan")
+
+
+def auroc(confs: list[float], correct: list[bool]) -> float:
+    """Probability that a random right item has higher confidence than a random wrong one, ties
+    counting one half (the Mann-Whitney statistic); nan without both kinds."""
+    right = [c for c, z in zip(confs, correct) if z]
+    wrong = [c for c, z in zip(confs, correct) if not z]
+    if not right or not wrong:
+        return float("nan")
+    wins = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
+    return wins / (len(right) * len(wrong))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are right: 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def answer_span(text: str) -> tuple[int, int] | None:
+    """Character span of the answer's number: on the last `Answer:`/`####` line, else the last
+    number of the text; None without a number."""
+    finals = list(FINAL_LINE.finditer(text))
+    if finals:
+        m = NUMBER.search(text, finals[-1].start(1))
+    else:
+        m = ([None] + list(NUMBER.finditer(text)))[-1]
+    if m is None:
+        return None
+    a, b = m.span()
+    return a + len(m.group()) - len(m.group().lstrip()), b  # the pattern may take a space before the digits
+
+
+# -----------------------------------------------------------------------------
+# Generation and scoring
+
+
+def span_confidence(span, char_ends: list[int], logprobs: list[float], agg: str) -> float:
+    """Confidence of the tokens overlapping a character span (0 for no span)."""
+    if span is None:
+        return 0.0
+    starts = [0] + char_ends[:-1]
+    idx = [i for i, (s, e) in enumerate(zip(starts, char_ends)) if s < span[1] and e > span[0]]
+    return confidence([logprobs[i] for i in idx], agg) if idx else 0.0
+
+
+def judge(text: str, ids: list[int], logprobs: list[float], p, tok, args) -> dict:
+    """Everything measured on one completion."""
+    ends = token_char_ends(tok, ids)
+    ok = answer_correct(text, p.answer)
+    steps = token_spans(segment_steps(text), ends)
+    check = args.step_check if args.step_check != "auto" else ("gold" if p.intermediates else "arith")
+    return dict(ok=ok, ok_lenient=answer_correct(text, p.answer, lenient=True), tokens=len(ids),
+                conf=span_confidence(answer_span(text), ends, logprobs, args.conf_agg),
+                step_confs=[confidence(logprobs[a:b], args.conf_agg) for a, b in (s.tokens for s in steps)],
+                step_rights=[step_right(s, check, p.intermediates, ok) for s in steps])
+
+
+def run_split(engine, tok, problems, args, desc: str) -> tuple[list[dict], list[int]]:
+    """Greedy records, one per problem, and (with --samples k) the right count of k samples each."""
+    prompts = [encode_prompt(tok, p) for p in problems]
+    stops = stop_ids(tok, engine.model)
+    records, right_counts = [], []
+    k = args.samples
+    for i in tqdm(range(0, len(prompts), args.batch), desc=desc, leave=False):
+        chunk = problems[i:i + args.batch]
+        s = engine.generate(prompts[i:i + args.batch], max_new_tokens=args.max_new_tokens, greedy=True,
+                            stop_tokens=stops)
+        for r, p in enumerate(chunk):
+            ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
+            records.append(judge(tok.decode(ids, skip_special_tokens=True), ids, lps, p, tok, args))
+        if k > 1:
+            s = engine.generate(prompts[i:i + args.batch], num_samples=k, max_new_tokens=args.max_new_tokens,
+                                temperature=args.temperature, stop_tokens=stops, seed=args.seed + i)
+            for r, p in enumerate(chunk):
+                texts = [tok.decode(s.tokens[j][s.mask[j]].tolist(), skip_special_tokens=True)
+                         for j in range(r * k, (r + 1) * k)]
+                right_counts.append(sum(answer_correct(t, p.answer) for t in texts))
+    return records, right_counts
+
+
+def summarise(records: list[dict], right_counts: list[int], args) -> dict:
+    """The metrics of one checkpoint x split (see the header)."""
+    n = len(records)
+    ok = [r["ok"] for r in records]
+    confs = [r["conf"] for r in records]
+    step_c = [c for r in records for c in r["step_confs"]]
+    step_z = [z for r in records for z in r["step_rights"]]
+    first_wrong = [next(c for c, z in zip(r["step_confs"], r["step_rights"]) if not z)
+                   for r in records if not r["ok"] and not all(r["step_rights"])]
+    out = dict(n=n, acc=sum(ok) / n, acc_lenient=sum(r["ok_lenient"] for r in records) / n,
+               tokens=sum(r["tokens"] for r in records) / n,
+               ece=ece(confs, ok, args.bins), brier=brier(confs, ok), auroc=auroc(confs, ok),
+               steps=len(step_c), step_acc=sum(step_z) / len(step_z) if step_z else float("nan"),
+               step_ece=ece(step_c, step_z, args.bins), step_brier=brier(step_c, step_z),
+               step_auroc=auroc(step_c, step_z),
+               overconf_err=step_stats([r["step_confs"] for r in records], [r["step_rights"] for r in records],
+                                       args.overconf_threshold)["overconf_err"],
+               first_wrong_conf=(sum(c > args.overconf_threshold for c in first_wrong) / len(first_wrong)
+                                 if first_wrong else float("nan")))
+    if right_counts:
+        k = args.samples
+        out[f"pass@{k}"] = sum(pass_at_k(k, c, k) for c in right_counts) / n
+        out["pass@1"] = sum(pass_at_k(k, c, 1) for c in right_counts) / n
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Report
+
+
+def fmt(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def markdown_tables(results: dict) -> str:
+    """Accuracy (strict, lenient in brackets) checkpoints x splits, then calibration rows."""
+    splits = list(next(iter(results.values())))
+    lines = ["| checkpoint | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for ck, per in results.items():
+        lines.append(f"| {ck} | " + " | ".join(f"{fmt(m['acc'])} ({fmt(m['acc_lenient'])})" for m in per.values()) + " |")
+    cols = ["tokens", "ece", "brier", "auroc", "step_acc", "step_ece", "overconf_err", "first_wrong_conf"]
+    extra = [c for c in next(iter(next(iter(results.values())).values())) if c.startswith("pass@")]
+    lines += ["", "| checkpoint | split | " + " | ".join(cols + extra) + " |", "|---" * (len(cols + extra) + 2) + "|"]
+    for ck, per in results.items():
+        for split, m in per.items():
+            lines.append(f"| {ck} | {split} | " + " | ".join(fmt(m[c]) for c in cols + extra) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, pooled: dict, bins: int, stem: str) -> list[str]:
+    """<stem>_reliability.png and <stem>_accuracy.png; returns their paths."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("plots need matplotlib (pip install -r requirements.txt)") from None
+    paths = [f"{stem}_reliability.png", f"{stem}_accuracy.png"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+    for ax, level in zip(axes, ("answer", "step")):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="perfect calibration")
+        for ck, (confs, right) in pooled[level].items():
+            rel = reliability(confs, right, bins)
+            if rel:
+                ax.plot([b[4] for b in rel], [b[3] for b in rel], marker="o",
+                        label=f"{ck} (ECE {ece(confs, right, bins):.3f}, n={len(confs)})")
+        ax.set(title=f"{level}-level reliability, all splits", xlabel="confidence (bin mean)", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0].set_ylabel("accuracy in bin")
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+
+    splits = list(next(iter(results.values())))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(splits)), 4))
+    width = 0.8 / len(results)
+    for j, (ck, per) in enumerate(results.items()):
+        xs = [i + (j - (len(results) - 1) / 2) * width for i in range(len(splits))]
+        ax.bar(xs, [per[s]["acc"] for s in splits], width, label=f"{ck} strict")
+        ax.scatter(xs, [per[s]["acc_lenient"] for s in splits], marker="_", s=200, color="black",
+                   label="lenient" if j == 0 else None, zorder=3)
+    ax.set_xticks(range(len(splits)), splits, rotation=20)
+    ax.set(ylabel="greedy accuracy", ylim=(0, 1), title="accuracy by split")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+# -----------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description="Evaluate checkpoints: accuracy and calibration by split.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--ckpt", nargs="+", required=True, help="checkpoint directories (Hugging Face format)")
+    ap.add_argument("--splits", default=",".join(s for s in SPLITS if s != "train"),
+                    help="synthetic splits, comma-separated (ignored with --data)")
+    ap.add_argument("--data", default=None, help="real data instead, comma-separated: benchmark names (gsm8k, "
+                    "svamp, gsm8k:test, ...), JSONL paths or hub:NAME[:CONFIG]:SPLIT")
+    ap.add_argument("--n", type=int, default=200, help="problems per split (real data: the first N; 0 = all)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic problems and of sampling")
+    ap.add_argument("--max-new-tokens", type=int, default=224, help="completion length limit")
+    ap.add_argument("--batch", type=int, default=64, help="prompts per engine call")
+    ap.add_argument("--samples", type=int, default=1, help="k for pass@k (k sampled completions per problem; 1: off)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for pass@k")
+    ap.add_argument("--conf-agg", choices=("geo", "min", "prod"), default="geo", help="confidence of a number "
+                    "from its tokens' probabilities")
+    ap.add_argument("--step-check", choices=("auto", "arith", "gold"), default="auto", help="a step is right if its "
+                    "result is a gold intermediate (gold) / its arithmetic recomputes (arith); auto: gold when "
+                    "the problem has intermediates")
+    ap.add_argument("--bins", type=int, default=10, help="equal-width bins for ECE and the reliability diagram")
+    ap.add_argument("--overconf-threshold", type=float, default=0.9, help="confidence above which a wrong step "
+                    "is overconfident")
+    ap.add_argument("--json", default="runs/eval.json", help="where to write every number (PNGs go next to it)")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    args = ap.parse_args(argv)
+    for ck in args.ckpt:
+        if not os.path.isfile(os.path.join(ck, "config.json")):
+            ap.error(f"--ckpt {ck}: not a checkpoint directory (no config.json)")
+    return args
+
+
+def load_data(args) -> dict:
+    """{split name: problems}, loaded once for all checkpoints."""
+    specs = args.data.split(",") if args.data else args.splits.split(",")
+    data = {}
+    for spec in filter(None, (s.strip() for s in specs)):
+        try:
+            data[spec] = load_problems(spec, n=args.n or None, seed=args.seed)
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"{'--data' if args.data else '--splits'} {spec}: {e}") from None
+    if not data:
+        raise SystemExit("nothing to evaluate: no splits given")
+    return data
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t0 = time.time()
+    from transformers import AutoTokenizer
+    device = pick_device(args.device)
+    data = load_data(args)
+    results, seconds = {}, {}
+    pooled = {"answer": {}, "step": {}}
+    for ck in args.ckpt:
+        t1 = time.time()
+        tok = AutoTokenizer.from_pretrained(ck)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        engine = Engine(Transformer.from_pretrained(ck, device=device).eval(), pad_id=pad)
+        name = os.path.basename(os.path.normpath(ck))
+        results[name] = {}
+        a_conf, a_ok, s_conf, s_ok = [], [], [], []
+        for split, problems in data.items():
+            records, counts = run_split(engine, tok, problems, args, desc=f"{name} {split}")
+            results[name][split] = summarise(records, counts, args)
+            a_conf += [r["conf"] for r in records]
+            a_ok += [r["ok"] for r in records]
+            s_conf += [c for r in records for c in r["step_confs"]]
+            s_ok += [z for r in records for z in r["step_rights"]]
+        pooled["answer"][name], pooled["step"][name] = (a_conf, a_ok), (s_conf, s_ok)
+        seconds[name] = round(time.time() - t1, 1)
+    print(markdown_tables(results))
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(dict(args=vars(args), results=results, seconds=seconds), f, indent=1,
+                  default=lambda x: None)
+    pngs = [] if args.no_plots else plot(results, pooled, args.bins, os.path.splitext(args.json)[0])
+    log_json(dict(summary=True, json=args.json, plots=pngs, checkpoints=len(args.ckpt), splits=len(data),
+                  problems=sum(len(p) for p in data.values()), seconds=round(time.time() - t0, 1)))
+
+
+if __name__ == "__main__":
+    main()

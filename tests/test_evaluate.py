@@ -1,0 +1,125 @@
+"""evaluate.py: metrics against hand-computed values on fabricated predictions, and the CLI."""
+import json
+import math
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from evaluate import answer_span, auroc, brier, ece, judge, pass_at_k, reliability, summarise
+from tasks import Problem
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+ARGS = SimpleNamespace(bins=10, overconf_threshold=0.9, conf_agg="geo", step_check="auto", samples=1)
+
+
+def test_ece_with_ten_and_two_bins():
+    confs = [0.05, 0.15, 0.85, 0.95, 1.0]
+    right = [False, True, True, True, False]
+    # 10 bins: {.05 F} .05, {.15 T} .85, {.85 T} .15, {.95 T, 1.0 F} 2 * |.5 - .975| = .95 -> 2.0 / 5
+    assert ece(confs, right, bins=10) == pytest.approx(0.4)
+    # 2 bins: {.05 F, .15 T} 2 * |.5 - .1| = .8; {.85 T, .95 T, 1.0 F} 3 * |2/3 - .9333| = .8 -> 1.6 / 5
+    assert ece(confs, right, bins=2) == pytest.approx(0.32)
+    assert [(lo, n) for lo, _, n, _, _ in reliability(confs, right, 2)] == [(0.0, 2), (0.5, 3)]
+    assert ece([1.0, 1.0], [True, True]) == 0.0
+    assert math.isnan(ece([], []))
+
+
+def test_brier():
+    assert brier([0.8, 0.3], [True, False]) == pytest.approx((0.2 ** 2 + 0.3 ** 2) / 2)  # 0.065
+    assert brier([1.0, 0.0], [False, True]) == 1.0
+
+
+def test_auroc_counts_ties_as_half():
+    # right {.9, .5}, wrong {.5, .1}: pairs 1 + 1 + 0.5 + 1 = 3.5 of 4
+    assert auroc([0.9, 0.5, 0.5, 0.1], [True, True, False, False]) == pytest.approx(0.875)
+    assert auroc([0.3, 0.3, 0.3], [True, False, True]) == 0.5
+    assert auroc([0.1, 0.9], [True, False]) == 0.0
+    assert math.isnan(auroc([0.2, 0.4], [True, True]))
+
+
+@pytest.mark.parametrize("n,c,k,want", [(5, 2, 2, 1 - 3 / 10), (5, 2, 1, 0.4), (5, 0, 3, 0.0), (5, 4, 2, 1.0),
+                                         (4, 1, 4, 1.0), (10, 3, 5, 1 - 21 / 252)])
+def test_pass_at_k_unbiased(n, c, k, want):
+    assert pass_at_k(n, c, k) == pytest.approx(want)
+
+
+def test_pass_at_k_needs_enough_samples():
+    with pytest.raises(ValueError, match="at least 3"):
+        pass_at_k(2, 1, 3)
+
+
+def test_answer_span_prefers_the_answer_line():
+    text = "a = 2 + 3 = 5\nAnswer: $1,234."
+    a, b = answer_span(text)
+    assert text[a:b] == "$1,234"
+    a, b = answer_span("so the total is 42 apples")
+    assert (a, b) == (16, 18)
+    assert answer_span("no number") is None
+
+
+def record(ok, ok_len, conf, step_confs, step_rights, tokens=10):
+    return dict(ok=ok, ok_lenient=ok_len, tokens=tokens, conf=conf, step_confs=step_confs, step_rights=step_rights)
+
+
+def test_summarise_strict_lenient_overconfidence_and_first_wrong_step():
+    records = [
+        record(True, True, 0.9, [0.95, 0.9], [True, True]),
+        record(False, True, 0.2, [0.97, 0.5], [False, False]),  # first wrong step confident
+        record(False, False, 0.6, [0.8, 0.99], [True, False]),  # first wrong step 0.99: confident
+        record(False, False, 0.0, [0.4], [False]),  # first wrong step 0.4: not confident
+    ]
+    m = summarise(records, [], ARGS)
+    assert m["acc"] == 0.25 and m["acc_lenient"] == 0.5
+    assert m["steps"] == 7 and m["step_acc"] == pytest.approx(3 / 7)
+    assert m["overconf_err"] == pytest.approx(2 / 7)  # 0.97 and 0.99 wrong and above 0.9
+    assert m["first_wrong_conf"] == pytest.approx(2 / 3)
+    assert m["brier"] == pytest.approx((0.1 ** 2 + 0.2 ** 2 + 0.6 ** 2 + 0) / 4)
+    assert m["auroc"] == 1.0  # the one right answer has the highest confidence
+    assert "pass@1" not in m
+    m = summarise(records, [2, 0, 1, 4], SimpleNamespace(**{**vars(ARGS), "samples": 4}))
+    assert m["pass@4"] == 0.75 and m["pass@1"] == pytest.approx((0.5 + 0 + 0.25 + 1) / 4)
+
+
+def test_judge_reads_confidences_off_the_right_tokens(tok):
+    text = "a = 2 + 3 = 5\nb = 5 * 4 = 21\nAnswer: 21"
+    ids = tok(text)["input_ids"]
+    assert tok.decode(ids) == text
+    pieces = [tok.decode([t]) for t in ids]
+    lps = [math.log(0.5)] * len(ids)
+    lps[-2], lps[-1] = math.log(0.8), math.log(0.2)  # the answer's digits "2" "1"
+    i5 = pieces.index("5")  # the first step's result
+    lps[i5] = math.log(0.9)
+    p = Problem(id="x", question="q", answer="20", intermediates=[5.0, 20.0])
+    r = judge(text, ids, lps, p, tok, ARGS)
+    assert r["ok"] is False and r["ok_lenient"] is False and r["tokens"] == len(ids)
+    assert r["conf"] == pytest.approx(0.4)  # sqrt(0.8 * 0.2)
+    assert r["step_confs"][0] == pytest.approx(0.9)
+    assert r["step_rights"] == [True, False]  # gold check: 21 is not an intermediate
+    arith = judge(text, ids, lps, Problem(id="y", question="q", answer="21"), tok, ARGS)
+    assert arith["ok"] is True and arith["step_rights"] == [True, False]  # 5 * 4 != 21
+
+
+def test_cli_writes_table_json_and_plots(model_dir, tmp_path):
+    out = tmp_path / "e.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "evaluate.py", "--ckpt", model_dir, model_dir, "--splits", "test,ood_steps",
+                          "--n", "3", "--max-new-tokens", "6", "--samples", "2", "--json", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| checkpoint | test | ood_steps |" in res.stdout
+    saved = json.loads(out.read_text())
+    name = os.path.basename(model_dir)
+    assert set(saved["results"][name]) == {"test", "ood_steps"}
+    m = saved["results"][name]["test"]
+    assert m["n"] == 3 and 0 <= m["acc"] <= m["acc_lenient"] <= 1 and 0 < m["tokens"] <= 6 and "pass@2" in m
+    for png in ("e_reliability.png", "e_accuracy.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_rejects_a_missing_checkpoint(tmp_path):
+    res = subprocess.run([sys.executable, "evaluate.py", "--ckpt", str(tmp_path / "nope")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "not a checkpoint directory" in res.stderr
