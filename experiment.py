@@ -1,0 +1,191 @@
+"""
+The side-by-side experiment on the embedded default: four arms from one base model, same data,
+same budgets, several seeds, then one evaluation of everything.
+
+    python experiment.py                  # 3 seeds -> results/default.md, results/default.json (+ PNGs)
+    python experiment.py --quick          # tiny budgets, one seed, in runs/exp_quick (a smoke test; CI)
+    python experiment.py --seeds 0 1 --rl-steps 50 --out runs/exp2 --results results/exp2
+
+Arms (every one starts from --base, built by base.py when missing):
+    cot_sft     sft_comt.py --format cot             (the paper's baseline SFT)
+    comt_sft    sft_comt.py --format meta            (CoMT)
+    cot_grpo    ccrl.py --reward outcome from cot_sft (baseline RL)
+    comt_ccrl   ccrl.py --reward ccrl from comt_sft  (CoMT + CCRL)
+Per seed, the seed sets the SFT data order and the RL prompts and samples; the base, the training
+problems and the evaluation problems are the same for every arm and seed. Each stage runs as its own
+process (exactly the README commands plus budget flags); its final JSON summary line is kept.
+
+Outputs: runs under --out/seed<k>/<arm>, evaluate.py's JSON per seed, and --results .md / .json:
+mean +- std over seeds per arm x split (strict and lenient accuracy), calibration (answer ECE,
+step overconfident-error rate), supervised tokens and wall time per stage. The .md holds the tables
+the README quotes; the PNGs are evaluate.py's, for the first seed.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ARMS = {  # arm: (script, its flags, the arm it starts from)
+    "cot_sft": ("sft_comt.py", ["--format", "cot"], None),
+    "comt_sft": ("sft_comt.py", ["--format", "meta"], None),
+    "cot_grpo": ("ccrl.py", ["--reward", "outcome"], "cot_sft"),
+    "comt_ccrl": ("ccrl.py", ["--reward", "ccrl"], "comt_sft"),
+}
+QUICK = dict(base=["--docs", "1500", "--vocab", "400", "--steps", "20", "--eval-n", "4"],
+             sft=["--steps", "4", "--n-train", "64", "--eval-n", "4", "--eval-max-new", "16"],
+             rl=["--steps", "2", "--group-size", "2", "--prompts-per-step", "2", "--n-train", "64",
+                 "--max-new-tokens", "24", "--eval-n", "4", "--eval-every", "2"],
+             eval=["--n", "4", "--max-new-tokens", "24"])
+
+
+def run_stage(cmd: list[str], log_path: str) -> dict:
+    """Run one stage, teeing its output to log_path; return its JSON summary line plus wall time."""
+    t0 = time.time()
+    print("$ " + " ".join(cmd), flush=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        summary = {}
+        for line in proc.stdout:
+            log.write(line)
+            if line.startswith("{") and '"summary": true' in line:
+                summary = json.loads(line)
+        if proc.wait():
+            raise SystemExit(f"stage failed (exit {proc.returncode}): {' '.join(cmd)}; see {log_path}")
+    return dict(summary, wall_seconds=round(time.time() - t0, 1))
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return float("nan"), float("nan")
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def pm(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    m, s = mean_std(xs)
+    return "–" if m != m else f"{scale * m:,.{digits}f} ± {scale * s:,.{digits}f}"
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    """{arm: {split: {metric: [values over seeds]}}, stage costs per arm: {key: [values]}}."""
+    evals, costs = {}, {}
+    for run in per_seed:
+        for arm, per_split in run["eval"].items():
+            for split, m in per_split.items():
+                for k, v in m.items():
+                    evals.setdefault(arm, {}).setdefault(split, {}).setdefault(k, []).append(v)
+        for arm, s in run["stages"].items():
+            c = costs.setdefault(arm, {})
+            for k in ("sup_tokens", "train_seconds", "wall_seconds"):
+                c.setdefault(k, []).append(s.get(k))
+    return dict(eval=evals, costs=costs)
+
+
+def report(agg: dict, seeds: list[int], command: str) -> str:
+    ev, costs = agg["eval"], agg["costs"]
+    splits = list(next(iter(ev.values())))
+    out = [f"Produced by `{command}` ({len(seeds)} seed(s): {', '.join(map(str, seeds))}); mean ± std over seeds.", "",
+           "Greedy accuracy, % (strict: the `Answer:` line; lenient: the last number)", "",
+           "| arm | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for arm in ARMS:
+        if arm in ev:
+            out.append(f"| {arm} | " + " | ".join(pm(ev[arm][s]["acc"]) for s in splits) + " |")
+    out += ["", "| arm (lenient) | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for arm in ARMS:
+        if arm in ev:
+            out.append(f"| {arm} | " + " | ".join(pm(ev[arm][s]["acc_lenient"]) for s in splits) + " |")
+    out += ["", "Calibration on `test`, %: answer ECE, step accuracy, overconfident step errors (wrong steps "
+            "with confidence > 0.9, share of all steps), wrong answers whose first wrong step was confident", "",
+            "| arm | answer ECE | step acc | overconf err | first wrong step confident |", "|---|---|---|---|---|"]
+    for arm in ARMS:
+        if arm in ev and "test" in ev[arm]:
+            m = ev[arm]["test"]
+            out.append(f"| {arm} | {pm(m['ece'])} | {pm(m['step_acc'])} | {pm(m['overconf_err'])} | "
+                       f"{pm(m['first_wrong_conf'])} |")
+    out += ["", "Cost per stage (this arm's own stage; RL arms add their SFT's)", "",
+            "| arm | supervised tokens | train s | wall s |", "|---|---|---|---|"]
+    for arm in ARMS:
+        if arm in costs:
+            c = costs[arm]
+            out.append(f"| {arm} | {pm(c['sup_tokens'], 1, 0)} | {pm(c['train_seconds'], 1)} | {pm(c['wall_seconds'], 1)} |")
+    return "\n".join(out) + "\n"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description="Four arms x seeds from one base, then evaluate.py on all of them.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run of every arm per seed")
+    ap.add_argument("--base", default=None, help="base model directory, built with base.py when missing "
+                    "(default runs/base; quick: a tiny one in --out)")
+    ap.add_argument("--out", default=None, help="where the runs go (default runs/exp, quick: runs/exp_quick)")
+    ap.add_argument("--results", default=None, help="stem of the .md and .json results (default "
+                    "results/default; quick: <out>/results)")
+    ap.add_argument("--sft-steps", type=int, default=1000, help="steps of both SFT arms")
+    ap.add_argument("--rl-steps", type=int, default=60, help="steps of both RL arms")
+    ap.add_argument("--eval-n", type=int, default=200, help="problems per split in the final evaluation")
+    ap.add_argument("--quick", action="store_true", help="tiny budgets and one seed: checks the pipeline, not "
+                    "the method")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds = args.seeds[:1]
+        args.out = args.out or "runs/exp_quick"
+        args.base = args.base or os.path.join(args.out, "base")
+        args.results = args.results or os.path.join(args.out, "results")
+    args.out = args.out or "runs/exp"
+    args.base = args.base or "runs/base"
+    args.results = args.results or "results/default"
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t0 = time.time()
+    command = "python experiment.py" + (" --quick" if args.quick else "")
+    os.makedirs(args.out, exist_ok=True)
+    base_summary = {}
+    if not os.path.isfile(os.path.join(args.base, "config.json")):
+        base_summary = run_stage(["base.py", "--out", args.base, *(QUICK["base"] if args.quick else [])],
+                                 os.path.join(args.out, "base.log"))
+    sft_flags = QUICK["sft"] if args.quick else ["--steps", str(args.sft_steps)]
+    rl_flags = QUICK["rl"] if args.quick else ["--steps", str(args.rl_steps), "--eval-every", str(args.rl_steps)]
+    per_seed = []
+    for seed in args.seeds:
+        root = os.path.join(args.out, f"seed{seed}")
+        os.makedirs(root, exist_ok=True)
+        stages = {}
+        for arm, (script, flags, parent) in ARMS.items():
+            out = os.path.join(root, arm)
+            shutil.rmtree(out, ignore_errors=True)  # a rerun starts the arm afresh
+            src = ["--model", args.base] if parent is None else ["--init", os.path.join(root, parent)]
+            budget = sft_flags if parent is None else rl_flags
+            stages[arm] = run_stage([script, *flags, *src, "--out", out, "--seed", str(seed), *budget],
+                                    os.path.join(root, f"{arm}.log"))
+        eval_json = os.path.join(root, "eval.json")
+        run_stage(["evaluate.py", "--ckpt", *(os.path.join(root, a) for a in ARMS), "--json", eval_json,
+                   *(QUICK["eval"] if args.quick else ["--n", str(args.eval_n)]),
+                   *([] if seed == args.seeds[0] else ["--no-plots"])], os.path.join(root, "eval.log"))
+        with open(eval_json) as f:
+            per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
+    agg = aggregate(per_seed)
+    md = report(agg, args.seeds, command)
+    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
+    with open(args.results + ".md", "w") as f:
+        f.write(md)
+    with open(args.results + ".json", "w") as f:
+        json.dump(dict(command=command, seeds=args.seeds, base=base_summary, runs=per_seed, aggregate=agg,
+                       total_seconds=round(time.time() - t0, 1)), f, indent=1, default=lambda x: None)
+    first = os.path.join(args.out, f"seed{args.seeds[0]}", "eval")
+    for png in ("_reliability.png", "_accuracy.png"):
+        if os.path.isfile(first + png):
+            shutil.copy(first + png, args.results + png)
+    print(md)
+    print(json.dumps(dict(summary=True, results=args.results + ".md", seeds=len(args.seeds),
+                          total_seconds=round(time.time() - t0, 1))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""experiment.py --quick: every arm trains, is evaluated and gets a row of numbers."""
+import json
+import os
+import subprocess
+import sys
+
+from experiment import ARMS
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+
+
+def test_quick_experiment_produces_every_arm(tmp_path):
+    out = tmp_path / "exp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "experiment.py", "--quick", "--out", str(out)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    for arm in ARMS:
+        assert (out / "seed0" / arm / "model.safetensors").is_file(), arm
+    saved = json.loads((out / "results.json").read_text())
+    ev = saved["aggregate"]["eval"]
+    assert set(ev) == set(ARMS)
+    for arm in ARMS:
+        assert set(ev[arm]) == {"test", "ood_template", "ood_steps", "ood_numbers", "ood_distractor"}
+        assert all(0 <= a <= 1 for a in ev[arm]["test"]["acc"])
+    costs = saved["aggregate"]["costs"]
+    assert costs["cot_sft"]["sup_tokens"][0] > 0 and costs["comt_sft"]["sup_tokens"][0] > 0
+    md = (out / "results.md").read_text()
+    assert all(f"| {arm} |" in md for arm in ARMS)
+    assert (out / "results_accuracy.png").is_file() and (out / "results_reliability.png").is_file()
