@@ -290,6 +290,8 @@ def load_data(args) -> dict:
             data[spec] = load_problems(spec, n=args.n or None, seed=args.seed)
         except (ValueError, FileNotFoundError) as e:
             raise SystemExit(f"{'--data' if args.data else '--splits'} {spec}: {e}") from None
+        if not data[spec]:
+            raise SystemExit(f"{spec}: no problems")
     if not data:
         raise SystemExit("nothing to evaluate: no splits given")
     return data
@@ -303,12 +305,14 @@ def main(argv=None):
     data = load_data(args)
     results, seconds = {}, {}
     pooled = {"answer": {}, "step": {}}
-    for ck in args.ckpt:
+    names = [os.path.basename(os.path.normpath(ck)) for ck in args.ckpt]
+    if len(set(names)) < len(names):  # same folder names in different places: use the paths
+        names = [os.path.normpath(ck) for ck in args.ckpt]
+    for ck, name in zip(args.ckpt, names):
         t1 = time.time()
         tok = AutoTokenizer.from_pretrained(ck)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         engine = Engine(Transformer.from_pretrained(ck, device=device).eval(), pad_id=pad)
-        name = os.path.basename(os.path.normpath(ck))
         results[name] = {}
         a_conf, a_ok, s_conf, s_ok = [], [], [], []
         for split, problems in data.items():

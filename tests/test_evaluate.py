@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -103,17 +104,21 @@ def test_judge_reads_confidences_off_the_right_tokens(tok):
 
 
 def test_cli_writes_table_json_and_plots(model_dir, tmp_path):
+    a, b = tmp_path / "a" / "ck", tmp_path / "b" / "ck"  # same folder name: results keyed by path
+    shutil.copytree(model_dir, a)
+    shutil.copytree(model_dir, b)
     out = tmp_path / "e.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    res = subprocess.run([sys.executable, "evaluate.py", "--ckpt", model_dir, model_dir, "--splits", "test,ood_steps",
+    res = subprocess.run([sys.executable, "evaluate.py", "--ckpt", str(a), str(b), "--splits", "test,ood_steps",
                           "--n", "3", "--max-new-tokens", "6", "--samples", "2", "--json", str(out)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "| checkpoint | test | ood_steps |" in res.stdout
     saved = json.loads(out.read_text())
-    name = os.path.basename(model_dir)
-    assert set(saved["results"][name]) == {"test", "ood_steps"}
-    m = saved["results"][name]["test"]
+    assert set(saved["results"]) == {str(a), str(b)}
+    assert set(saved["results"][str(a)]) == {"test", "ood_steps"}
+    assert saved["results"][str(a)] == saved["results"][str(b)]  # same weights, same greedy answers
+    m = saved["results"][str(a)]["test"]
     assert m["n"] == 3 and 0 <= m["acc"] <= m["acc_lenient"] <= 1 and 0 < m["tokens"] <= 6 and "pass@2" in m
     for png in ("e_reliability.png", "e_accuracy.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
