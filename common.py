@@ -73,10 +73,10 @@ class Timer:
         self.seconds = time.perf_counter() - self.t0
 
 
-def log_json(row: dict, path: str | None = None, stream=sys.stdout):
-    """Print one JSON line (and append it to `path` when given)."""
+def log_json(row: dict, path: str | None = None, stream=None):
+    """Print one JSON line to stream (default: the current sys.stdout) and append it to `path` when given."""
     line = json.dumps(row, default=float)
-    print(line, file=stream, flush=True)
+    print(line, file=stream or sys.stdout, flush=True)
     if path:
         with open(path, "a") as f:
             f.write(line + "\n")

@@ -1,0 +1,104 @@
+"""teacher.py: rules plans written out by hand, the model teacher's rejection/retry/fallback
+mechanics with scripted completions, the output schema sft_comt.py reads, and full GSM8K."""
+import json
+import os
+
+import pytest
+import torch
+
+import engine
+import teacher
+from engine import Samples
+from tasks import load_problems
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+RAW = os.path.join(ROOT, "tests", "fixtures", "raw_gsm8k.jsonl")
+
+
+def test_rules_plan_of_a_three_step_solution():
+    q = "Tom has 4 boxes of 4 pens and loses 7 pens, then doubles what is left. How many pens does he have?"
+    sol = ("Tom has 4*4 = <<4*4=16>>16 pens.\nAfter losing some he has 16-7 = <<16-7=9>>9 pens.\n"
+           "Doubling gives 9*2 = <<9*2=18>>18 pens.\n#### 18")
+    assert teacher.rules_plan(q, sol) == (
+        "First, Tom has pens: the given boxes times the given boxes (the first result).\n"
+        "Second, After losing some he has pens: the first result minus the given pens (the second result).\n"
+        "Third, Doubling gives pens: the second result times two (the third result).\n"
+        "The answer is the third result.")
+
+
+def test_rules_plan_without_annotations_names_the_numbers():
+    plan = teacher.rules_plan("Ann has 12 eggs and eats 5.", "She has 12 - 5 = 7 eggs left.")
+    assert plan == "First, She has the given eggs the given eggs left.\nThe answer is the result of the last step." \
+        or not any(c.isdigit() for c in plan)
+    assert not any(c.isdigit() for c in plan)
+    assert teacher.rules_plan("q", "") is None
+
+
+@pytest.mark.parametrize("text,stopped,ok", [("Add the apples.", True, True), ("Add 2 apples.", True, False),
+                                             ("  ", True, False), ("Add the", False, False),
+                                             ("Use the ½ cup.", True, False)])
+def test_plan_acceptance(text, stopped, ok):
+    assert teacher.plan_ok(text, stopped) is ok
+
+
+def scripted_generate(tok, script):
+    """A stand-in for Engine.generate that returns script[call][prompt] = (text, stopped)."""
+    calls = []
+
+    def generate(self, prompts, num_samples=1, max_new_tokens=256, **kw):
+        answers = script[len(calls)]
+        calls.append(kw.get("seed"))
+        ids = [tok(answers[i][0], add_special_tokens=False)["input_ids"] or [tok.pad_token_id] for i in range(len(prompts))]
+        T = max(len(x) for x in ids)
+        tokens = torch.full((len(ids), T), tok.pad_token_id)
+        mask = torch.zeros(len(ids), T, dtype=torch.bool)
+        for r, x in enumerate(ids):
+            tokens[r, :len(x)] = torch.tensor(x)
+            mask[r, :len(x)] = bool(answers[r][0])
+        return Samples(tokens=tokens, mask=mask, logprobs=torch.zeros(len(ids), T),
+                       stopped=torch.tensor([answers[r][1] for r in range(len(ids))]),
+                       prompt_index=torch.arange(len(ids)))
+    return generate, calls
+
+
+def test_model_teacher_rejects_retries_and_falls_back(model_dir, tok, tmp_path, monkeypatch, capsys):
+    # try 1: a digit (rejected), a good plan, a cut-off plan; try 2 (the two left): a good plan, an empty one
+    script = [[("Multiply 4 by 4.", True), ("Add the price and the tax.", True), ("Subtract the", False)],
+              [("Multiply the boxes by the pens.", True), ("", True)]]
+    generate, calls = scripted_generate(tok, script)
+    monkeypatch.setattr(engine.Engine, "generate", generate)
+    out = tmp_path / "t.jsonl"
+    teacher.main(["--teacher", model_dir, "--data", RAW, "--out", str(out), "--tries", "2"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(calls) == 2 and calls[0] != calls[1]  # a fresh seed per try
+    assert [r["plan_source"] for r in rows] == ["model", "model", "rules"]
+    assert rows[0]["plan"] == "Multiply the boxes by the pens."
+    assert rows[1]["plan"] == "Add the price and the tax."
+    assert rows[2]["plan"] == teacher.rules_plan(*[(p.question, p.solution) for p in load_problems(RAW)][2])
+    assert set(rows[0]) == {"id", "plan", "solution", "plan_source"}
+    assert rows[0]["solution"] == "Tom has 4*4 = 16 pens.\nAfter losing some he has 16-7 = 9 pens.\nDoubling gives 9*2 = 18 pens."
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model_yield"] == pytest.approx(2 / 3, abs=1e-4) and summary["from_rules"] == 1
+    assert summary["plans_without_digit"] == 1.0
+
+
+def test_output_is_what_sft_reads(tmp_path):
+    from sft_comt import read_targets
+    out = tmp_path / "t.jsonl"
+    teacher.main(["--data", RAW, "--out", str(out)])
+    targets = read_targets(str(out))
+    problems = load_problems(RAW)
+    assert set(targets) == {p.id for p in problems}
+    assert all(t["plan"] and not any(c.isdigit() for c in t["plan"]) for t in targets.values())
+
+
+def test_rules_teacher_on_all_of_gsm8k_train(tmp_path, capsys):
+    try:
+        problems = load_problems("gsm8k:train")
+    except FileNotFoundError as e:
+        pytest.skip(f"GSM8K not in the shared data folder: {e}")
+    out = tmp_path / "gsm8k.jsonl"
+    teacher.main(["--data", "gsm8k:train", "--out", str(out)])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["problems"] == len(problems)
+    assert summary["plans_without_digit"] >= 0.99
