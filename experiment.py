@@ -3,6 +3,7 @@ The side-by-side experiment on the embedded default: four arms from one base mod
 same budgets, several seeds, then one evaluation of everything.
 
     python experiment.py                  # 3 seeds -> results/default.md, results/default.json (+ PNGs)
+    python experiment.py --update-readme  # the same, and the README's results tables replaced by them
     python experiment.py --quick          # tiny budgets, one seed, in runs/exp_quick (a smoke test; CI)
     python experiment.py --seeds 0 1 --rl-steps 50 --out runs/exp2 --results results/exp2
 
@@ -115,6 +116,20 @@ def report(agg: dict, seeds: list[int], command: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def update_readme(md: str, path: str = "README.md", start: str = "<!-- results:start -->",
+                  end: str = "<!-- results:end -->") -> bool:
+    """Put the result tables between the README's markers; False when it has none."""
+    if not os.path.isfile(path):
+        return False
+    text = open(path).read()
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    with open(path, "w") as f:
+        f.write(head + start + "\n" + md + rest[rest.index(end):])
+    return True
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Four arms x seeds from one base, then evaluate.py on all of them.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -127,6 +142,8 @@ def parse_args(argv=None):
     ap.add_argument("--sft-steps", type=int, default=1000, help="steps of both SFT arms")
     ap.add_argument("--rl-steps", type=int, default=60, help="steps of both RL arms")
     ap.add_argument("--eval-n", type=int, default=200, help="problems per split in the final evaluation")
+    ap.add_argument("--update-readme", action="store_true", help="also put the tables into README.md between its "
+                    "results markers (what the committed README shows)")
     ap.add_argument("--quick", action="store_true", help="tiny budgets and one seed: checks the pipeline, not "
                     "the method")
     args = ap.parse_args(argv)
@@ -182,6 +199,8 @@ def main(argv=None):
     for png in ("_reliability.png", "_accuracy.png"):
         if os.path.isfile(first + png):
             shutil.copy(first + png, args.results + png)
+    if args.update_readme:
+        update_readme(md)
     print(md)
     print(json.dumps(dict(summary=True, results=args.results + ".md", seeds=len(args.seeds),
                           total_seconds=round(time.time() - t0, 1))))

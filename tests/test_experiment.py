@@ -28,3 +28,14 @@ def test_quick_experiment_produces_every_arm(tmp_path):
     md = (out / "results.md").read_text()
     assert all(f"| {arm} |" in md for arm in ARMS)
     assert (out / "results_accuracy.png").is_file() and (out / "results_reliability.png").is_file()
+
+
+def test_update_readme_replaces_only_the_marked_block(tmp_path):
+    from experiment import update_readme
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold table\n<!-- results:end -->\noutro\n")
+    assert update_readme("| new |\n", str(readme))
+    assert readme.read_text() == "intro\n<!-- results:start -->\n| new |\n<!-- results:end -->\noutro\n"
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers\n")
+    assert not update_readme("| new |\n", str(plain)) and plain.read_text() == "no markers\n"
