@@ -214,14 +214,20 @@ def plot(results: dict, pooled: dict, bins: int, stem: str) -> list[str]:
         raise SystemExit("plots need matplotlib (pip install -r requirements.txt)") from None
     paths = [f"{stem}_reliability.png", f"{stem}_accuracy.png"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+    colors = {ck: f"C{i}" for i, ck in enumerate(results)}  # the same colour for a checkpoint in every panel
     for ax, level in zip(axes, ("answer", "step")):
         ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="perfect calibration")
         for ck, (confs, right) in pooled[level].items():
             rel = reliability(confs, right, bins)
-            if rel:
-                ax.plot([b[4] for b in rel], [b[3] for b in rel], marker="o",
-                        label=f"{ck} (ECE {ece(confs, right, bins):.3f}, n={len(confs)})")
-        ax.set(title=f"{level}-level reliability, all splits", xlabel="confidence (bin mean)", xlim=(0, 1), ylim=(0, 1))
+            if not rel:
+                ax.plot([], [], color=colors[ck], label=f"{ck} (no {level}s)")
+                continue
+            ax.plot([b[4] for b in rel], [b[3] for b in rel], color=colors[ck],
+                    label=f"{ck} (ECE {ece(confs, right, bins):.3f}, n={len(confs)})")
+            ax.scatter([b[4] for b in rel], [b[3] for b in rel], s=[8 + 200 * b[2] / len(confs) for b in rel],
+                       color=colors[ck], zorder=3)  # marker area ~ the bin's share of items
+        ax.set(title=f"{level}-level reliability, all splits (marker area: bin share)",
+               xlabel="confidence (bin mean)", xlim=(0, 1), ylim=(0, 1.02))
         ax.legend(fontsize=7, loc="upper left")
     axes[0].set_ylabel("accuracy in bin")
     fig.tight_layout()
