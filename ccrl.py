@@ -366,7 +366,7 @@ def main(argv=None):
             row["correct_part"] = c.mean().item()
             row["conf_part"] = (r.mean().item() - c.mean().item())
         if dist.main:
-            log_json({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, log_path)
+            log_json({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}, log_path)
         bar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['acc']:.2f}", len=f"{row['resp_len']:.0f}")
         done = step + 1
         if done % args.eval_every == 0 or done == args.steps:

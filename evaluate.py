@@ -156,7 +156,7 @@ def run_split(engine, tok, problems, args, desc: str) -> tuple[list[dict], list[
 
 
 def summarise(records: list[dict], right_counts: list[int], args) -> dict:
-    """The metrics of one checkpoint x split (see the header)."""
+    """The metrics of one checkpoint x split (see the header); nan where a metric has nothing to measure."""
     n = len(records)
     ok = [r["ok"] for r in records]
     confs = [r["conf"] for r in records]
@@ -226,8 +226,8 @@ def plot(results: dict, pooled: dict, bins: int, stem: str) -> list[str]:
                     label=f"{ck} (ECE {ece(confs, right, bins):.3f}, n={len(confs)})")
             ax.scatter([b[4] for b in rel], [b[3] for b in rel], s=[8 + 200 * b[2] / len(confs) for b in rel],
                        color=colors[ck], zorder=3)  # marker area ~ the bin's share of items
-        ax.set(title=f"{level}-level reliability, all splits (marker area: bin share)",
-               xlabel="confidence (bin mean)", xlim=(0, 1), ylim=(0, 1.02))
+        ax.set(title=f"{level}-level reliability, all splits", xlabel="confidence (bin mean; marker area: bin share)",
+               xlim=(0, 1), ylim=(0, 1.02))
         ax.legend(fontsize=7, loc="upper left")
     axes[0].set_ylabel("accuracy in bin")
     fig.tight_layout()

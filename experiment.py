@@ -43,24 +43,52 @@ QUICK = dict(base=["--docs", "1500", "--vocab", "400", "--steps", "20", "--eval-
              eval=["--n", "4", "--max-new-tokens", "24"])
 
 
+def summary_line(log_path: str) -> dict:
+    """The last JSON summary line a stage printed to its log."""
+    summary = {}
+    with open(log_path) as f:
+        for line in f:
+            if line.startswith("{") and '"summary": true' in line:
+                summary = json.loads(line)
+    return summary
+
+
+def runs_from_logs(args) -> list[dict]:
+    """Rebuild the per-seed records of a finished run from its logs and eval.json files; the wall
+    time of a stage is its log's modification time minus the previous stage's (stages run one
+    after another, each log closed when its stage ends)."""
+    previous = os.path.getmtime(os.path.join(args.out, "base.log")) if os.path.isfile(
+        os.path.join(args.out, "base.log")) else None
+    per_seed = []
+    for seed in args.seeds:
+        root = os.path.join(args.out, f"seed{seed}")
+        stages = {}
+        for arm in ARMS:
+            log = os.path.join(root, f"{arm}.log")
+            if not os.path.isfile(log):
+                raise SystemExit(f"--from-logs: {log} is missing (run the experiment first)")
+            end = os.path.getmtime(log)
+            stages[arm] = dict(summary_line(log), wall_seconds=round(end - previous, 1) if previous else None)
+            previous = end
+        previous = os.path.getmtime(os.path.join(root, "eval.log"))
+        with open(os.path.join(root, "eval.json")) as f:
+            per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
+    return per_seed
+
+
 def run_stage(cmd: list[str], log_path: str) -> dict:
-    """Run one stage, teeing its output to log_path; return its JSON summary line plus wall time."""
+    """Run one stage with its output in log_path; return its JSON summary line plus wall time."""
     t0 = time.time()
     print("$ " + " ".join(cmd), flush=True)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        summary = {}
-        for line in proc.stdout:
-            log.write(line)
-            if line.startswith("{") and '"summary": true' in line:
-                summary = json.loads(line)
+        proc = subprocess.Popen([sys.executable, *cmd], stdout=log, stderr=subprocess.STDOUT, text=True)
         if proc.wait():
             raise SystemExit(f"stage failed (exit {proc.returncode}): {' '.join(cmd)}; see {log_path}")
-    return dict(summary, wall_seconds=round(time.time() - t0, 1))
+    return dict(summary_line(log_path), wall_seconds=round(time.time() - t0, 1))
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
-    xs = [x for x in xs if x is not None]
+    xs = [x for x in xs if x is not None and x == x]  # None and nan (no value to measure) are left out
     if not xs:
         return float("nan"), float("nan")
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
@@ -142,6 +170,8 @@ def parse_args(argv=None):
     ap.add_argument("--sft-steps", type=int, default=1000, help="steps of both SFT arms")
     ap.add_argument("--rl-steps", type=int, default=60, help="steps of both RL arms")
     ap.add_argument("--eval-n", type=int, default=200, help="problems per split in the final evaluation")
+    ap.add_argument("--from-logs", action="store_true", help="train nothing: rebuild the results from a finished "
+                    "run's logs and eval.json files in --out")
     ap.add_argument("--update-readme", action="store_true", help="also put the tables into README.md between its "
                     "results markers (what the committed README shows)")
     ap.add_argument("--quick", action="store_true", help="tiny budgets and one seed: checks the pipeline, not "
@@ -161,8 +191,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.time()
-    command = "python experiment.py" + (" --quick" if args.quick else "")
+    command = "python experiment.py" + (" --quick" if args.quick else "")  # what produced the runs
     os.makedirs(args.out, exist_ok=True)
+    if args.from_logs:
+        base_log = os.path.join(args.out, "base.log")
+        base_summary = summary_line(base_log) if os.path.isfile(base_log) else {}
+        per_seed = runs_from_logs(args)
+        last = os.path.getmtime(os.path.join(args.out, f"seed{args.seeds[-1]}", "eval.log"))
+        total = base_summary.get("total_seconds", 0) + last - os.path.getmtime(base_log) if base_summary else None
+        return finish(args, per_seed, base_summary, command, total)
     base_summary = {}
     if not os.path.isfile(os.path.join(args.base, "config.json")):
         base_summary = run_stage(["base.py", "--out", args.base, *(QUICK["base"] if args.quick else [])],
@@ -187,6 +224,11 @@ def main(argv=None):
                    *([] if seed == args.seeds[0] else ["--no-plots"])], os.path.join(root, "eval.log"))
         with open(eval_json) as f:
             per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
+    finish(args, per_seed, base_summary, command, time.time() - t0)
+
+
+def finish(args, per_seed: list[dict], base_summary: dict, command: str, total_seconds: float | None):
+    """Aggregate over seeds, write --results .md/.json (+ the first seed's PNGs), print the tables."""
     agg = aggregate(per_seed)
     md = report(agg, args.seeds, command)
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
@@ -194,7 +236,7 @@ def main(argv=None):
         f.write(md)
     with open(args.results + ".json", "w") as f:
         json.dump(dict(command=command, seeds=args.seeds, base=base_summary, runs=per_seed, aggregate=agg,
-                       total_seconds=round(time.time() - t0, 1)), f, indent=1, default=lambda x: None)
+                       total_seconds=total_seconds and round(total_seconds, 1)), f, indent=1, default=lambda x: None)
     first = os.path.join(args.out, f"seed{args.seeds[0]}", "eval")
     for png in ("_reliability.png", "_accuracy.png"):
         if os.path.isfile(first + png):
@@ -203,7 +245,7 @@ def main(argv=None):
         update_readme(md)
     print(md)
     print(json.dumps(dict(summary=True, results=args.results + ".md", seeds=len(args.seeds),
-                          total_seconds=round(time.time() - t0, 1))))
+                          total_seconds=total_seconds and round(total_seconds, 1))))
 
 
 if __name__ == "__main__":

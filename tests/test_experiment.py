@@ -29,6 +29,15 @@ def test_quick_experiment_produces_every_arm(tmp_path):
     assert all(f"| {arm} |" in md for arm in ARMS)
     assert (out / "results_accuracy.png").is_file() and (out / "results_reliability.png").is_file()
 
+    # --from-logs rebuilds the same numbers from the run's files without training anything
+    res = subprocess.run([sys.executable, "experiment.py", "--quick", "--out", str(out), "--from-logs", "--results",
+                          str(tmp_path / "again")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["aggregate"]["eval"] == saved["aggregate"]["eval"]
+    assert again["aggregate"]["costs"]["comt_sft"]["sup_tokens"] == costs["comt_sft"]["sup_tokens"]
+    assert all(w > 0 for arm in ARMS for w in again["aggregate"]["costs"][arm]["wall_seconds"])
+
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path):
     from experiment import update_readme

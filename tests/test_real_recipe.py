@@ -43,6 +43,7 @@ def test_smollm2_gsm8k_recipe(tmp_path):
     for cmd in steps:
         res = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
         assert res.returncode == 0, f"{cmd[0]} failed:\n{res.stdout[-1500:]}\n{res.stderr[-1500:]}"
+        print(cmd[0], [line for line in res.stdout.splitlines() if '"summary": true' in line][-1:])  # shown with -s
     results = json.load(open(ev))["results"]
     assert set(results) == {"comt", "ccrl"}
     assert all(m["gsm8k:test"]["n"] == 50 for m in results.values())
