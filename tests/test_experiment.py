@@ -34,7 +34,8 @@ def test_quick_experiment_produces_every_arm(tmp_path):
                           str(tmp_path / "again")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     again = json.loads((tmp_path / "again.json").read_text())
-    assert again["aggregate"]["eval"] == saved["aggregate"]["eval"]
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # nan-safe
+    assert same(again["aggregate"]["eval"], saved["aggregate"]["eval"])
     assert again["aggregate"]["costs"]["comt_sft"]["sup_tokens"] == costs["comt_sft"]["sup_tokens"]
     assert all(w > 0 for arm in ARMS for w in again["aggregate"]["costs"][arm]["wall_seconds"])
 
