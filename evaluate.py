@@ -38,7 +38,7 @@ from tqdm import tqdm
 from common import log_json, pick_device
 from engine import Engine, stop_ids
 from model import Transformer
-from rewards import (FINAL_LINE, NUMBER, answer_correct, confidence, segment_steps, step_right, step_stats,
+from rewards import (FINAL_LINE, NUMBER, Step, answer_correct, confidence, segment_steps, step_right, step_stats,
                      token_char_ends, token_spans)
 from tasks import SPLITS, encode_prompt, load_problems
 
@@ -115,9 +115,8 @@ def span_confidence(span, char_ends: list[int], logprobs: list[float], agg: str)
     """Confidence of the tokens overlapping a character span (0 for no span)."""
     if span is None:
         return 0.0
-    starts = [0] + char_ends[:-1]
-    idx = [i for i, (s, e) in enumerate(zip(starts, char_ends)) if s < span[1] and e > span[0]]
-    return confidence([logprobs[i] for i in idx], agg) if idx else 0.0
+    a, b = token_spans([Step("", 0.0, span)], char_ends)[0].tokens
+    return confidence(logprobs[a:b], agg) if b > a else 0.0
 
 
 def judge(text: str, ids: list[int], logprobs: list[float], p, tok, args) -> dict:
