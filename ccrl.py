@@ -23,7 +23,9 @@ Algorithm, one step
        reuse the samples with the clipped ratio. w is the --loss-agg normaliser: token (1 / all
        completion tokens), seq (1 / (tokens of the sequence * sequences)), const (1 / (sequences *
        max new tokens)). Computed over the whole step, so micro-batching does not change it.
-       Optional KL to the initial policy (k1 or k3 estimator, --kl-coef, 0 by default).
+       Optional KL to the initial policy (k1 or k3 estimator, --kl-coef, 0 by default). Without
+       KL, rows whose advantage is 0 (every group with no reward spread) add exactly nothing to the
+       gradient, so they are not run at all (the normalisers still count them).
     Greedy accuracy on a slice of `test` is measured before the first step, every --eval-every
     steps and at the end. Checkpoints, --resume and signals work as in sft_comt.py.
 
@@ -162,14 +164,14 @@ def policy_loss(model, b: Batch, args, ref=None) -> tuple[torch.Tensor, dict]:
 
 
 def all_reduce_grads(model, dist: Dist):
-    """Sum gradients over ranks (each rank's loss already carries the global weights; a rank whose
-    samples were all filtered out contributes zeros)."""
-    if dist.world == 1:
-        return
+    """Sum gradients over ranks (each rank's loss already carries the global weights). A rank, or a
+    step, with no row to train on (all filtered out, or all advantages zero) contributes zeros, so
+    the optimizer step is the same as if those rows had been run."""
     for p in model.parameters():
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        all_reduce_sum(p.grad, dist)
+        if dist.world > 1:
+            all_reduce_sum(p.grad, dist)
 
 
 # -----------------------------------------------------------------------------
@@ -323,17 +325,19 @@ def main(argv=None):
         adv = group_advantages(ro.rewards, args.adv)  # (P,G)
         keep = mixed_groups(ro.correct) if args.filter_groups else torch.ones(len(idx), dtype=torch.bool)
         rows = [r for r in range(ro.rewards.numel()) if keep[r // args.group_size]]
+        n = all_reduce_sum(torch.tensor([float(sum(len(ro.seqs[r]) - ro.prompt_lens[r] for r in rows)), float(len(rows))],
+                                        device=device), dist).tolist()  # loss-aggregation totals over every kept row
+        flat = adv.flatten()
+        rows = [r for r in rows if args.kl_coef > 0 or flat[r] != 0]  # without KL a zero-advantage row has zero gradient
         seqs = [ro.seqs[r] for r in rows]
         plens = [ro.prompt_lens[r] for r in rows]
-        n = all_reduce_sum(torch.tensor([float(sum(len(s) - p for s, p in zip(seqs, plens))), float(len(seqs))],
-                                        device=device), dist).tolist()
         model.train()
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
         stats = dict(clipped=0.0, kl=0.0, tokens=0.0)
         norm = 0.0
         if n[1] > 0:
-            batches = make_batches(seqs, plens, adv.flatten()[rows].tolist(), args.loss_agg, args.max_new_tokens,
+            batches = make_batches(seqs, plens, flat[rows].tolist(), args.loss_agg, args.max_new_tokens,
                                    args.micro_batch, pad_id, (n[0], n[1]))
             batches = [Batch(b.ids.to(device), b.comp.to(device), b.adv.to(device), b.weight.to(device)) for b in batches]
             if args.ppo_epochs > 1:

@@ -20,7 +20,8 @@ Algorithm (one `Engine.generate` call):
 
 Sampling: greedy (argmax) or softmax(logits / temperature), optionally truncated to the top-p
 nucleus, drawn by inverse CDF (one uniform per row) from the engine's own seeded generator, so a
-seed reproduces a run. The log-prob returned for each token is
+seed reproduces a run. `banned_tokens` get logit -inf before all of this (never sampled; the
+log-probs are then those of the renormalised distribution over the other tokens). The log-prob returned for each token is
 log softmax(logits / temperature) -- what a training forward at the same temperature computes.
 With top_p < 1 the nucleus truncation is not in it (the usual, documented bias); greedy reports
 log softmax(logits).
@@ -60,6 +61,7 @@ class DecodeState:
     step: torch.Tensor  # (1,) its index in the outputs
     done: torch.Tensor  # (N,) bool: the row has emitted a stop token
     stops: torch.Tensor  # (N,S) stop token ids per row, -1 padded
+    banned: torch.Tensor  # (V,) bool: tokens never sampled
     out_tok: torch.Tensor  # (N,M)
     out_logp: torch.Tensor  # (N,M)
     out_mask: torch.Tensor  # (N,M)
@@ -95,11 +97,12 @@ class Engine:
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], num_samples: int = 1, max_new_tokens: int = 256,
                  temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
-                 stop_tokens=(), seed: int | None = None) -> Samples:
+                 stop_tokens=(), seed: int | None = None, banned_tokens=()) -> Samples:
         """
         prompts: B lists of token ids. Returns B*num_samples rows, prompt-major.
         stop_tokens: ids that end every row, or one list (or tuple) of ids per prompt.
         seed: reproduces the samples (None: a fresh random seed).
+        banned_tokens: ids that are never sampled.
         """
         self._check(prompts, num_samples, max_new_tokens, temperature, top_p)
         greedy = greedy or temperature == 0.0
@@ -123,7 +126,7 @@ class Engine:
 
         T_max = -(-(P + M) // 64) * 64  # rounded up so graphs are reused across prompt lengths
         s = self._state_for((N, T_max, M, stops.shape[1], sampling), sampling)
-        self._reset(s, cache, mask, G, stops)
+        self._reset(s, cache, mask, G, stops, banned_tokens)
         self._emit(s, logits.repeat_interleave(G, 0), sampling)
         for i in range(1, M):
             if i % (8 if self._graph else 1) == 0 and bool(s.done.all()):
@@ -149,7 +152,7 @@ class Engine:
 
     def _emit(self, s: DecodeState, logits, sampling):
         """Sample one token per row and record it; rows already stopped record padding."""
-        tok, logp = sample_next(logits, *sampling, self.gen)
+        tok, logp = sample_next(logits.masked_fill(s.banned, float("-inf")), *sampling, self.gen)
         live = ~s.done
         s.out_tok.index_copy_(1, s.step, torch.where(live, tok, self.pad_id)[:, None])
         s.out_logp.index_copy_(1, s.step, torch.where(live, logp, 0.0)[:, None])
@@ -176,6 +179,7 @@ class Engine:
             step=torch.zeros(1, dtype=torch.long, device=dev),
             done=torch.zeros(N, dtype=torch.bool, device=dev),
             stops=torch.full((N, S), -1, dtype=torch.long, device=dev),
+            banned=torch.zeros(cfg.vocab_size, dtype=torch.bool, device=dev),
             out_tok=torch.zeros(N, M, dtype=torch.long, device=dev),
             out_logp=torch.zeros(N, M, dtype=torch.float32, device=dev),
             out_mask=torch.zeros(N, M, dtype=torch.bool, device=dev))
@@ -199,7 +203,7 @@ class Engine:
             self._step(s, sampling)
         return graph
 
-    def _reset(self, s: DecodeState, cache: KVCache, mask, G: int, stops):
+    def _reset(self, s: DecodeState, cache: KVCache, mask, G: int, stops, banned_tokens=()):
         """Load a prefilled (B,P) cache and prompt mask into the static (B*G, T_max) state."""
         P = mask.shape[1]
         s.cache.k[:, :, :, :P].copy_(cache.k.repeat_interleave(G, 1))
@@ -211,6 +215,8 @@ class Engine:
         s.step.zero_()
         s.done.zero_()
         s.stops.copy_(stops)
+        s.banned.zero_()
+        s.banned[torch.tensor(list(banned_tokens), dtype=torch.long, device=self.device)] = True
         s.out_tok.fill_(self.pad_id)
         s.out_logp.zero_()
         s.out_mask.zero_()

@@ -12,9 +12,12 @@ gold worked solution without GSM8K's <<expr=value>> annotations and "#### N" lin
 --teacher DIR: a chat model (any model.py architecture) is prompted, through its chat template,
 with TEACHER_PROMPT (below), as the paper prompts its teacher (LLaMA-3.1-70B there): describe the
 steps with names of quantities only, no numbers. Completions are sampled in batches with the
-engine; one that contains a digit, is empty, or was cut off by --max-new-tokens is rejected, and
-the problem is sampled again, up to --tries times; a problem still without a plan gets the rules
-plan (counted separately). The yield (plans accepted from the model / problems) is reported.
+engine. Every token that holds a digit is banned while sampling (--ban-digits, on by default: a
+small teacher otherwise numbers its steps "Step 1:" and computes with the question's numbers); a
+completion that still contains a digit, is empty, or was cut off by --max-new-tokens is rejected,
+and the problem is sampled again, up to --tries times; a problem still without a plan gets the
+rules plan (counted separately). The yield (plans accepted from the model / problems) and the
+rejections by reason are reported.
 
 --teacher rules: no model. Each annotated step of the gold solution becomes one plan line: the
 sentence with its numbers removed, then the step's expression in words, where each number is
@@ -32,6 +35,7 @@ import json
 import os
 import re
 import time
+from collections import Counter
 
 from common import log_json, pick_device
 from tasks import ANNOTATION, clean_solution, problems_for_cli
@@ -164,13 +168,28 @@ def rules_plan(question: str, solution: str) -> str | None:
 # Model teacher
 
 
+def rejection(text: str, stopped: bool) -> str | None:
+    """Why a sampled plan is rejected (None: accepted): it must end on its own, hold some text
+    and no digit."""
+    if not text.strip():
+        return "empty"
+    if not stopped:
+        return "cut_off"
+    return "digit" if has_digit(text) else None
+
+
 def plan_ok(text: str, stopped: bool) -> bool:
-    """Accept a sampled plan: it ended on its own, is not empty, and has no digit."""
-    return stopped and bool(text.strip()) and not has_digit(text)
+    return rejection(text, stopped) is None
 
 
-def model_plans(problems, args) -> dict:
-    """{problem id: plan} from the teacher model; problems without an accepted plan are absent."""
+def digit_tokens(tok) -> list[int]:
+    """Ids of every vocabulary entry whose decoded text holds a digit."""
+    return [i for i in range(len(tok)) if has_digit(tok.decode([i]))]
+
+
+def model_plans(problems, args, rejected: Counter) -> dict:
+    """{problem id: plan} from the teacher model; problems without an accepted plan are absent.
+    Counts each rejected sample's reason into `rejected`."""
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
@@ -181,6 +200,7 @@ def model_plans(problems, args) -> dict:
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     engine = Engine(model, pad_id=pad)
     stops = stop_ids(tok, model)
+    banned = digit_tokens(tok) if args.ban_digits else []
 
     def prompt(p):
         msg = [{"role": "user", "content": TEACHER_PROMPT.format(question=p.question)}]
@@ -195,10 +215,13 @@ def model_plans(problems, args) -> dict:
             chunk = todo[i:i + args.batch]
             s = engine.generate([prompt(p) for p in chunk], max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, top_p=args.top_p, stop_tokens=stops,
-                                seed=args.seed * 7919 + attempt * 104_729 + i)
+                                seed=args.seed * 7919 + attempt * 104_729 + i, banned_tokens=banned)
             for r, p in enumerate(chunk):
                 text = tok.decode(s.tokens[r][s.mask[r]].tolist(), skip_special_tokens=True).strip()
-                if plan_ok(text, bool(s.stopped[r])):
+                why = rejection(text, bool(s.stopped[r]))
+                if why:
+                    rejected[why] += 1
+                else:
                     plans[p.id] = text
         todo = [p for p in todo if p.id not in plans]
         if not todo:
@@ -228,6 +251,8 @@ def parse_args(argv=None):
     ap.add_argument("--temperature", type=float, default=0.7, help="teacher sampling temperature")
     ap.add_argument("--top-p", type=float, default=0.95, help="teacher nucleus sampling")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ap.add_argument("--ban-digits", action=argparse.BooleanOptionalAction, default=True,
+                    help="never sample a token that holds a digit")
     ap.add_argument("--tokenizer", default=None, help="tokenizer directory for the token counts in the summary "
                     "(default: the teacher's; words for rules)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -243,7 +268,8 @@ def main(argv=None):
     t0 = time.time()
     problems = problems_for_cli(args.data, 0, args.limit, args.seed)
     rules = {p.id: rules_plan(p.question, p.solution) for p in problems}
-    from_model = {} if args.teacher == "rules" else model_plans(problems, args)
+    rejected = Counter()
+    from_model = {} if args.teacher == "rules" else model_plans(problems, args, rejected)
     count_with = args.tokenizer or (None if args.teacher == "rules" else args.teacher)
     tok = None
     if count_with:
@@ -268,7 +294,7 @@ def main(argv=None):
     log_json(dict(summary=True, out=args.out, teacher=args.teacher, problems=n, written=len(rows),
                   model_yield=round(len(from_model) / n, 4) if args.teacher != "rules" else None,
                   rules_yield=round(sum(v is not None for v in rules.values()) / n, 4),
-                  from_rules=sum(r["plan_source"] == "rules" for r in rows),
+                  rejected=dict(rejected), from_rules=sum(r["plan_source"] == "rules" for r in rows),
                   plans_without_digit=round(sum(not has_digit(r["plan"]) for r in rows) / n, 4),
                   **{f"mean_plan_{unit}": round(sum(plan_tokens) / max(len(plan_tokens), 1), 1),
                      f"mean_solution_{unit}": round(sum(sol_tokens) / max(len(sol_tokens), 1), 1)},

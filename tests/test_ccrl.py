@@ -67,6 +67,23 @@ def test_micro_batch_split_does_not_change_the_update(agg):
         torch.testing.assert_close(implemented_grad(model, seqs, plens, adv, agg, micro), full, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.parametrize("agg", ["token", "seq", "const"])
+def test_zero_advantage_rows_can_be_left_out(agg):
+    # ccrl.py does not run rows with advantage 0 (no KL); the totals still count them
+    model = tiny_model(50)
+    seqs, plens = samples(50, n=5)
+    adv = [0.0, 1.1, 0.0, -1.1, 0.0]
+    totals = (sum(len(s) - p for s, p in zip(seqs, plens)), len(seqs))
+
+    def grad(rows):
+        model.zero_grad()
+        for b in make_batches([seqs[r] for r in rows], [plens[r] for r in rows], [adv[r] for r in rows], agg, 8, 2,
+                              pad_id=0, totals=totals):
+            policy_loss(model, b, ARGS)[0].backward()
+        return grads(model)
+    torch.testing.assert_close(grad([1, 3]), grad(range(5)), atol=1e-7, rtol=1e-5)
+
+
 def test_aggregation_weights_by_hand():
     seqs, plens = [[1, 2, 3, 4], [1, 2, 3, 4, 5, 6]], [2, 2]  # completions of 2 and 4 tokens
     w = lambda agg: [x for b in make_batches(seqs, plens, [1, 1], agg, 10, 2, 0, (6, 2)) for x in b.weight.tolist()]

@@ -151,3 +151,22 @@ def test_full_width_static_step_matches(pair, monkeypatch):
     out = Engine(ours).generate(prompts, **kw)
     assert torch.equal(out.tokens, ref.tokens) and torch.equal(out.mask, ref.mask)
     assert torch.allclose(out.logprobs, ref.logprobs, atol=1e-5)
+
+
+def test_banned_tokens_are_never_drawn_and_logprobs_renormalise(pair):
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS[:3], vocab)
+    eng = Engine(ours)
+    free = eng.generate(prompts, max_new_tokens=1, greedy=True)
+    banned = sorted(set(free.tokens[:, 0].tolist()))  # every row's greedy first token
+    out = eng.generate(prompts, max_new_tokens=1, greedy=True, banned_tokens=banned)
+    for r, p in enumerate(prompts):
+        with torch.no_grad():
+            logits = ours(torch.tensor([p]))[0, -1]
+        logits[banned] = float("-inf")
+        assert out.tokens[r, 0].item() == logits.argmax().item()  # the best allowed token
+        assert out.logprobs[r, 0].item() == pytest.approx(logits.log_softmax(-1).max().item(), abs=1e-4)
+    sampled = eng.generate(prompts, num_samples=8, max_new_tokens=6, temperature=2.0, seed=0, banned_tokens=banned)
+    assert not torch.isin(sampled.tokens[sampled.mask], torch.tensor(banned)).any()
+    again = eng.generate(prompts, max_new_tokens=1, greedy=True)  # the ban does not outlive its call
+    assert torch.equal(again.tokens, free.tokens)

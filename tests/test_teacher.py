@@ -47,7 +47,7 @@ def scripted_generate(tok, script):
 
     def generate(self, prompts, num_samples=1, max_new_tokens=256, **kw):
         answers = script[len(calls)]
-        calls.append(kw.get("seed"))
+        calls.append(kw)
         ids = [tok(answers[i][0], add_special_tokens=False)["input_ids"] or [tok.pad_token_id] for i in range(len(prompts))]
         T = max(len(x) for x in ids)
         tokens = torch.full((len(ids), T), tok.pad_token_id)
@@ -70,7 +70,10 @@ def test_model_teacher_rejects_retries_and_falls_back(model_dir, tok, tmp_path, 
     out = tmp_path / "t.jsonl"
     teacher.main(["--teacher", model_dir, "--data", RAW, "--out", str(out), "--tries", "2"])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(calls) == 2 and calls[0] != calls[1]  # a fresh seed per try
+    assert len(calls) == 2 and calls[0]["seed"] != calls[1]["seed"]  # a fresh seed per try
+    banned = calls[0]["banned_tokens"]  # every token with a digit, and only those
+    assert tok.convert_tokens_to_ids("4") in banned
+    assert banned == [i for i in range(len(tok)) if any(c.isnumeric() for c in tok.decode([i]))]
     assert [r["plan_source"] for r in rows] == ["model", "model", "rules"]
     assert rows[0]["plan"] == "Multiply the boxes by the pens."
     assert rows[1]["plan"] == "Add the price and the tax."
@@ -80,6 +83,7 @@ def test_model_teacher_rejects_retries_and_falls_back(model_dir, tok, tmp_path, 
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model_yield"] == pytest.approx(2 / 3, abs=1e-4) and summary["from_rules"] == 1
     assert summary["plans_without_digit"] == 1.0
+    assert summary["rejected"] == {"digit": 1, "cut_off": 1, "empty": 1}
 
 
 def test_output_is_what_sft_reads(tmp_path):
