@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -87,8 +88,15 @@ def test_padding_does_not_change_the_loss(tok):
 
 def run_sft(args, check=True, launcher=(sys.executable,)):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([*launcher, "sft_comt.py", *args], cwd=ROOT, capture_output=True, text=True, check=check,
-                          env=env)
+    res = subprocess.run([*launcher, "sft_comt.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert not check or res.returncode == 0, f"sft_comt.py failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def logged_losses(out):
@@ -114,7 +122,7 @@ def test_resume_continues_exactly(model_dir, tmp_path):
 def test_two_rank_ddp_matches_one_process(model_dir, tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     run_sft(["--model", model_dir, "--out", one, *COMMON])
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517")
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()))
     run_sft(["--model", model_dir, "--out", two, *COMMON], launcher=torchrun)
     l1, l2 = logged_losses(one), logged_losses(two)
     assert l1.keys() == l2.keys() and all(abs(l1[k] - l2[k]) < 1e-4 for k in l1)
