@@ -325,10 +325,10 @@ def main(argv=None):
         adv = group_advantages(ro.rewards, args.adv)  # (P,G)
         keep = mixed_groups(ro.correct) if args.filter_groups else torch.ones(len(idx), dtype=torch.bool)
         rows = [r for r in range(ro.rewards.numel()) if keep[r // args.group_size]]
-        n = all_reduce_sum(torch.tensor([float(sum(len(ro.seqs[r]) - ro.prompt_lens[r] for r in rows)), float(len(rows))],
-                                        device=device), dist).tolist()  # loss-aggregation totals over every kept row
+        kept_tokens = float(sum(len(ro.seqs[r]) - ro.prompt_lens[r] for r in rows))
+        n = all_reduce_sum(torch.tensor([kept_tokens, float(len(rows))], device=device), dist).tolist()  # loss totals
         flat = adv.flatten()
-        rows = [r for r in rows if args.kl_coef > 0 or flat[r] != 0]  # without KL a zero-advantage row has zero gradient
+        rows = [r for r in rows if args.kl_coef > 0 or flat[r] != 0]  # zero advantage, no KL: zero gradient
         seqs = [ro.seqs[r] for r in rows]
         plens = [ro.prompt_lens[r] for r in rows]
         model.train()

@@ -20,11 +20,11 @@ Algorithm (one `Engine.generate` call):
 
 Sampling: greedy (argmax) or softmax(logits / temperature), optionally truncated to the top-p
 nucleus, drawn by inverse CDF (one uniform per row) from the engine's own seeded generator, so a
-seed reproduces a run. `banned_tokens` get logit -inf before all of this (never sampled; the
-log-probs are then those of the renormalised distribution over the other tokens). The log-prob returned for each token is
-log softmax(logits / temperature) -- what a training forward at the same temperature computes.
-With top_p < 1 the nucleus truncation is not in it (the usual, documented bias); greedy reports
-log softmax(logits).
+seed reproduces a run. The log-prob returned for each token is log softmax(logits / temperature)
+-- what a training forward at the same temperature computes. With top_p < 1 the nucleus
+truncation is not in it (the usual, documented bias); greedy reports log softmax(logits).
+`banned_tokens` get logit -inf before all of this: never drawn, and the log-probs are those of the
+distribution renormalised over the other tokens.
 
 CLI:
     python engine.py --model DIR --prompt "What is 3 + 4?" [--greedy] [--max-new-tokens 64]
