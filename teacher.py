@@ -178,10 +178,6 @@ def rejection(text: str, stopped: bool) -> str | None:
     return "digit" if has_digit(text) else None
 
 
-def plan_ok(text: str, stopped: bool) -> bool:
-    return rejection(text, stopped) is None
-
-
 def digit_tokens(tok) -> list[int]:
     """Ids of every vocabulary entry whose decoded text holds a digit."""
     return [i for i in range(len(tok)) if has_digit(tok.decode([i]))]

@@ -38,7 +38,7 @@ def test_rules_plan_without_annotations_names_the_numbers():
                                              ("  ", True, False), ("Add the", False, False),
                                              ("Use the ½ cup.", True, False)])
 def test_plan_acceptance(text, stopped, ok):
-    assert teacher.plan_ok(text, stopped) is ok
+    assert (teacher.rejection(text, stopped) is None) is ok
 
 
 def scripted_generate(tok, script):
