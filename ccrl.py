@@ -218,8 +218,9 @@ def parse_args(argv=None):
     ap.add_argument("--conf-form", choices=("signed", "brier"), default="signed", help="+c/-c or -(c-z)^2")
     ap.add_argument("--conf-agg", choices=("geo", "min", "prod"), default="geo", help="confidence of a number "
                     "from its tokens' probabilities")
-    ap.add_argument("--step-check", choices=("arith", "gold", "outcome"), default="arith", help="a step is right "
-                    "if its arithmetic recomputes / its result is a gold intermediate / the final answer is right")
+    ap.add_argument("--step-check", choices=("auto", "arith", "gold", "outcome"), default="auto", help="a step "
+                    "is right if its result is a gold intermediate (gold; auto where the problem has them) / its "
+                    "arithmetic recomputes (arith; auto otherwise) / the final answer is right (outcome)")
     ap.add_argument("--overconf-threshold", type=float, default=0.9, help="confidence above which a wrong step "
                     "counts as an overconfident error")
     # sampling

@@ -124,11 +124,10 @@ def judge(text: str, ids: list[int], logprobs: list[float], p, tok, args) -> dic
     ends = token_char_ends(tok, ids)
     ok = answer_correct(text, p.answer)
     steps = token_spans(segment_steps(text), ends)
-    check = args.step_check if args.step_check != "auto" else ("gold" if p.intermediates else "arith")
     return dict(ok=ok, ok_lenient=answer_correct(text, p.answer, lenient=True), tokens=len(ids),
                 conf=span_confidence(answer_span(text), ends, logprobs, args.conf_agg),
                 step_confs=[confidence(logprobs[a:b], args.conf_agg) for a, b in (s.tokens for s in steps)],
-                step_rights=[step_right(s, check, p.intermediates, ok) for s in steps])
+                step_rights=[step_right(s, args.step_check, p.intermediates, ok) for s in steps])
 
 
 def run_split(engine, tok, problems, args, desc: str) -> tuple[list[dict], list[int]]:

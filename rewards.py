@@ -9,10 +9,18 @@ The CCRL reward (our reconstruction; the paper's exact formula is not public, DE
         correct  1 if the final answer equals the gold answer, else 0
         c_s      the policy's confidence in step s's written result: an aggregate (geometric mean
                  by default, or min, or product) of the probabilities of that number's tokens
-        z_s      1 if step s is judged right, else 0 (recomputed arithmetic, gold intermediate
-                 values, or the final answer's correctness: --step-check arith|gold|outcome)
+        z_s      1 if step s is judged right, else 0: its result is one of the gold intermediate
+                 values (gold), its arithmetic recomputes (arith), or the final answer is right
+                 (outcome); --step-check auto (the default) is gold where the problem has gold
+                 intermediate values and arith where it has none
         term     signed: +c if right, -c if wrong;  brier: -(c - z)^2
-    A completion with no numeric step gets term 0. The outcome reward (the baseline) is `correct`.
+    A completion with no numeric step gets the mean term -1, the worst either form can give.
+    The outcome reward (the baseline) is `correct`.
+
+Why these two defaults: with arith, a policy that rarely answers right learns to write one
+self-consistent, confident step whatever the question ("apples collected = 12 + 7 = 19", +c);
+with a term of 0 for no steps, it learns to write no numeric step at all (0 beats -c). Both were
+seen in 60 CCRL steps from a CoMT model at 2% accuracy.
 
 Worked example (signed, lambda = 0.5): two steps, confidences 0.9 (right) and 0.6 (wrong), final
 answer wrong: r = 0 + 0.5 * (0.9 - 0.6) / 2 = 0.075. Brier: r = 0 + 0.5 * (-(0.1^2) - 0.6^2) / 2
@@ -150,14 +158,17 @@ def safe_eval(expr: str) -> float | None:
 
 def step_right(step: Step, check: str, gold_values: list[float], answer_ok: bool) -> bool:
     """arith: the written result equals the recomputed expression; gold: it equals one of the
-    gold intermediate values; outcome: the final answer's correctness."""
+    gold intermediate values; outcome: the final answer's correctness; auto: gold when the problem
+    has gold intermediate values, else arith."""
+    if check == "auto":
+        check = "gold" if gold_values else "arith"
     if check == "arith":
         return same_number(safe_eval(step.expr), step.value)
     if check == "gold":
         return any(same_number(step.value, g) for g in gold_values)
     if check == "outcome":
         return answer_ok
-    raise ValueError(f"unknown step check {check!r}; choose arith, gold or outcome")
+    raise ValueError(f"unknown step check {check!r}; choose auto, arith, gold or outcome")
 
 
 # -----------------------------------------------------------------------------
@@ -184,13 +195,16 @@ def confidence(logprobs, agg: str = "geo") -> float:
 
 
 def confidence_term(confs: list[float], rights: list[bool], form: str = "signed") -> float:
-    """Mean over steps of +c/-c (signed) or -(c - z)^2 (brier); 0 without steps.
+    """Mean over steps of +c/-c (signed) or -(c - z)^2 (brier); without steps -1, the worst value
+    of either form, so that showing no numeric step never pays more than showing wrong ones.
 
     >>> confidence_term([0.9, 0.6], [True, False]), confidence_term([0.9, 0.6], [True, False], "brier")
     (0.15000000000000002, -0.185)
+    >>> confidence_term([], [])
+    -1.0
     """
     if not confs:
-        return 0.0
+        return -1.0
     if form == "signed":
         terms = [c if z else -c for c, z in zip(confs, rights)]
     elif form == "brier":
@@ -211,7 +225,7 @@ class Scored:
 
 def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[float],
           reward: str = "ccrl", weight: float = 0.5, form: str = "signed", agg: str = "geo",
-          check: str = "arith") -> Scored:
+          check: str = "auto") -> Scored:
     """Score one completion: its text, the log-prob of each of its tokens and each token's end
     offset in the text (token_char_ends). reward: ccrl or outcome."""
     ok = answer_correct(text, gold_answer)

@@ -109,7 +109,7 @@ def test_confidence_terms_by_hand():
     assert confidence_term([0.9, 0.6], [True, False], "signed") == pytest.approx((0.9 - 0.6) / 2)
     assert confidence_term([0.9, 0.6], [True, False], "brier") == pytest.approx(-(0.01 + 0.36) / 2)
     assert confidence_term([0.8], [True], "brier") == pytest.approx(-0.04)
-    assert confidence_term([], [], "signed") == 0.0
+    assert confidence_term([], [], "signed") == confidence_term([], [], "brier") == -1.0  # no step: the worst
 
 
 def scored(text, probs, reward="ccrl", **kw):
@@ -137,7 +137,15 @@ def test_every_reward_variant_by_hand():
     assert s.step_rights == [False, False] and s.reward == pytest.approx((-0.9 - 0.4) / 2)
     assert scored(TEXT, PROBS, "outcome", gold_answer="21", gold_values=[]).reward == 1.0
     assert scored(TEXT, PROBS, "outcome", gold_answer="20", gold_values=[]).reward == 0.0
-    assert scored("Answer: 7", {}, gold_answer="7", gold_values=[]).reward == 1.0  # no steps: term 0
+    assert scored("Answer: 7", {}, gold_answer="7", gold_values=[]).reward == 0.5  # no steps: 1 + 0.5 * -1
+
+
+def test_auto_step_check_is_gold_with_gold_values_else_arith():
+    # b = 5 * 4 = 21: wrong arithmetic, but 21 is a gold value in the first call
+    assert scored(TEXT, PROBS, gold_answer="21", gold_values=[5, 21], check="auto").step_rights == [True, True]
+    assert scored(TEXT, PROBS, gold_answer="21", gold_values=[], check="auto").step_rights == [True, False]
+    # a self-consistent step that is no gold value is wrong under auto when gold values exist
+    assert scored("c = 12 + 7 = 19\nAnswer: 19", {}, gold_answer="27", gold_values=[15, 27]).step_rights == [False]
 
 
 def test_advantages_by_hand():
