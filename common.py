@@ -118,8 +118,11 @@ def all_reduce_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
 
 
 def close_distributed(d: Dist):
+    """Leave the process group together: a rank that tears gloo down while another is still
+    writing its summary can abort ("terminate called without an active exception")."""
     if d.world > 1:
         import torch.distributed as dist
+        dist.barrier()
         dist.destroy_process_group()
 
 
