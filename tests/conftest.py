@@ -89,8 +89,8 @@ def tiny_model(vocab: int, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def tok():
-    from base import build_corpus, train_tokenizer
-    return train_tokenizer(build_corpus(400, seed=0, exclude=set()), vocab_size=400)
+    from base import corpus_docs, train_tokenizer
+    return train_tokenizer(["".join(d) for d in corpus_docs(400, seed=0)], vocab_size=400)
 
 
 @pytest.fixture(scope="session")
