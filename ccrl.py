@@ -14,7 +14,8 @@ Algorithm, one step
     3. score each (rewards.score): correctness of the final `Answer:` line, plus for ccrl
        --conf-weight times the mean over numeric steps of +c/-c (signed) or -(c-z)^2 (brier),
        where c is the policy's confidence in the step's written result and z whether the step is
-       right (--step-check);
+       right (--step-check); with --plan-weight w, either reward loses w when the completion does
+       not open with a digit-free plan;
     4. advantages per group (z-score or mean-only); with --filter-groups, drop groups whose
        samples are all right or all wrong (binary correctness, never the shaped reward);
     5. update: loss = sum over completion tokens of w * (-min(rho*A, clip(rho, 1-eps_low,
@@ -48,8 +49,8 @@ from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_fo
                     seed_everything, train_state)
 from engine import Engine, stop_ids
 from model import Transformer
-from rewards import (answer_correct, confidence, group_advantages, mixed_groups, score, segment_steps, step_right,
-                     step_stats, token_char_ends, token_spans)
+from rewards import (answer_correct, confidence, group_advantages, has_plan, mixed_groups, score, segment_steps,
+                     step_right, step_stats, token_char_ends, token_spans)
 from tasks import RECIPES, encode_prompt, make_split, problems_for_cli
 
 # -----------------------------------------------------------------------------
@@ -64,6 +65,7 @@ class Rollout:
     correct: torch.Tensor  # (P,G) bool
     step_confs: list[list[float]]
     step_rights: list[list[bool]]
+    plans: list[bool]  # the sample opens with a digit-free plan
     completion_tokens: int
 
 
@@ -73,12 +75,14 @@ def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
     s = engine.generate(prompts, num_samples=args.group_size, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_p=args.top_p, stop_tokens=stop_ids(tok, engine.model),
                         seed=seed)
-    seqs, plens, rewards, correct, confs, rights = [], [], [], [], [], []
+    seqs, plens, rewards, correct, confs, rights, plans = [], [], [], [], [], [], []
     for r in range(s.tokens.shape[0]):
         p = problems[int(s.prompt_index[r])]
         ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
-        sc = score(tok.decode(ids), lps, token_char_ends(tok, ids), p.answer, p.intermediates, reward=args.reward,
-                   weight=args.conf_weight, form=args.conf_form, agg=args.conf_agg, check=args.step_check)
+        text = tok.decode(ids)
+        sc = score(text, lps, token_char_ends(tok, ids), p.answer, p.intermediates, reward=args.reward,
+                   weight=args.conf_weight, form=args.conf_form, agg=args.conf_agg, check=args.step_check,
+                   plan_weight=args.plan_weight)
         prompt = prompts[int(s.prompt_index[r])]
         seqs.append(prompt + ids)
         plens.append(len(prompt))
@@ -86,9 +90,10 @@ def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
         correct.append(sc.correct)
         confs.append(sc.step_confs)
         rights.append(sc.step_rights)
+        plans.append(has_plan(text))
     P, G = len(problems), args.group_size
     return Rollout(seqs, plens, torch.tensor(rewards).view(P, G), torch.tensor(correct).view(P, G), confs, rights,
-                   int(s.mask.sum()))
+                   plans, int(s.mask.sum()))
 
 
 # -----------------------------------------------------------------------------
@@ -179,9 +184,9 @@ def all_reduce_grads(model, dist: Dist):
 
 
 def greedy_eval(engine, tok, problems, args) -> dict:
-    """Greedy accuracy on `problems` and step-confidence statistics."""
+    """Greedy accuracy on `problems`, the share of outputs with a plan, and step-confidence statistics."""
     prompts = [encode_prompt(tok, p) for p in problems]
-    ok, confs, rights, lengths = [], [], [], []
+    ok, confs, rights, lengths, plans = [], [], [], [], []
     for i in range(0, len(prompts), 64):
         s = engine.generate(prompts[i:i + 64], max_new_tokens=args.max_new_tokens, greedy=True,
                             stop_tokens=stop_ids(tok, engine.model))
@@ -195,7 +200,8 @@ def greedy_eval(engine, tok, problems, args) -> dict:
             confs.append([confidence(lps[a:b], args.conf_agg) for a, b in (st.tokens for st in steps)])
             rights.append([step_right(st, args.step_check, p.intermediates, good) for st in steps])
             lengths.append(len(ids))
-    return dict(acc=sum(ok) / len(ok), mean_len=sum(lengths) / len(lengths),
+            plans.append(has_plan(text))
+    return dict(acc=sum(ok) / len(ok), plan_rate=sum(plans) / len(plans), mean_len=sum(lengths) / len(lengths),
                 **step_stats(confs, rights, args.overconf_threshold))
 
 
@@ -221,6 +227,8 @@ def parse_args(argv=None):
     ap.add_argument("--step-check", choices=("auto", "arith", "gold", "outcome"), default="auto", help="a step "
                     "is right if its result is a gold intermediate (gold; auto where the problem has them) / its "
                     "arithmetic recomputes (arith; auto otherwise) / the final answer is right (outcome)")
+    ap.add_argument("--plan-weight", type=float, default=0.0, help="format term of both rewards: subtract this from a "
+                    "completion that does not open with a digit-free plan")
     ap.add_argument("--overconf-threshold", type=float, default=0.9, help="confidence above which a wrong step "
                     "counts as an overconfident error")
     # sampling
@@ -229,7 +237,8 @@ def parse_args(argv=None):
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (also used for training "
                     "log-probs and confidences)")
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (1: off; <1 biases the ratio)")
-    ap.add_argument("--max-new-tokens", type=int, default=224, help="completion length limit")
+    ap.add_argument("--max-new-tokens", type=int, default=256, help="completion length limit (the longest "
+                    "default test response, plan included, is about 215 tokens)")
     # update
     ap.add_argument("--adv", choices=("zscore", "mean"), default="zscore", help="group advantage normalisation")
     ap.add_argument("--filter-groups", action="store_true", help="train only on groups with right and wrong answers")
@@ -363,6 +372,7 @@ def main(argv=None):
         row = dict(step=step, reward=r.mean().item(), acc=c.mean().item(),
                    zero_spread=(r.std(1, unbiased=False) == 0).float().mean().item(),
                    kept_groups=keep.float().mean().item(), resp_len=ro.completion_tokens / r.numel(),
+                   plan_rate=sum(ro.plans) / len(ro.plans),
                    **step_stats(ro.step_confs, ro.step_rights, args.overconf_threshold),
                    kl=stats["kl"] / max(stats["tokens"], 1), clip_frac=stats["clipped"] / max(stats["tokens"], 1),
                    grad_norm=norm, lr=opt.param_groups[0]["lr"], tokens_per_s=ro.completion_tokens / (t2 - t0),
@@ -386,7 +396,8 @@ def main(argv=None):
                        train_seconds=round(totals["seconds"], 1),
                        sample_share=round(totals["sample_seconds"] / max(totals["seconds"], 1e-9), 3))
         if ev:
-            summary.update(acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], overconf_before=ev[0]["overconf_err"],
+            summary.update(acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], plan_rate_before=ev[0]["plan_rate"],
+                           plan_rate_after=ev[-1]["plan_rate"], overconf_before=ev[0]["overconf_err"],
                            overconf_after=ev[-1]["overconf_err"])
         log_json(summary, log_path)
     close_distributed(dist)

@@ -13,6 +13,7 @@ once and shared by all checkpoints. Per checkpoint x split:
   pass@k              with --samples k: k completions at --temperature per problem, the unbiased
                       estimator 1 - C(n-c, k) / C(n, k) (n samples, c right); pass@1 alongside
   tokens              mean generated tokens
+  plan_rate           share of completions that open with a digit-free plan, then "Solution:"
   answer calibration  confidence of the answer = aggregate (--conf-agg) of the probabilities of
                       its number's tokens (0 when there is no number), against strict correctness:
                       ECE (--bins equal-width bins), Brier score, AUROC (ties count one half)
@@ -38,8 +39,8 @@ from tqdm import tqdm
 from common import log_json, pick_device
 from engine import Engine, stop_ids
 from model import Transformer
-from rewards import (FINAL_LINE, NUMBER, Step, answer_correct, confidence, segment_steps, step_right, step_stats,
-                     token_char_ends, token_spans)
+from rewards import (FINAL_LINE, NUMBER, Step, answer_correct, confidence, has_plan, segment_steps, step_right,
+                     step_stats, token_char_ends, token_spans)
 from tasks import SPLITS, encode_prompt, load_problems
 
 # -----------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def judge(text: str, ids: list[int], logprobs: list[float], p, tok, args) -> dic
     ends = token_char_ends(tok, ids)
     ok = answer_correct(text, p.answer)
     steps = token_spans(segment_steps(text), ends)
-    return dict(ok=ok, ok_lenient=answer_correct(text, p.answer, lenient=True), tokens=len(ids),
+    return dict(ok=ok, ok_lenient=answer_correct(text, p.answer, lenient=True), tokens=len(ids), plan=has_plan(text),
                 conf=span_confidence(answer_span(text), ends, logprobs, args.conf_agg),
                 step_confs=[confidence(logprobs[a:b], args.conf_agg) for a, b in (s.tokens for s in steps)],
                 step_rights=[step_right(s, args.step_check, p.intermediates, ok) for s in steps])
@@ -163,7 +164,7 @@ def summarise(records: list[dict], right_counts: list[int], args) -> dict:
     first_wrong = [next(c for c, z in zip(r["step_confs"], r["step_rights"]) if not z)
                    for r in records if not r["ok"] and not all(r["step_rights"])]
     out = dict(n=n, acc=sum(ok) / n, acc_lenient=sum(r["ok_lenient"] for r in records) / n,
-               tokens=sum(r["tokens"] for r in records) / n,
+               tokens=sum(r["tokens"] for r in records) / n, plan_rate=sum(r["plan"] for r in records) / n,
                ece=ece(confs, ok, args.bins), brier=brier(confs, ok), auroc=auroc(confs, ok),
                steps=len(step_c), step_acc=sum(step_z) / len(step_z) if step_z else float("nan"),
                step_ece=ece(step_c, step_z, args.bins), step_brier=brier(step_c, step_z),
@@ -193,7 +194,7 @@ def markdown_tables(results: dict) -> str:
     lines = ["| checkpoint | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
     for ck, per in results.items():
         lines.append(f"| {ck} | " + " | ".join(f"{fmt(m['acc'])} ({fmt(m['acc_lenient'])})" for m in per.values()) + " |")
-    cols = ["tokens", "ece", "brier", "auroc", "step_acc", "step_ece", "overconf_err", "first_wrong_conf"]
+    cols = ["tokens", "plan_rate", "ece", "brier", "auroc", "step_acc", "step_ece", "overconf_err", "first_wrong_conf"]
     extra = [c for c in next(iter(next(iter(results.values())).values())) if c.startswith("pass@")]
     lines += ["", "| checkpoint | split | " + " | ".join(cols + extra) + " |", "|---" * (len(cols + extra) + 2) + "|"]
     for ck, per in results.items():
@@ -263,7 +264,8 @@ def parse_args(argv=None):
                     "svamp, gsm8k:test, ...), JSONL paths or hub:NAME[:CONFIG]:SPLIT")
     ap.add_argument("--n", type=int, default=200, help="problems per split (real data: the first N; 0 = all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic problems and of sampling")
-    ap.add_argument("--max-new-tokens", type=int, default=224, help="completion length limit")
+    ap.add_argument("--max-new-tokens", type=int, default=320, help="completion length limit (the longest "
+                    "default OOD response, plan included, is about 300 tokens)")
     ap.add_argument("--batch", type=int, default=64, help="prompts per engine call")
     ap.add_argument("--samples", type=int, default=1, help="k for pass@k (k sampled completions per problem; 1: off)")
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for pass@k")

@@ -3,7 +3,7 @@ Rewards for stage 2 (ccrl.py): answer extraction, step segmentation, step checks
 number, the CCRL and outcome rewards, and GRPO group advantages. Pure functions on text, token ids
 and log-probs; none of them raises on arbitrary model output.
 
-The CCRL reward (our reconstruction; the paper's exact formula is not public, DESIGN.md section 1):
+The CCRL reward (our reconstruction; the paper's exact formula is not public):
 
     r = correct + lambda * mean over steps s of term(c_s, z_s)
         correct  1 if the final answer equals the gold answer, else 0
@@ -15,7 +15,9 @@ The CCRL reward (our reconstruction; the paper's exact formula is not public, DE
                  intermediate values and arith where it has none
         term     signed: +c if right, -c if wrong;  brier: -(c - z)^2
     A completion with no numeric step gets the mean term -1, the worst either form can give.
-    The outcome reward (the baseline) is `correct`.
+    The outcome reward (the baseline) is `correct`. An optional format term (plan_weight, 0 by
+    default) subtracts plan_weight from either reward when the completion does not open with a
+    digit-free plan, for RL that would otherwise learn to drop the plan.
 
 Why these two defaults: with arith, a policy that rarely answers right learns to write one
 self-consistent, confident step whatever the question ("apples collected = 12 + 7 = 19", +c);
@@ -86,6 +88,20 @@ def same_number(a: float | None, b: float | None) -> bool:
 
 def answer_correct(text: str, gold: str | float, lenient: bool = False) -> bool:
     return same_number(extract_answer(text, lenient), parse_number(str(gold)))
+
+
+def has_plan(text: str) -> bool:
+    """The completion opens with a plan: "Plan:", then at least one line without a digit, then the
+    "Solution:" marker (the response format of tasks.py).
+
+    >>> has_plan("Plan:\\nFirst, add the a and the b.\\nSolution:\\nx = 1 + 2 = 3"), has_plan("Solution:\\nx = 3")
+    (True, False)
+    >>> has_plan("Plan:\\nFirst, add 1 and 2.\\nSolution:\\n"), has_plan("Plan:\\nFirst, add the a.")
+    (False, False)
+    """
+    head, marker, _ = (text or "").lstrip().partition("Solution:")
+    body = head.removeprefix("Plan:")
+    return bool(marker) and body != head and bool(body.strip()) and not re.search(r"\d", body)
 
 
 # -----------------------------------------------------------------------------
@@ -225,9 +241,11 @@ class Scored:
 
 def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[float],
           reward: str = "ccrl", weight: float = 0.5, form: str = "signed", agg: str = "geo",
-          check: str = "auto") -> Scored:
+          check: str = "auto", plan_weight: float = 0.0) -> Scored:
     """Score one completion: its text, the log-prob of each of its tokens and each token's end
-    offset in the text (token_char_ends). reward: ccrl or outcome."""
+    offset in the text (token_char_ends). reward: ccrl or outcome. plan_weight: the format term,
+    -plan_weight for a completion that does not open with a digit-free plan (has_plan), 0 for one
+    that does; added to either reward."""
     ok = answer_correct(text, gold_answer)
     steps = token_spans(segment_steps(text), char_ends)
     confs = [confidence(token_logprobs[s.tokens[0]:s.tokens[1]], agg) for s in steps]
@@ -239,6 +257,8 @@ def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_ans
         r = float(ok) + weight * term
     else:
         raise ValueError(f"unknown reward {reward!r}; choose ccrl or outcome")
+    if plan_weight and not has_plan(text):
+        r -= plan_weight
     return Scored(r, ok, term, confs, rights)
 
 

@@ -61,19 +61,20 @@ def test_answer_span_prefers_the_answer_line():
     assert answer_span("no number") is None
 
 
-def record(ok, ok_len, conf, step_confs, step_rights, tokens=10):
-    return dict(ok=ok, ok_lenient=ok_len, tokens=tokens, conf=conf, step_confs=step_confs, step_rights=step_rights)
+def record(ok, ok_len, conf, step_confs, step_rights, tokens=10, plan=False):
+    return dict(ok=ok, ok_lenient=ok_len, tokens=tokens, conf=conf, step_confs=step_confs, step_rights=step_rights,
+                plan=plan)
 
 
 def test_summarise_strict_lenient_overconfidence_and_first_wrong_step():
     records = [
-        record(True, True, 0.9, [0.95, 0.9], [True, True]),
+        record(True, True, 0.9, [0.95, 0.9], [True, True], plan=True),
         record(False, True, 0.2, [0.97, 0.5], [False, False]),  # first wrong step confident
         record(False, False, 0.6, [0.8, 0.99], [True, False]),  # first wrong step 0.99: confident
         record(False, False, 0.0, [0.4], [False]),  # first wrong step 0.4: not confident
     ]
     m = summarise(records, [], ARGS)
-    assert m["acc"] == 0.25 and m["acc_lenient"] == 0.5
+    assert m["acc"] == 0.25 and m["acc_lenient"] == 0.5 and m["plan_rate"] == 0.25
     assert m["steps"] == 7 and m["step_acc"] == pytest.approx(3 / 7)
     assert m["overconf_err"] == pytest.approx(2 / 7)  # 0.97 and 0.99 wrong and above 0.9
     assert m["first_wrong_conf"] == pytest.approx(2 / 3)
@@ -101,6 +102,9 @@ def test_judge_reads_confidences_off_the_right_tokens(tok):
     assert r["step_rights"] == [True, False]  # gold check: 21 is not an intermediate
     arith = judge(text, ids, lps, Problem(id="y", question="q", answer="21"), tok, ARGS)
     assert arith["ok"] is True and arith["step_rights"] == [True, False]  # 5 * 4 != 21
+    planned = "Plan:\nFirst, add the a and the b.\nSolution:\n" + text
+    ids = tok(planned)["input_ids"]
+    assert judge(planned, ids, [0.0] * len(ids), p, tok, ARGS)["plan"] and not r["plan"]
 
 
 def test_cli_writes_table_json_and_plots(model_dir, tmp_path):

@@ -140,6 +140,17 @@ def test_every_reward_variant_by_hand():
     assert scored("Answer: 7", {}, gold_answer="7", gold_values=[]).reward == 0.5  # no steps: 1 + 0.5 * -1
 
 
+def test_plan_term_costs_only_completions_without_a_plan():
+    planned = "Plan:\nFirst, add the a and the b.\nSolution:\n" + TEXT
+    for reward, base in (("outcome", 1.0), ("ccrl", 1 + 0.5 * (0.9 - math.sqrt(0.4)) / 2)):
+        kw = dict(gold_answer="21", gold_values=[5, 20], weight=0.5)
+        assert scored(TEXT, PROBS, reward, plan_weight=0.25, **kw).reward == pytest.approx(base - 0.25)
+        shifted = {i + len(planned) - len(TEXT): p for i, p in PROBS.items()}
+        assert scored(planned, shifted, reward, plan_weight=0.25, **kw).reward == pytest.approx(base)
+    digits = "Plan:\nFirst, add 2 and 3.\nSolution:\nAnswer: 5"
+    assert scored(digits, {}, "outcome", gold_answer="5", gold_values=[], plan_weight=0.25).reward == 0.75
+
+
 def test_auto_step_check_is_gold_with_gold_values_else_arith():
     # b = 5 * 4 = 21: wrong arithmetic, but 21 is a gold value in the first call
     assert scored(TEXT, PROBS, gold_answer="21", gold_values=[5, 21], check="auto").step_rights == [True, True]
