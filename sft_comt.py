@@ -13,8 +13,15 @@ Algorithm
     Each example is prompt + target; only target tokens are supervised (tasks.encode_example):
       meta (CoMT)  "Plan:\\n<plan>\\nSolution:\\n": the abstract plan and the marker that opens the
                    execution. Nothing after the marker and no stop token: stage 1 never shows an
-                   execution, so the model goes on from the marker with what it already knows.
-      cot          "Solution:\\n<solution>\\nAnswer: N" and the stop token.
+                   execution of a training problem; the model goes on from the marker with what its
+                   base already knows.
+      cot          the complete trajectory: the same plan and marker, then "<solution>\\nAnswer: N"
+                   and the stop token. The two arms differ only in whether execution is supervised.
+    Replay (--replay, a share of every global batch, the same for both arms): documents of the base
+    model's own pretraining corpus (base.py: worked problems in fresh frames with their plan in the
+    prompt, loss on their execution), drawn fresh for each step. They stand in for a large pretrained model's resistance
+    to forgetting what the SFT data never shows; without them, training on plans alone teaches
+    "after a line comes another plan line" and erases the base's execution.
     Loss = mean token cross-entropy over all supervised tokens of the global batch: each
     micro-batch adds sum(CE) / (supervised tokens in the global batch), so gradient accumulation
     and the split across ranks do not change the result. AdamW, linear warm-up, cosine decay to
@@ -30,8 +37,10 @@ function of the step).
 
 Deviations from the paper: the paper fine-tunes 4-8B models on teacher-written (LLaMA-3.1-70B)
 meta-thoughts for GSM8K/SVAMP; the default here uses the exact plans of the synthetic world's
-programs and the tiny base model of base.py, with budgets sized for a laptop CPU. The paper's text
-format and hyperparameters are not public; ours are documented in tasks.py and --help.
+programs and the small base model that base.py built (models/base), with budgets sized for a
+laptop CPU. Replay is ours (see above): a 4-8B model keeps its execution skill through a short
+SFT on plans, a 3M-parameter one does not. The paper's text format and hyperparameters are not
+public; ours are documented in tasks.py and --help.
 """
 import argparse
 import contextlib
@@ -39,9 +48,7 @@ import functools
 import json
 import math
 import os
-import re
-import subprocess
-import sys
+import random
 import time
 from dataclasses import dataclass
 
@@ -49,16 +56,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from base import encode_doc, taboo_words, worked_doc
 from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, close_distributed, cosine_lr,
                     init_distributed, log_json, restore_train_state, resume_run, save_checkpoint, save_or_stop,
                     seed_everything, train_state)
 from engine import Engine, complete
 from model import Transformer
+from rewards import answer_correct, has_plan
 from tasks import RECIPES, clean_solution, encode_example, encode_prompt, make_split, problems_for_cli
 
-DEFAULT_BASE = "runs/base"
-DIGIT = re.compile(r"\d")
-ANSWER = re.compile(r"Answer:\s*(-?[\d,]*\.?\d+)")
+DEFAULT_BASE = "models/base"
 
 
 # -----------------------------------------------------------------------------
@@ -90,10 +97,10 @@ def load_train_problems(args) -> list:
         p.solution = t.get("solution", p.solution)
         if p.solution and ("####" in p.solution or "<<" in p.solution):
             p.solution = clean_solution(p.solution)
-    field = "plan" if args.format == "meta" else "solution"
-    missing = [p.id for p in problems if not getattr(p, field)]
+    fields = ("plan",) if args.format == "meta" else ("plan", "solution")
+    missing = [p.id for p in problems if not all(getattr(p, f) for f in fields)]
     if missing:
-        raise SystemExit(f"--format {args.format} needs a {field} text for every problem; {len(missing)} of "
+        raise SystemExit(f"--format {args.format} needs {' and '.join(fields)} texts for every problem; {len(missing)} of "
                          f"{len(problems)} from {args.data} have none (first: {missing[0]}). Write them with "
                          f"teacher.py and pass --targets PATH (JSONL rows of id, plan, solution).")
     return problems
@@ -125,6 +132,24 @@ def batch_indices(step: int, lengths: tuple[int, ...], batch: int, seed: int) ->
     """The global batch of optimiser step `step` (a pure function of step: resume needs no state)."""
     per_epoch = len(lengths) // batch
     return global_batches(lengths, batch, seed, step // per_epoch)[step % per_epoch]
+
+
+def global_batch(step: int, examples: list, lengths: tuple[int, ...], batch: int, replay: float, seed: int,
+                 tok) -> tuple[list, list]:
+    """The examples of optimiser step `step`: (SFT examples, replay documents), round(replay *
+    batch) of the batch's rows being replay."""
+    n_replay = round(replay * batch)
+    sft = [examples[i] for i in batch_indices(step, lengths, batch - n_replay, seed)]
+    return sft, replay_examples(tok, step, n_replay, seed)
+
+
+def replay_examples(tok, step: int, n: int, seed: int) -> list[tuple[list[int], list[bool]]]:
+    """n documents of the base's pretraining corpus for step `step` (a pure function of the step,
+    so resume needs no state): worked problems in fresh frames, of the kind whose plan is in the
+    prompt (the corpus's other kind would teach skipping the plan), supervised on "Solution:" and
+    after it (base.worked_doc)."""
+    rng, taboo = random.Random(f"replay-{seed}-{step}"), taboo_words()
+    return [encode_doc(tok, *worked_doc(rng, taboo, plan_share=1.0)) for _ in range(n)]
 
 
 def collate(examples: list[tuple[list[int], list[bool]]], pad_id: int) -> Batch:
@@ -188,19 +213,13 @@ def train_step(model, opt, micro: list[Batch], n_sup: int, world: int, grad_clip
 
 
 def quick_eval(model, tok, pad_id: int, args) -> dict:
-    """Greedy generations on `test`: share of plans without digits (meta) and answer accuracy
-    when the model continues past its plan or solution."""
+    """Greedy generations on `test`: answer accuracy and the share of outputs that open with a
+    digit-free plan (rewards.has_plan)."""
     problems = make_split("test", args.eval_n, args.seed)
     engine = Engine(model, pad_id=pad_id)
     outs = complete(engine, tok, [encode_prompt(tok, p) for p in problems], args.eval_max_new, progress=True)
-    correct = [(m := ANSWER.search(o)) is not None and m.group(1).replace(",", "") == p.answer
-               for o, p in zip(outs, problems)]
-    plans = [o.split("Solution:")[0] for o in outs if o.startswith("Plan:")]
-    res = dict(test_acc=sum(correct) / len(problems), example=outs[0])
-    if args.format == "meta":
-        res.update(plan_rate=len(plans) / len(problems),
-                   plan_no_digit=sum(not DIGIT.search(x) for x in plans) / max(1, len(plans)))
-    return res
+    return dict(test_acc=sum(answer_correct(o, p.answer) for o, p in zip(outs, problems)) / len(problems),
+                plan_rate=sum(map(has_plan, outs)) / len(problems), example=outs[0])
 
 
 # -----------------------------------------------------------------------------
@@ -215,7 +234,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=None, help="output directory (default runs/sft_comt, or runs/sft_cot for cot)")
     # model and data
     ap.add_argument("--model", default=DEFAULT_BASE, help="Hugging Face model directory to start from "
-                    f"({DEFAULT_BASE} is built with base.py when missing)")
+                    "(the default is the shipped base model that base.py builds)")
     ap.add_argument("--data", default="train", help="a synthetic split, a benchmark (gsm8k:train), or a JSONL path")
     ap.add_argument("--targets", default=None, help="JSONL of id -> plan/solution texts (from teacher.py)")
     ap.add_argument("--n-train", type=int, default=8000, help="problems of a synthetic split")
@@ -223,37 +242,35 @@ def parse_args(argv=None):
     ap.add_argument("--show-mask", action="store_true", help="print the first example with supervised tokens "
                     "in [[ ]] and exit")
     # optimisation
-    ap.add_argument("--steps", type=int, default=1000, help="optimiser steps")
+    ap.add_argument("--steps", type=int, default=400, help="optimiser steps")
     ap.add_argument("--batch", type=int, default=8, help="global batch (examples per step, over all ranks)")
     ap.add_argument("--micro-batch", type=int, default=8, help="examples per forward/backward on one rank")
-    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     ap.add_argument("--warmup", type=int, default=20, help="warm-up steps")
     ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     ap.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this")
+    ap.add_argument("--replay", type=float, default=None, help="share of every batch given to documents of the "
+                    "base's pretraining corpus (default 0.25 on synthetic data, 0 otherwise)")
     ap.add_argument("--seed", type=int, default=0, help="seed for data order and evaluation problems")
     # runtime
     add_run_args(ap, save_every=100)
     ap.add_argument("--log-every", type=int, default=20, help="steps between JSON log lines")
     ap.add_argument("--eval-n", type=int, default=200, help="test problems for the final check (0: skip)")
-    ap.add_argument("--eval-max-new", type=int, default=200, help="tokens generated per test problem")
+    ap.add_argument("--eval-max-new", type=int, default=256, help="tokens generated per test problem")
     args = ap.parse_args(argv)
     args.out = args.out or ("runs/sft_comt" if args.format == "meta" else "runs/sft_cot")
+    if args.replay is None:
+        args.replay = 0.25 if args.data in RECIPES else 0.0
+    if not 0 <= args.replay < 1:
+        raise SystemExit(f"--replay {args.replay}: a share of the batch, at least 0 and below 1")
     return args
 
 
-def ensure_model(args, dist):
-    """Check --model; build the default base model when it is missing."""
-    if os.path.isfile(os.path.join(args.model, "config.json")):
-        return
-    if args.model != DEFAULT_BASE:
-        raise SystemExit(f"--model {args.model}: not a model directory (expected config.json, *.safetensors and "
-                         f"tokenizer files, e.g. one written by base.py or downloaded from the Hugging Face hub)")
-    if dist.main:
-        print(f"{DEFAULT_BASE} is missing: building the base model first (python base.py, about 4 minutes)", flush=True)
-        subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py"),
-                        "--out", DEFAULT_BASE], check=True)
-    if dist.world > 1:
-        torch.distributed.barrier()
+def check_model(path: str):
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise SystemExit(f"--model {path}: not a model directory (expected config.json, *.safetensors and tokenizer "
+                         f"files, e.g. the shipped {DEFAULT_BASE}, one written by base.py or one downloaded from the "
+                         f"Hugging Face hub)")
 
 
 def main(argv=None):
@@ -266,7 +283,7 @@ def main(argv=None):
         if dist.main:
             print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)")
     else:
-        ensure_model(args, dist)
+        check_model(args.model)
     seed_everything(args.seed)
 
     from transformers import AutoTokenizer
@@ -278,7 +295,8 @@ def main(argv=None):
         print(show_mask(tok, *examples[0]))
         return
     lengths = tuple(len(ids) for ids, _ in examples)
-    if len(examples) < args.batch:
+    n_replay = round(args.replay * args.batch)
+    if len(examples) < args.batch - n_replay:
         raise SystemExit(f"--batch {args.batch} is larger than the {len(examples)} training examples")
     if args.batch % dist.world:
         raise SystemExit(f"--batch {args.batch} must be divisible by the {dist.world} ranks")
@@ -286,7 +304,7 @@ def main(argv=None):
     model = Transformer.from_pretrained(args.model, device=device, dtype=torch.float32)
     autocast = autocast_for(args, device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
-    start, totals = 0, dict(sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
+    start, totals = 0, dict(sup_tokens=0, replay_sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
     if state:
         start, totals = restore_train_state(state, opt)
     ddp = model
@@ -294,8 +312,8 @@ def main(argv=None):
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if dist.main:
         os.makedirs(args.out, exist_ok=True)
-        print(f"{args.format} SFT: {len(examples):,} examples from {args.data}, {args.steps} steps x {args.batch}, "
-              f"{model.num_params() / 1e6:.2f}M parameters, {device}, {dist.world} rank(s)")
+        print(f"{args.format} SFT: {len(examples):,} examples from {args.data}, {args.steps} steps x {args.batch} "
+              f"({n_replay} of them replay), {model.num_params() / 1e6:.2f}M parameters, {device}, {dist.world} rank(s)")
     log_path = os.path.join(args.out, "log.jsonl") if dist.main else None
 
     def checkpoint(step):
@@ -308,11 +326,11 @@ def main(argv=None):
     loss = float("nan")
     for step in bar:
         t0 = time.time()
-        rows = batch_indices(step, lengths, args.batch, args.seed)  # the global batch
-        n_sup = sum(sum(examples[i][1][1:]) for i in rows)
-        mine = rows[dist.rank::dist.world]
-        micro = [collate([examples[i] for i in mine[j:j + args.micro_batch]], pad_id).to(device)
-                 for j in range(0, len(mine), args.micro_batch)]
+        sft, replay = global_batch(step, examples, lengths, args.batch, args.replay, args.seed, tok)
+        rows = sft + replay
+        n_sup = sum(sum(s[1:]) for _, s in rows)
+        mine = sorted(rows[dist.rank::dist.world], key=lambda e: len(e[0]))
+        micro = [collate(mine[j:j + args.micro_batch], pad_id).to(device) for j in range(0, len(mine), args.micro_batch)]
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
         loss, norm = train_step(ddp, opt, micro, n_sup, dist.world, args.grad_clip, autocast)
@@ -321,8 +339,10 @@ def main(argv=None):
                              f"update; the last checkpoint in {args.out} "
                              f"is untouched (try a lower --lr)")
         dt = time.time() - t0
-        real = sum(lengths[i] for i in rows)
-        totals["sup_tokens"] += n_sup
+        real = sum(len(ids) for ids, _ in rows)
+        sft_sup = sum(sum(s[1:]) for _, s in sft)
+        totals["sup_tokens"] += sft_sup  # the SFT data's own; replay is counted apart
+        totals["replay_sup_tokens"] += n_sup - sft_sup
         totals["tokens"] += real
         totals["pad_tokens"] += sum(b.ids.numel() for b in micro) * dist.world - real  # (ranks' widths alike)
         totals["seconds"] += dt
@@ -340,7 +360,8 @@ def main(argv=None):
     if dist.main:
         summary = dict(summary=True, format=args.format, out=args.out, steps=args.steps, examples=len(examples),
                        sup_tokens=totals["sup_tokens"], sup_tokens_per_example=round(
-                           totals["sup_tokens"] / (args.steps * args.batch), 1),
+                           totals["sup_tokens"] / (args.steps * (args.batch - n_replay)), 1),
+                       replay=args.replay, replay_sup_tokens=totals["replay_sup_tokens"],
                        pad_share=round(totals["pad_tokens"] / (totals["pad_tokens"] + totals["tokens"]), 3),
                        train_seconds=round(totals["seconds"], 1),
                        tokens_per_s=round(totals["tokens"] / max(totals["seconds"], 1e-9)), final_loss=round(loss, 4))

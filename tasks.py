@@ -28,10 +28,12 @@ Splits (each a recipe; sizes are arguments, generation is deterministic by (seed
 No question text appears in two splits: the OOD recipes differ from train in words, step counts or
 numbers, and train/test are split by hash.
 
-Text formats (a reconstruction, see DESIGN.md section 4)
+Text formats (our reconstruction; the paper's formats are not public)
     prompt    "Question: <question>\n"
     meta      "Plan:\n<plan>\nSolution:\n"                    (CoMT-SFT target; execution follows)
-    cot       "Solution:\n<solution>\nAnswer: <answer>"       (CoT-SFT target, then the stop token)
+    cot       meta + "<solution>\nAnswer: <answer>"            (CoT-SFT target, then the stop token)
+The CoT target is the complete trajectory and the CoMT target its abstract prefix, so both arms
+write the same text at test time and differ only in whether the execution is supervised.
 
 Real benchmarks
 ---------------
@@ -78,8 +80,9 @@ def meta_text(p: Problem) -> str:
 
 
 def cot_text(p: Problem) -> str:
-    """CoT target: the execution and the answer line (the stop token follows)."""
-    return f"Solution:\n{p.solution}\nAnswer: {p.answer}"
+    """CoT target: the complete trajectory, i.e. the CoMT target, then the execution and the answer
+    line (the stop token follows)."""
+    return f"{meta_text(p)}{p.solution}\nAnswer: {p.answer}"
 
 
 def encode_prompt(tok, p: Problem) -> list[int]:
@@ -96,14 +99,14 @@ def encode_prompt(tok, p: Problem) -> list[int]:
 def encode_example(tok, p: Problem, fmt: str) -> tuple[list[int], list[bool]]:
     """(ids, supervised) for SFT: prompt + target, supervised True on target tokens only.
     meta: the plan and the opening "Solution:" marker, no stop token (the execution follows).
-    cot:  the solution, the answer line and the stop token (tok.eos_token_id)."""
-    prompt = encode_prompt(tok, p)
-    if fmt == "meta":
-        target = tok(meta_text(p), add_special_tokens=False)["input_ids"]
-    elif fmt == "cot":
-        target = tok(cot_text(p), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    else:
+    cot:  the same, then the solution, the answer line and the stop token (tok.eos_token_id)."""
+    if fmt not in ("meta", "cot"):
         raise ValueError(f"unknown format {fmt!r}; choose meta or cot")
+    prompt = encode_prompt(tok, p)
+    target = tok(meta_text(p), add_special_tokens=False)["input_ids"]
+    if fmt == "cot":  # the meta tokens exactly, then the execution's: one is a prefix of the other
+        execution = cot_text(p).removeprefix(meta_text(p))
+        target += tok(execution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return prompt + target, [False] * len(prompt) + [True] * len(target)
 
 

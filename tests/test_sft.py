@@ -31,12 +31,17 @@ def test_meta_mask_is_plan_and_marker_only(tok):
     assert tok.eos_token_id not in ids and "3 * 4" not in tok.decode(ids)
 
 
-def test_cot_mask_is_solution_answer_and_stop(tok):
-    ids, sup = encode_example(tok, PROBLEM, "cot")
-    target, rest = supervised_text(tok, ids, sup)
-    assert target == "Solution:\napples = 3 * 4 = 12\nAnswer: 12<|endoftext|>"
-    assert rest == f"Question: {PROBLEM.question}\n"
-    assert ids[-1] == tok.eos_token_id and sup[-1]
+def test_cot_target_is_the_meta_target_plus_the_execution(tok, chat_tok):
+    for t, stop in ((tok, "<|endoftext|>"), (chat_tok, "<|im_end|>")):
+        meta_ids, meta_sup = encode_example(t, PROBLEM, "meta")
+        ids, sup = encode_example(t, PROBLEM, "cot")
+        assert ids[:len(meta_ids)] == meta_ids and sup[:len(meta_sup)] == meta_sup  # CoMT's tokens are CoT's prefix
+        target, rest = supervised_text(t, ids, sup)
+        meta_target, meta_rest = supervised_text(t, meta_ids, meta_sup)
+        assert rest == meta_rest
+        assert target == meta_target + "apples = 3 * 4 = 12\nAnswer: 12" + stop
+        assert ids[-1] == t.eos_token_id and all(sup[len(meta_ids):])
+        assert sum(meta_sup) < sum(sup)
 
 
 def test_chat_template_masks_the_user_turn(chat_tok):
@@ -44,7 +49,7 @@ def test_chat_template_masks_the_user_turn(chat_tok):
         ids, sup = encode_example(chat_tok, PROBLEM, fmt)
         target, rest = supervised_text(chat_tok, ids, sup)
         assert rest == f"<|im_start|>user\nQuestion: {PROBLEM.question}<|im_end|>\n<|im_start|>assistant\n"
-        assert target.startswith("Plan:\n" if fmt == "meta" else "Solution:\n") and target.endswith(end)
+        assert target.startswith("Plan:\n") and target.endswith(end)
         assert sup == sorted(sup)
 
 
@@ -155,3 +160,24 @@ def test_non_finite_loss_stops_without_touching_the_checkpoint(model_dir, tmp_pa
     assert r.returncode != 0 and "non-finite" in r.stderr
     assert open(os.path.join(out, "model.safetensors"), "rb").read() == before
     assert torch.load(os.path.join(out, "train_state.pt"), weights_only=False)["step"] == 2
+
+
+def test_replay_share_of_a_batch_is_what_was_set(tok):
+    from base import split_questions
+    from sft_comt import global_batch
+    examples = [encode_example(tok, p, "meta") for p in make_split("train", 40)]
+    lengths = tuple(len(ids) for ids, _ in examples)
+    questions = split_questions()
+    for share, batch, want in ((0.25, 8, 2), (0.5, 6, 3), (0.0, 8, 0)):
+        for step in (0, 7):
+            sft, replay = global_batch(step, examples, lengths, batch, share, seed=0, tok=tok)
+            assert (len(sft), len(replay)) == (batch - want, want)
+            assert all(e in examples for e in sft) and not any(e in examples for e in replay)
+            for ids, sup in replay:  # base-corpus worked problems: execution supervised, never a split's question
+                text, target = tok.decode(ids), tok.decode([t for t, s in zip(ids, sup) if s])
+                assert target.startswith("Solution:\n") and "\nAnswer: " in target and "Plan:" not in target
+                assert "\nPlan:\n" in text  # the corpus's planned kind only
+                assert text.split("\n")[0].removeprefix("Question: ") not in questions
+    again = global_batch(7, examples, lengths, 8, 0.25, seed=0, tok=tok)
+    assert again == global_batch(7, examples, lengths, 8, 0.25, seed=0, tok=tok)  # a pure function of the step
+    assert again[1] != global_batch(8, examples, lengths, 8, 0.25, seed=0, tok=tok)[1]
