@@ -6,19 +6,24 @@ same budgets, several seeds, then one evaluation of everything.
     python experiment.py --update-readme  # the same, and the README's results tables replaced by them
     python experiment.py --quick          # tiny budgets, one seed, in runs/exp_quick (a smoke test; CI)
     python experiment.py --seeds 0 1 --rl-steps 50 --out runs/exp2 --results results/exp2
+    python experiment.py --seeds 0 --arms cot_grpo comt_ccrl comt_grpo cot_ccrl --results results/arms2x2
 
-Arms (every one starts from --base, built by base.py when missing):
-    cot_sft     sft_comt.py --format cot             (the paper's baseline SFT)
-    comt_sft    sft_comt.py --format meta            (CoMT)
-    cot_grpo    ccrl.py --reward outcome from cot_sft (baseline RL)
-    comt_ccrl   ccrl.py --reward ccrl from comt_sft  (CoMT + CCRL)
+Arms (the SFT arms start from --base, the shipped models/base by default):
+    cot_sft     sft_comt.py --format cot              (the paper's baseline SFT)
+    comt_sft    sft_comt.py --format meta             (CoMT)
+    cot_grpo    ccrl.py --reward outcome from cot_sft  (baseline RL)
+    comt_ccrl   ccrl.py --reward ccrl from comt_sft   (CoMT + CCRL)
+    comt_grpo   ccrl.py --reward outcome from comt_sft (with cot_ccrl: the rest of the 2x2, --arms)
+    cot_ccrl    ccrl.py --reward ccrl from cot_sft
 Per seed, the seed sets the SFT data order and the RL prompts and samples; the base, the training
 problems and the evaluation problems are the same for every arm and seed. Each stage runs as its own
-process (exactly the README commands plus budget flags); its final JSON summary line is kept.
+process (exactly the README commands, plus --eval-n 0: evaluate.py measures every arm afterwards,
+and budget flags when given); its final JSON summary line is kept.
 
 Outputs: runs under --out/seed<k>/<arm>, evaluate.py's JSON per seed, and --results .md / .json:
-mean +- std over seeds per arm x split (strict and lenient accuracy), calibration (answer ECE,
-step overconfident-error rate), supervised tokens and wall time per stage. The .md holds the tables
+mean +- std over seeds per arm x split (strict and lenient accuracy), test accuracy per seed,
+calibration (answer ECE, step overconfident-error rate) and plan rate, supervised tokens and
+wall time per stage. The .md holds the tables
 the README quotes; the PNGs are evaluate.py's, for the first seed.
 """
 import argparse
@@ -30,17 +35,36 @@ import subprocess
 import sys
 import time
 
-ARMS = {  # arm: (script, its flags, the arm it starts from)
+ARMS = {  # arm: (script, its flags, the arm it starts from); the first four are the paper's comparison
     "cot_sft": ("sft_comt.py", ["--format", "cot"], None),
     "comt_sft": ("sft_comt.py", ["--format", "meta"], None),
     "cot_grpo": ("ccrl.py", ["--reward", "outcome"], "cot_sft"),
     "comt_ccrl": ("ccrl.py", ["--reward", "ccrl"], "comt_sft"),
+    "comt_grpo": ("ccrl.py", ["--reward", "outcome"], "comt_sft"),  # the rest of the 2x2 of SFT format x reward
+    "cot_ccrl": ("ccrl.py", ["--reward", "ccrl"], "cot_sft"),
 }
-QUICK = dict(base=["--docs", "1500", "--vocab", "400", "--steps", "20", "--eval-n", "4"],
+DEFAULT_ARMS = ["cot_sft", "comt_sft", "cot_grpo", "comt_ccrl"]
+QUICK = dict(base=["--tokenizer-docs", "1500", "--vocab", "400", "--steps", "20", "--eval-n", "4", "--dim", "64",
+                   "--layers", "2", "--heads", "2", "--kv-heads", "1", "--batch", "4"],
              sft=["--steps", "4", "--n-train", "64", "--eval-n", "4", "--eval-max-new", "16"],
              rl=["--steps", "2", "--group-size", "2", "--prompts-per-step", "2", "--n-train", "64",
                  "--max-new-tokens", "24", "--eval-n", "4", "--eval-every", "2"],
              eval=["--n", "4", "--max-new-tokens", "24"])
+
+
+def with_parents(arms: list[str]) -> list[str]:
+    """The arms asked for plus the SFT arms they start from, in ARMS order."""
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise SystemExit(f"--arms: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ARMS)}")
+    wanted = set(arms) | {ARMS[a][2] for a in arms if ARMS[a][2]}
+    return [a for a in ARMS if a in wanted]
+
+
+def read_build(base: str) -> dict:
+    """The base model's build summary (base.py writes build.json), {} when it has none."""
+    path = os.path.join(base, "build.json")
+    return json.load(open(path)) if os.path.isfile(path) else {}
 
 
 def summary_line(log_path: str) -> dict:
@@ -57,13 +81,13 @@ def runs_from_logs(args) -> list[dict]:
     """Rebuild the per-seed records of a finished run from its logs and eval.json files; the wall
     time of a stage is its log's modification time minus the previous stage's (stages run one
     after another, each log closed when its stage ends)."""
-    previous = os.path.getmtime(os.path.join(args.out, "base.log")) if os.path.isfile(
-        os.path.join(args.out, "base.log")) else None
+    marks = [os.path.join(args.out, f) for f in ("base.log", "started")]  # the end of the base build, or the start
+    previous = next((os.path.getmtime(m) for m in marks if os.path.isfile(m)), None)
     per_seed = []
     for seed in args.seeds:
         root = os.path.join(args.out, f"seed{seed}")
         stages = {}
-        for arm in ARMS:
+        for arm in args.arms:
             log = os.path.join(root, f"{arm}.log")
             if not os.path.isfile(log):
                 raise SystemExit(f"--from-logs: {log} is missing (run the experiment first)")
@@ -109,7 +133,7 @@ def aggregate(per_seed: list[dict]) -> dict:
                     evals.setdefault(arm, {}).setdefault(split, {}).setdefault(k, []).append(v)
         for arm, s in run["stages"].items():
             c = costs.setdefault(arm, {})
-            for k in ("sup_tokens", "train_seconds", "wall_seconds"):
+            for k in ("sup_tokens", "sup_tokens_per_example", "train_seconds", "wall_seconds"):
                 c.setdefault(k, []).append(s.get(k))
     return dict(eval=evals, costs=costs)
 
@@ -127,20 +151,29 @@ def report(agg: dict, seeds: list[int], command: str) -> str:
     for arm in ARMS:
         if arm in ev:
             out.append(f"| {arm} | " + " | ".join(pm(ev[arm][s]["acc_lenient"]) for s in splits) + " |")
-    out += ["", "Calibration on `test`, %: answer ECE, step accuracy, overconfident step errors (wrong steps "
-            "with confidence > 0.9, share of all steps), wrong answers whose first wrong step was confident", "",
-            "| arm | answer ECE | step acc | overconf err | first wrong step confident |", "|---|---|---|---|---|"]
+    out += ["", "`test` accuracy by seed, % (the RL arms' gain over the SFT arm they start from is per seed)", "",
+            "| arm | " + " | ".join(f"seed {k}" for k in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for arm in ARMS:
+        if arm in ev and "test" in ev[arm]:
+            out.append(f"| {arm} | " + " | ".join(f"{100 * a:.1f}" for a in ev[arm]["test"]["acc"]) + " |")
+    out += ["", "Calibration and format on `test`, %: answer ECE, step accuracy, overconfident step errors (wrong "
+            "steps with confidence > 0.9, share of all steps), wrong answers whose first wrong step was confident, "
+            "outputs that open with a digit-free plan", "",
+            "| arm | answer ECE | step acc | overconf err | first wrong step confident | plan rate |",
+            "|---|---|---|---|---|---|"]
     for arm in ARMS:
         if arm in ev and "test" in ev[arm]:
             m = ev[arm]["test"]
             out.append(f"| {arm} | {pm(m['ece'])} | {pm(m['step_acc'])} | {pm(m['overconf_err'])} | "
-                       f"{pm(m['first_wrong_conf'])} |")
-    out += ["", "Cost per stage (this arm's own stage; RL arms add their SFT's)", "",
-            "| arm | supervised tokens | train s | wall s |", "|---|---|---|---|"]
+                       f"{pm(m['first_wrong_conf'])} | {pm(m['plan_rate'])} |")
+    out += ["", "Cost per stage (this arm's own stage; RL arms add their SFT's; SFT tokens exclude the replay, "
+            "which is the same for both arms)", "",
+            "| arm | supervised tokens | per example | train s | wall s |", "|---|---|---|---|---|"]
     for arm in ARMS:
         if arm in costs:
             c = costs[arm]
-            out.append(f"| {arm} | {pm(c['sup_tokens'], 1, 0)} | {pm(c['train_seconds'], 1)} | {pm(c['wall_seconds'], 1)} |")
+            out.append(f"| {arm} | {pm(c['sup_tokens'], 1, 0)} | {pm(c['sup_tokens_per_example'], 1, 1)} | "
+                       f"{pm(c['train_seconds'], 1)} | {pm(c['wall_seconds'], 1)} |")
     return "\n".join(out) + "\n"
 
 
@@ -162,13 +195,15 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Four arms x seeds from one base, then evaluate.py on all of them.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run of every arm per seed")
-    ap.add_argument("--base", default=None, help="base model directory, built with base.py when missing "
-                    "(default runs/base; quick: a tiny one in --out)")
+    ap.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, help=f"arms to run (the SFT arms they start from "
+                    f"are added); all: {' '.join(ARMS)}")
+    ap.add_argument("--base", default=None, help="base model directory (default: the shipped models/base; quick: "
+                    "a tiny one built in --out)")
     ap.add_argument("--out", default=None, help="where the runs go (default runs/exp, quick: runs/exp_quick)")
     ap.add_argument("--results", default=None, help="stem of the .md and .json results (default "
                     "results/default; quick: <out>/results)")
-    ap.add_argument("--sft-steps", type=int, default=1000, help="steps of both SFT arms")
-    ap.add_argument("--rl-steps", type=int, default=60, help="steps of both RL arms")
+    ap.add_argument("--sft-steps", type=int, default=None, help="steps of the SFT arms (default: sft_comt.py's)")
+    ap.add_argument("--rl-steps", type=int, default=None, help="steps of the RL arms (default: ccrl.py's)")
     ap.add_argument("--eval-n", type=int, default=200, help="problems per split in the final evaluation")
     ap.add_argument("--from-logs", action="store_true", help="train nothing: rebuild the results from a finished "
                     "run's logs and eval.json files in --out")
@@ -177,13 +212,14 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny budgets and one seed: checks the pipeline, not "
                     "the method")
     args = ap.parse_args(argv)
+    args.arms = with_parents(args.arms)
     if args.quick:
         args.seeds = args.seeds[:1]
         args.out = args.out or "runs/exp_quick"
         args.base = args.base or os.path.join(args.out, "base")
         args.results = args.results or os.path.join(args.out, "results")
     args.out = args.out or "runs/exp"
-    args.base = args.base or "runs/base"
+    args.base = args.base or "models/base"
     args.results = args.results or "results/default"
     return args
 
@@ -194,24 +230,26 @@ def main(argv=None):
     command = "python experiment.py" + (" --quick" if args.quick else "")  # what produced the runs
     os.makedirs(args.out, exist_ok=True)
     if args.from_logs:
-        base_log = os.path.join(args.out, "base.log")
-        base_summary = summary_line(base_log) if os.path.isfile(base_log) else {}
         per_seed = runs_from_logs(args)
+        first = os.path.join(args.out, "started")
         last = os.path.getmtime(os.path.join(args.out, f"seed{args.seeds[-1]}", "eval.log"))
-        total = base_summary.get("total_seconds", 0) + last - os.path.getmtime(base_log) if base_summary else None
-        return finish(args, per_seed, base_summary, command, total)
-    base_summary = {}
+        total = last - os.path.getmtime(first) if os.path.isfile(first) else None
+        return finish(args, per_seed, read_build(args.base), command, total)
+    open(os.path.join(args.out, "started"), "w").close()  # wall times from logs count from here
     if not os.path.isfile(os.path.join(args.base, "config.json")):
-        base_summary = run_stage(["base.py", "--out", args.base, *(QUICK["base"] if args.quick else [])],
-                                 os.path.join(args.out, "base.log"))
-    sft_flags = QUICK["sft"] if args.quick else ["--steps", str(args.sft_steps)]
-    rl_flags = QUICK["rl"] if args.quick else ["--steps", str(args.rl_steps), "--eval-every", str(args.rl_steps)]
+        run_stage(["base.py", "--out", args.base, *(QUICK["base"] if args.quick else [])],
+                  os.path.join(args.out, "base.log"))
+    base_summary = read_build(args.base)
+    # the stages skip their own quick evaluation: evaluate.py measures every arm afterwards
+    sft_flags = QUICK["sft"] if args.quick else ["--steps", str(args.sft_steps)] * bool(args.sft_steps) + ["--eval-n", "0"]
+    rl_flags = QUICK["rl"] if args.quick else ["--steps", str(args.rl_steps)] * bool(args.rl_steps) + ["--eval-n", "0"]
     per_seed = []
     for seed in args.seeds:
         root = os.path.join(args.out, f"seed{seed}")
         os.makedirs(root, exist_ok=True)
         stages = {}
-        for arm, (script, flags, parent) in ARMS.items():
+        for arm in args.arms:
+            script, flags, parent = ARMS[arm]
             out = os.path.join(root, arm)
             shutil.rmtree(out, ignore_errors=True)  # a rerun starts the arm afresh
             src = ["--model", args.base] if parent is None else ["--init", os.path.join(root, parent)]
@@ -219,7 +257,7 @@ def main(argv=None):
             stages[arm] = run_stage([script, *flags, *src, "--out", out, "--seed", str(seed), *budget],
                                     os.path.join(root, f"{arm}.log"))
         eval_json = os.path.join(root, "eval.json")
-        run_stage(["evaluate.py", "--ckpt", *(os.path.join(root, a) for a in ARMS), "--json", eval_json,
+        run_stage(["evaluate.py", "--ckpt", *(os.path.join(root, a) for a in args.arms), "--json", eval_json,
                    *(QUICK["eval"] if args.quick else ["--n", str(args.eval_n)]),
                    *([] if seed == args.seeds[0] else ["--no-plots"])], os.path.join(root, "eval.log"))
         with open(eval_json) as f:

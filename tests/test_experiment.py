@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from experiment import ARMS
+from experiment import ARMS, DEFAULT_ARMS
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
@@ -15,18 +15,18 @@ def test_quick_experiment_produces_every_arm(tmp_path):
     res = subprocess.run([sys.executable, "experiment.py", "--quick", "--out", str(out)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    for arm in ARMS:
+    for arm in DEFAULT_ARMS:
         assert (out / "seed0" / arm / "model.safetensors").is_file(), arm
     saved = json.loads((out / "results.json").read_text())
     ev = saved["aggregate"]["eval"]
-    assert set(ev) == set(ARMS)
-    for arm in ARMS:
+    assert set(ev) == set(DEFAULT_ARMS)
+    for arm in DEFAULT_ARMS:
         assert set(ev[arm]) == {"test", "ood_template", "ood_steps", "ood_numbers", "ood_distractor"}
         assert all(0 <= a <= 1 for a in ev[arm]["test"]["acc"])
     costs = saved["aggregate"]["costs"]
     assert costs["cot_sft"]["sup_tokens"][0] > 0 and costs["comt_sft"]["sup_tokens"][0] > 0
     md = (out / "results.md").read_text()
-    assert all(f"| {arm} |" in md for arm in ARMS)
+    assert all(f"| {arm} |" in md for arm in DEFAULT_ARMS)
     assert (out / "results_accuracy.png").is_file() and (out / "results_reliability.png").is_file()
 
     # --from-logs rebuilds the same numbers from the run's files without training anything
@@ -37,7 +37,7 @@ def test_quick_experiment_produces_every_arm(tmp_path):
     same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # nan-safe
     assert same(again["aggregate"]["eval"], saved["aggregate"]["eval"])
     assert again["aggregate"]["costs"]["comt_sft"]["sup_tokens"] == costs["comt_sft"]["sup_tokens"]
-    assert all(w > 0 for arm in ARMS for w in again["aggregate"]["costs"][arm]["wall_seconds"])
+    assert all(w > 0 for arm in DEFAULT_ARMS for w in again["aggregate"]["costs"][arm]["wall_seconds"])
 
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path):
@@ -49,3 +49,14 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path):
     plain = tmp_path / "plain.md"
     plain.write_text("no markers\n")
     assert not update_readme("| new |\n", str(plain)) and plain.read_text() == "no markers\n"
+
+
+def test_arms_bring_the_sft_arms_they_start_from():
+    import pytest
+
+    from experiment import with_parents
+    assert with_parents(["comt_grpo", "cot_ccrl"]) == ["cot_sft", "comt_sft", "comt_grpo", "cot_ccrl"]
+    assert with_parents(["comt_sft"]) == ["comt_sft"]
+    assert with_parents(DEFAULT_ARMS) == DEFAULT_ARMS
+    with pytest.raises(SystemExit, match="unknown ccrl"):
+        with_parents(["ccrl"])
