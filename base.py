@@ -209,7 +209,7 @@ class Corpus:
         return arithmetic_doc(rng, self.names, self.taboo)
 
 
-def corpus_docs(n: int, seed: int, worked: float = 0.7, story: float = 0.15, exclude=frozenset()) -> list:
+def corpus_docs(n: int, seed: int, worked: float = 0.55, story: float = 0.1, exclude=frozenset()) -> list:
     """n (prefix, target) documents of the corpus, deterministic by seed."""
     rng, corpus = random.Random(f"docs-{seed}"), Corpus(worked, story, set(exclude))
     return [corpus.doc(rng) for _ in range(n)]
