@@ -5,6 +5,7 @@ same budgets, several seeds, then one evaluation of everything.
     python experiment.py                  # 3 seeds -> results/default.md, results/default.json (+ PNGs)
     python experiment.py --update-readme  # the same, and the README's results tables replaced by them
     python experiment.py --quick          # tiny budgets, one seed, in runs/exp_quick (a smoke test; CI)
+    python experiment.py --resume         # continue an interrupted run: finished stages are kept
     python experiment.py --seeds 0 1 --rl-steps 50 --out runs/exp2 --results results/exp2
     python experiment.py --seeds 0 --arms cot_grpo comt_ccrl comt_grpo cot_ccrl --results results/arms2x2
 
@@ -18,7 +19,8 @@ Arms (the SFT arms start from --base, the shipped models/base by default):
 Per seed, the seed sets the SFT data order and the RL prompts and samples; the base, the training
 problems and the evaluation problems are the same for every arm and seed. Each stage runs as its own
 process (exactly the README commands, plus --eval-n 0: evaluate.py measures every arm afterwards,
-and budget flags when given); its final JSON summary line is kept.
+and budget flags when given); its final JSON summary line is kept, and its wall time is appended to
+its log, so --resume and --from-logs rebuild every number from the logs.
 
 Outputs: runs under --out/seed<k>/<arm>, evaluate.py's JSON per seed, and --results .md / .json:
 mean +- std over seeds per arm x split (strict and lenient accuracy), test accuracy per seed,
@@ -67,48 +69,59 @@ def read_build(base: str) -> dict:
     return json.load(open(path)) if os.path.isfile(path) else {}
 
 
-def summary_line(log_path: str) -> dict:
-    """The last JSON summary line a stage printed to its log."""
-    summary = {}
+def stage_record(log_path: str) -> dict | None:
+    """The final JSON summary line a stage printed to its log, with the wall time run_stage appended
+    after it; None when the stage never finished (no log, or killed before its last line)."""
+    if not os.path.isfile(log_path):
+        return None
+    summary, wall = None, None
     with open(log_path) as f:
         for line in f:
             if line.startswith("{") and '"summary": true' in line:
                 summary = json.loads(line)
-    return summary
-
-
-def runs_from_logs(args) -> list[dict]:
-    """Rebuild the per-seed records of a finished run from its logs and eval.json files; the wall
-    time of a stage is its log's modification time minus the previous stage's (stages run one
-    after another, each log closed when its stage ends)."""
-    marks = [os.path.join(args.out, f) for f in ("base.log", "started")]  # the end of the base build, or the start
-    previous = next((os.path.getmtime(m) for m in marks if os.path.isfile(m)), None)
-    per_seed = []
-    for seed in args.seeds:
-        root = os.path.join(args.out, f"seed{seed}")
-        stages = {}
-        for arm in args.arms:
-            log = os.path.join(root, f"{arm}.log")
-            if not os.path.isfile(log):
-                raise SystemExit(f"--from-logs: {log} is missing (run the experiment first)")
-            end = os.path.getmtime(log)
-            stages[arm] = dict(summary_line(log), wall_seconds=round(end - previous, 1) if previous else None)
-            previous = end
-        previous = os.path.getmtime(os.path.join(root, "eval.log"))
-        with open(os.path.join(root, "eval.json")) as f:
-            per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
-    return per_seed
+            elif line.startswith('{"stage_wall_seconds"'):
+                wall = json.loads(line)["stage_wall_seconds"]
+    return None if summary is None or wall is None else dict(summary, wall_seconds=wall)
 
 
 def run_stage(cmd: list[str], log_path: str) -> dict:
-    """Run one stage with its output in log_path; return its JSON summary line plus wall time."""
+    """Run one stage with its output in log_path, append its wall time there; return its record."""
     t0 = time.time()
     print("$ " + " ".join(cmd), flush=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, *cmd], stdout=log, stderr=subprocess.STDOUT, text=True)
         if proc.wait():
             raise SystemExit(f"stage failed (exit {proc.returncode}): {' '.join(cmd)}; see {log_path}")
-    return dict(summary_line(log_path), wall_seconds=round(time.time() - t0, 1))
+        log.write(json.dumps(dict(stage_wall_seconds=round(time.time() - t0, 1))) + "\n")
+    return stage_record(log_path)
+
+
+def finished_or_run(cmd: list[str], log_path: str, ckpt: str | None, keep: bool) -> tuple[dict, bool]:
+    """(the stage's record, whether it ran now). With keep (--resume), a stage whose log is complete
+    and whose checkpoint (if any) is on disk is not run again; anything else runs from scratch."""
+    record = stage_record(log_path) if keep else None
+    if record is not None and (ckpt is None or os.path.isfile(os.path.join(ckpt, "config.json"))):
+        print(f"kept: {log_path} ({record['wall_seconds']} s)", flush=True)
+        return record, False
+    if ckpt is not None:
+        shutil.rmtree(ckpt, ignore_errors=True)  # a rerun starts the arm afresh
+    return run_stage(cmd, log_path), True
+
+
+def runs_from_logs(args) -> list[dict]:
+    """The per-seed records of a finished run, from its logs and eval.json files."""
+    per_seed = []
+    for seed in args.seeds:
+        root = os.path.join(args.out, f"seed{seed}")
+        stages = {}
+        for arm in [*args.arms, "eval"]:
+            log = os.path.join(root, f"{arm}.log")
+            stages[arm] = stage_record(log)
+            if stages[arm] is None:
+                raise SystemExit(f"--from-logs: {log} is missing or unfinished (run the experiment, or --resume it)")
+        with open(os.path.join(root, "eval.json")) as f:
+            per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
+    return per_seed
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -119,8 +132,11 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def pm(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """mean ± std over seeds; the bare value for one seed."""
     m, s = mean_std(xs)
-    return "–" if m != m else f"{scale * m:,.{digits}f} ± {scale * s:,.{digits}f}"
+    if m != m:
+        return "–"
+    return f"{scale * m:,.{digits}f}" + (f" ± {scale * s:,.{digits}f}" if len(xs) > 1 else "")
 
 
 def aggregate(per_seed: list[dict]) -> dict:
@@ -141,7 +157,8 @@ def aggregate(per_seed: list[dict]) -> dict:
 def report(agg: dict, seeds: list[int], command: str) -> str:
     ev, costs = agg["eval"], agg["costs"]
     splits = list(next(iter(ev.values())))
-    out = [f"Produced by `{command}` ({len(seeds)} seed(s): {', '.join(map(str, seeds))}); mean ± std over seeds.", "",
+    out = [f"Produced by `{command}` ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"
+           + ("; mean ± std over seeds." if len(seeds) > 1 else "."), "",
            "Greedy accuracy, % (strict: the `Answer:` line; lenient: the last number)", "",
            "| arm | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
     for arm in ARMS:
@@ -205,6 +222,8 @@ def parse_args(argv=None):
     ap.add_argument("--sft-steps", type=int, default=None, help="steps of the SFT arms (default: sft_comt.py's)")
     ap.add_argument("--rl-steps", type=int, default=None, help="steps of the RL arms (default: ccrl.py's)")
     ap.add_argument("--eval-n", type=int, default=200, help="problems per split in the final evaluation")
+    ap.add_argument("--resume", action="store_true", help="keep the stages of an earlier run in --out that finished "
+                    "(complete log and checkpoint) and run the rest: continues an interrupted experiment")
     ap.add_argument("--from-logs", action="store_true", help="train nothing: rebuild the results from a finished "
                     "run's logs and eval.json files in --out")
     ap.add_argument("--update-readme", action="store_true", help="also put the tables into README.md between its "
@@ -226,16 +245,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    t0 = time.time()
-    command = "python experiment.py" + (" --quick" if args.quick else "")  # what produced the runs
+    command = produced_by(args)
     os.makedirs(args.out, exist_ok=True)
     if args.from_logs:
         per_seed = runs_from_logs(args)
-        first = os.path.join(args.out, "started")
-        last = os.path.getmtime(os.path.join(args.out, f"seed{args.seeds[-1]}", "eval.log"))
-        total = last - os.path.getmtime(first) if os.path.isfile(first) else None
-        return finish(args, per_seed, read_build(args.base), command, total)
-    open(os.path.join(args.out, "started"), "w").close()  # wall times from logs count from here
+        return finish(args, per_seed, read_build(args.base), command, total_wall(per_seed))
     if not os.path.isfile(os.path.join(args.base, "config.json")):
         run_stage(["base.py", "--out", args.base, *(QUICK["base"] if args.quick else [])],
                   os.path.join(args.out, "base.log"))
@@ -247,22 +261,40 @@ def main(argv=None):
     for seed in args.seeds:
         root = os.path.join(args.out, f"seed{seed}")
         os.makedirs(root, exist_ok=True)
-        stages = {}
+        stages, ran = {}, set()
         for arm in args.arms:
             script, flags, parent = ARMS[arm]
             out = os.path.join(root, arm)
-            shutil.rmtree(out, ignore_errors=True)  # a rerun starts the arm afresh
             src = ["--model", args.base] if parent is None else ["--init", os.path.join(root, parent)]
             budget = sft_flags if parent is None else rl_flags
-            stages[arm] = run_stage([script, *flags, *src, "--out", out, "--seed", str(seed), *budget],
-                                    os.path.join(root, f"{arm}.log"))
+            log = os.path.join(root, f"{arm}.log")
+            keep = args.resume and parent not in ran  # an arm whose SFT parent was retrained is retrained too
+            stages[arm], now = finished_or_run([script, *flags, *src, "--out", out, "--seed", str(seed), *budget],
+                                               log, out, keep)
+            ran |= {arm} if now else set()
         eval_json = os.path.join(root, "eval.json")
-        run_stage(["evaluate.py", "--ckpt", *(os.path.join(root, a) for a in args.arms), "--json", eval_json,
-                   *(QUICK["eval"] if args.quick else ["--n", str(args.eval_n)]),
-                   *([] if seed == args.seeds[0] else ["--no-plots"])], os.path.join(root, "eval.log"))
+        stages["eval"], _ = finished_or_run(
+            ["evaluate.py", "--ckpt", *(os.path.join(root, a) for a in args.arms), "--json", eval_json,
+             *(QUICK["eval"] if args.quick else ["--n", str(args.eval_n)]),
+             *([] if seed == args.seeds[0] else ["--no-plots"])],
+            os.path.join(root, "eval.log"), None, args.resume and not ran)
         with open(eval_json) as f:
             per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
-    finish(args, per_seed, base_summary, command, time.time() - t0)
+    finish(args, per_seed, base_summary, command, total_wall(per_seed))
+
+
+def produced_by(args) -> str:
+    """The command that trains these runs (--resume and --from-logs change nothing in them)."""
+    extra = [" --quick"] * args.quick
+    extra += [" --seeds " + " ".join(map(str, args.seeds))] * (not args.quick and args.seeds != [0, 1, 2])
+    extra += [" --arms " + " ".join(args.arms)] * (args.arms != DEFAULT_ARMS)
+    extra += [f" --sft-steps {args.sft_steps}"] * bool(args.sft_steps) + [f" --rl-steps {args.rl_steps}"] * bool(args.rl_steps)
+    return "python experiment.py" + "".join(extra)
+
+
+def total_wall(per_seed: list[dict]) -> float:
+    """Seconds the stages and evaluations took, summed (the same whether or not the run was resumed)."""
+    return sum(s["wall_seconds"] for run in per_seed for s in run["stages"].values())
 
 
 def finish(args, per_seed: list[dict], base_summary: dict, command: str, total_seconds: float | None):

@@ -1,4 +1,4 @@
-"""experiment.py --quick: every arm trains, is evaluated and gets a row of numbers."""
+"""experiment.py --quick: every arm trains, is evaluated and gets a row of numbers; --from-logs and --resume."""
 import json
 import os
 import subprocess
@@ -38,6 +38,19 @@ def test_quick_experiment_produces_every_arm(tmp_path):
     assert same(again["aggregate"]["eval"], saved["aggregate"]["eval"])
     assert again["aggregate"]["costs"]["comt_sft"]["sup_tokens"] == costs["comt_sft"]["sup_tokens"]
     assert all(w > 0 for arm in DEFAULT_ARMS for w in again["aggregate"]["costs"][arm]["wall_seconds"])
+
+    # --resume after a kill during comt_ccrl: the finished arms are kept as they are, the cut one reruns
+    log = out / "seed0" / "comt_ccrl.log"
+    log.write_text(log.read_text().split('{"summary": true', 1)[0])  # the stage died before its summary
+    weights = lambda arm: out / "seed0" / arm / "model.safetensors"
+    kept = {arm: (weights(arm).read_bytes(), weights(arm).stat().st_mtime_ns) for arm in ("cot_sft", "cot_grpo")}
+    res = subprocess.run([sys.executable, "experiment.py", "--quick", "--out", str(out), "--resume", "--results",
+                          str(tmp_path / "resumed")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert all((weights(arm).read_bytes(), weights(arm).stat().st_mtime_ns) == kept[arm] for arm in kept)
+    assert '"summary": true' in log.read_text() and "$ ccrl.py --reward ccrl" in res.stdout
+    assert "--reward outcome" not in res.stdout
+    assert "$ evaluate.py" in res.stdout and "$ sft_comt.py" not in res.stdout
 
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path):
