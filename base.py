@@ -3,7 +3,7 @@ The embedded default's base model: a tokenizer and a small Llama pretrained on a
 standing in for a real pretrained LM that knows the language and arithmetic of the world and can
 carry out a worked solution, but was never taught to plan.
 
-    python base.py                       # rebuilds models/base (the shipped checkpoint; ~1 hour on 2 CPU cores)
+    python base.py                       # rebuilds models/base (the shipped checkpoint; ~57 min on 2 CPU cores)
     python base.py --out runs/base2 --steps 400 --seed 1
 
 Tokenizer: byte-level BPE (`tokenizers`) trained on a sample of the corpus, with every digit its

@@ -19,9 +19,11 @@ Algorithm
                    and the stop token. The two arms differ only in whether execution is supervised.
     Replay (--replay, a share of every global batch, the same for both arms): documents of the base
     model's own pretraining corpus (base.py: worked problems in fresh frames with their plan in the
-    prompt, loss on their execution), drawn fresh for each step. They stand in for a large pretrained model's resistance
-    to forgetting what the SFT data never shows; without them, training on plans alone teaches
-    "after a line comes another plan line" and erases the base's execution.
+    prompt, loss on their execution), drawn fresh for each step. They stand in for a large
+    pretrained model's resistance to forgetting what the SFT data never shows; without them,
+    training on plans alone teaches "after a line comes another plan line" and erases the base's
+    execution. Measured with the defaults (seed 0, 200 test problems): CoMT-SFT answers 66% with
+    --replay 0.25 and 0% with --replay 0 (plans written 100% in both).
     Loss = mean token cross-entropy over all supervised tokens of the global batch: each
     micro-batch adds sum(CE) / (supervised tokens in the global batch), so gradient accumulation
     and the split across ranks do not change the result. AdamW, linear warm-up, cosine decay to
