@@ -107,8 +107,14 @@ def has_plan(text: str) -> bool:
 # -----------------------------------------------------------------------------
 # Steps
 
-STEP = re.compile(r"(?P<expr>\(?\s*-?\d[\d,]*(?:\.\d+)?(?:\s*[-+*/×x÷]\s*\(?\s*-?\d[\d,]*(?:\.\d+)?\s*\)?)+)"
-                  r"\s*=\s*(?P<value>-?\$?\d[\d,]*(?:\.\d+)?)")
+# An arithmetic chain (`7 * 3`, `(48/2)`, `1,000 - 250`) and the `= result` that may follow it. The
+# quantifiers are possessive and a chain may start only at "(", "-" or a digit, so nothing
+# backtracks: segment_steps reads each character of any text a bounded number of times (linear time;
+# a backtracking pattern for the same steps took exponential time on chains with no "= result").
+OPERAND = r"-?\d[\d,]*+(?:\.\d+)?+"
+CHAIN = re.compile(rf"(?:\(\s*+)?{OPERAND}(?P<ops>(?:\s*+[-+*/×x÷]\s*+(?:\(\s*+)?{OPERAND}\s*+\)?+)*+)")
+RESULT = re.compile(r"\s*+=\s*+(?P<value>-?\$?\d[\d,]*+(?:\.\d+)?+)")
+FRACTION_TAIL = re.compile(r"\.(\d+)\s*\)?$")
 
 
 @dataclass
@@ -126,11 +132,18 @@ def segment_steps(text: str) -> list[Step]:
     >>> [(s.expr, s.value, s.span) for s in segment_steps("a = 7 * 3 = 21\\nb = 21 + 2 = 23")]
     [('7 * 3', 21.0, (12, 14)), ('21 + 2', 23.0, (28, 30))]
     """
-    out = []
-    for m in STEP.finditer(text or ""):
-        value = parse_number(m.group("value"))
+    out, pos, text = [], 0, text or ""
+    while chain := CHAIN.search(text, pos):
+        pos = chain.end()
+        result = RESULT.match(text, pos) if chain.group("ops") else None
+        if result is None:  # no step here; a chain may still start in its last number's decimals
+            tail = FRACTION_TAIL.search(chain.group())  # "1.1,000x23": 1,000x23 can be a step
+            pos = chain.start() + tail.start(1) if tail else pos
+            continue
+        pos = result.end()
+        value = parse_number(result.group("value"))
         if value is not None:
-            out.append(Step(m.group("expr").strip(), value, m.span("value")))
+            out.append(Step(chain.group().strip(), value, result.span("value")))
     return out
 
 
@@ -163,12 +176,14 @@ def safe_eval(expr: str) -> float | None:
     >>> safe_eval("21 + 2"), safe_eval("48/2"), safe_eval("3 × 4"), safe_eval("1/0"), safe_eval("2 ** 3")
     (23.0, 24.0, 12.0, None, None)
     """
+    if len(expr) > 1000:  # longer than any step; deep nesting would exhaust the parser
+        return None
     e = expr.replace(",", "").replace("×", "*").replace("x", "*").replace("÷", "/").replace("−", "-")
     if not re.fullmatch(r"[\d.\s+\-*/()]+", e) or "**" in e or "//" in e:
         return None
     try:
         return float(eval(e, {"__builtins__": {}}, {}))  # only digits, operators and brackets reach here
-    except (ZeroDivisionError, SyntaxError, TypeError, ValueError, OverflowError):
+    except (ZeroDivisionError, SyntaxError, TypeError, ValueError, OverflowError, RecursionError, MemoryError):
         return None
 
 

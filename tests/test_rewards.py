@@ -1,11 +1,12 @@
 import math
 import random
+import re
 
 import pytest
 import torch
 
 from rewards import (answer_correct, confidence, confidence_term, extract_answer, group_advantages, mixed_groups,
-                     safe_eval, score, segment_steps, token_char_ends, token_spans)
+                     parse_number, safe_eval, score, segment_steps, token_char_ends, token_spans)
 
 EXTRACTION = [  # (text, strict, lenient)
     ("Answer: 42", 42, 42),
@@ -68,6 +69,33 @@ def test_segmentation_finds_results_and_expressions():
     assert segment_steps("x = 5\nAnswer: 5") == []
 
 
+# the step pattern as it was first written: the same language, read with backtracking
+BACKTRACKING_STEP = re.compile(r"(?P<expr>\(?\s*-?\d[\d,]*(?:\.\d+)?(?:\s*[-+*/×x÷]\s*\(?\s*-?\d[\d,]*(?:\.\d+)?\s*\)?)+)"
+                               r"\s*=\s*(?P<value>-?\$?\d[\d,]*(?:\.\d+)?)")
+
+
+def test_segmentation_agrees_with_the_backtracking_pattern_on_random_text():
+    rng = random.Random(0)
+    numbers = ["1", "23", "4,0", "1,000", ".5", "2.5", "-7", "$3", "(6", "8)", "( 9 )"]
+    between = [" + ", "+", " - ", "-", " * ", "x", " × ", "/", " = ", "=", " ", "  ", "(", ")", " a ", "\n", "."]
+    for _ in range(10000):  # mostly alternating numbers and operators, so steps and near-misses are common
+        pieces = [rng.choice(numbers if (i % 2 == 0) != (rng.random() < 0.15) else between)
+                  for i in range(rng.randint(1, 16))]
+        text = "".join(pieces)
+        want = [(m.group("expr").strip(), m.span("value")) for m in BACKTRACKING_STEP.finditer(text)
+                if parse_number(m.group("value")) is not None]
+        assert [(s.expr, s.span) for s in segment_steps(text)] == want, text
+
+
+def test_segmentation_of_operator_chains_without_a_result_returns():
+    # each of these took the backtracking pattern exponential time in the number of operators
+    assert segment_steps("1 + " * 5000) == []
+    assert segment_steps("We add " + " + ".join(map(str, range(3000))) + " and get nothing.") == []
+    assert segment_steps("(" * 5000 + " 1 " * 5000) == []
+    long_sum = " + ".join(["1"] * 3000) + " = 3000"
+    assert [s.value for s in segment_steps(long_sum)] == [3000] and safe_eval(segment_steps(long_sum)[0].expr) is None
+
+
 def digit_bpe():
     """A BPE tokenizer that merges digits (like GPT-2 / Llama-3 number chunks), not our tiny one."""
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
@@ -95,6 +123,8 @@ def test_token_spans_cover_exactly_the_result(which, tok):
 def test_safe_eval_only_arithmetic():
     assert safe_eval("(2 + 3) * 4") == 20 and safe_eval("7 - 10") == -3 and safe_eval("9 / 4") == 2.25
     assert safe_eval("__import__('os')") is None and safe_eval("2 ** 100") is None and safe_eval("5 / 0") is None
+    assert safe_eval("(" * 300 + "1" + ")" * 300) is None  # too deep for the parser: None, not an exception
+    assert safe_eval(" + ".join(["1"] * 200)) == 200
 
 
 def test_confidence_aggregations_by_hand():
