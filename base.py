@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (STATE_FILE, Dist, StopRequest, cosine_lr, log_json, restore_train_state, resume_run,
-                    save_checkpoint, save_or_stop, seed_everything, train_state)
+from common import (STATE_FILE, Dist, StopRequest, cosine_lr, log_json, mark_given, restore_train_state, resume_run,
+                    save_checkpoint, save_or_stop, saved_args, seed_everything, train_state)
 from engine import Engine, complete
 from model import ModelConfig, Transformer
 from rewards import answer_correct
@@ -339,10 +339,11 @@ def parse_args(argv=None):
     ap.add_argument("--eval-n", type=int, default=200, help="items per accuracy")
     ap.add_argument("--log-every", type=int, default=100, help="steps between JSON log lines")
     ap.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
-    ap.add_argument("--resume", action="store_true", help="continue the build in --out from its checkpoint")
+    ap.add_argument("--resume", action="store_true", help="continue the build in --out from its checkpoint, "
+                    "with the arguments saved there (other values are refused, except --steps and the runtime flags)")
     ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step (--resume continues)")
     ap.set_defaults(device="cpu")  # trains in float32 on the CPU
-    return ap.parse_args(argv)
+    return mark_given(ap, argv, ap.parse_args(argv))
 
 
 def build_model(args, tok) -> Transformer:
@@ -421,7 +422,7 @@ def main(argv=None):
         if save_or_stop(done, args, stop, Dist(), torch.device("cpu"), checkpoint, "base.py"):
             return
     bar.close()
-    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "stop_at", "device")}
+    settings = {k: v for k, v in saved_args(args).items() if k not in ("resume", "stop_at", "device")}
     summary = dict(summary=True, command=totals["command"], args=settings, params=model.num_params(), vocab=len(tok), tokens_trained=totals["tokens"],
                    supervised_tokens=totals["sup_tokens"], train_seconds=round(totals["seconds"], 1),
                    final_loss=round(loss.item(), 4), **totals["metrics"])

@@ -45,8 +45,8 @@ import torch
 from tqdm import tqdm
 
 from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, close_distributed, cosine_lr,
-                    init_distributed, log_json, restore_train_state, resume_run, save_checkpoint, save_or_stop,
-                    seed_everything, train_state)
+                    init_distributed, log_json, mark_given, restore_train_state, resume_run, save_checkpoint,
+                    save_or_stop, seed_everything, train_state)
 from engine import Engine, stop_ids
 from model import Transformer
 from rewards import (answer_correct, confidence, group_advantages, has_plan, mixed_groups, score, segment_steps,
@@ -258,7 +258,7 @@ def parse_args(argv=None):
     add_run_args(ap, save_every=50)
     ap.add_argument("--eval-every", type=int, default=50, help="steps between greedy test evaluations")
     ap.add_argument("--eval-n", type=int, default=200, help="test problems per evaluation (0: none)")
-    args = ap.parse_args(argv)
+    args = mark_given(ap, argv, ap.parse_args(argv))
     args.out = args.out or ("runs/ccrl" if args.reward == "ccrl" else "runs/grpo")
     return args
 

@@ -2,6 +2,7 @@
 Small helpers every script shares: device and dtype choice, seeding, torchrun (DDP) set-up,
 atomic checkpoints with training state, JSONL logging.
 """
+import argparse
 import json
 import math
 import os
@@ -170,21 +171,50 @@ def add_run_args(ap, save_every: int):
                     "CPU), float32, bfloat16; weights stay float32")
     ap.add_argument("--save-every", type=int, default=save_every, help="steps between checkpoints")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with "
-                    "the arguments saved there")
+                    "the arguments saved there (other values are refused, except --steps to extend the run and "
+                    "the runtime flags)")
     ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step, as if interrupted "
                     "(for time-boxed jobs; --resume continues)")
 
 
+# flags that may differ from the checkpoint's on --resume: where the run is and how it is run, and
+# --steps to extend it (the learning-rate schedule then stretches from the resumed step on)
+RESUMABLE = ("out", "resume", "stop_at", "device", "steps", "save_every", "log_every", "eval_every")
+UNSET = object()
+
+
+def mark_given(ap, argv, args):
+    """Record in args._given the flags written on the command line (not left to their defaults): an
+    argparse namespace that already holds a name gets no default for it."""
+    probe = ap.parse_args(argv, argparse.Namespace(**{k: UNSET for k in vars(args)}))
+    args._given = {k for k, v in vars(probe).items() if v is not UNSET}
+    return args
+
+
+def saved_args(args) -> dict:
+    return {k: v for k, v in vars(args).items() if not k.startswith("_")}
+
+
 def resume_run(args) -> tuple:
-    """(arguments saved in args.out's checkpoint, its training state); --stop-at and --device
-    are taken from the command line."""
+    """(the arguments of the checkpoint in args.out, its training state). The run continues in the
+    --out given, wherever the checkpoint was first written (a copy or a moved run resumes in place);
+    flags given that differ from the checkpoint's are refused, except those in RESUMABLE."""
     state = load_train_state(args.out)
-    saved = {**state["args"], "resume": True, "stop_at": args.stop_at, "device": args.device}
-    return type(args)(**saved), state
+    saved, given = state["args"], getattr(args, "_given", set())
+    changed = sorted(k for k in given - set(RESUMABLE) if k in saved and saved[k] != getattr(args, k))
+    if changed:
+        flag = lambda k: "--" + k.replace("_", "-")
+        raise SystemExit(f"--resume {args.out}: " + "; ".join(f"{flag(k)} {getattr(args, k)!r} differs from the "
+                                                             f"checkpoint's {saved[k]!r}" for k in changed)
+                         + ". Leave them out to continue the run as it was, or start a new run in another --out. "
+                         "Flags that may change on resume: " + ", ".join(map(flag, RESUMABLE)))
+    kept = {k: getattr(args, k) for k in given & set(RESUMABLE)}
+    merged = {**saved, **kept, "out": args.out, "resume": True, "stop_at": args.stop_at, "device": args.device}
+    return type(args)(**merged), state
 
 
 def train_state(step: int, opt, totals: dict, args) -> dict:
-    return dict(step=step, optimizer=opt.state_dict(), totals=totals, args=vars(args),
+    return dict(step=step, optimizer=opt.state_dict(), totals=totals, args=saved_args(args),
                 rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
 
 

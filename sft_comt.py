@@ -60,8 +60,8 @@ from tqdm import tqdm
 
 from base import encode_doc, taboo_words, worked_doc
 from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, close_distributed, cosine_lr,
-                    init_distributed, log_json, restore_train_state, resume_run, save_checkpoint, save_or_stop,
-                    seed_everything, train_state)
+                    init_distributed, log_json, mark_given, restore_train_state, resume_run, save_checkpoint,
+                    save_or_stop, seed_everything, train_state)
 from engine import Engine, complete
 from model import Transformer
 from rewards import answer_correct, has_plan
@@ -259,7 +259,7 @@ def parse_args(argv=None):
     ap.add_argument("--log-every", type=int, default=20, help="steps between JSON log lines")
     ap.add_argument("--eval-n", type=int, default=200, help="test problems for the final check (0: skip)")
     ap.add_argument("--eval-max-new", type=int, default=256, help="tokens generated per test problem")
-    args = ap.parse_args(argv)
+    args = mark_given(ap, argv, ap.parse_args(argv))
     args.out = args.out or ("runs/sft_comt" if args.format == "meta" else "runs/sft_cot")
     if args.replay is None:
         args.replay = 0.25 if args.data in RECIPES else 0.0

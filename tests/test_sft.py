@@ -1,8 +1,10 @@
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,3 +183,19 @@ def test_replay_share_of_a_batch_is_what_was_set(tok):
     again = global_batch(7, examples, lengths, 8, 0.25, seed=0, tok=tok)
     assert again == global_batch(7, examples, lengths, 8, 0.25, seed=0, tok=tok)  # a pure function of the step
     assert again[1] != global_batch(8, examples, lengths, 8, 0.25, seed=0, tok=tok)[1]
+
+
+def test_resume_continues_the_directory_it_is_given_and_refuses_other_flags(model_dir, tmp_path):
+    full, cut, copy = str(tmp_path / "full"), str(tmp_path / "cut"), str(tmp_path / "copy")
+    run_sft(["--model", model_dir, "--out", full, *COMMON])
+    run_sft(["--model", model_dir, "--out", cut, *COMMON, "--stop-at", "3"])
+    shutil.copytree(cut, copy)
+    before = (Path(cut) / "log.jsonl").read_text(), (Path(cut) / "model.safetensors").read_bytes()
+    r = run_sft(["--out", copy, "--resume", "--lr", "1e-4", "--batch", "8"], check=False)
+    assert r.returncode != 0 and "--lr 0.0001 differs from the checkpoint's 0.003" in r.stderr
+    assert "--batch" not in r.stderr.split("differs")[0]  # the same value as saved is no difference
+    run_sft(["--out", copy, "--resume", "--batch", "8"])
+    assert logged_losses(copy) == logged_losses(full)  # the copy continued exactly, in its own directory
+    assert ((Path(cut) / "log.jsonl").read_text(), (Path(cut) / "model.safetensors").read_bytes()) == before
+    run_sft(["--out", copy, "--resume", "--steps", "8"])  # --steps may change: the run is extended
+    assert max(logged_losses(copy)) == 7
