@@ -271,7 +271,8 @@ def main(argv=None):
             keep = args.resume and parent not in ran  # an arm whose SFT parent was retrained is retrained too
             stages[arm], now = finished_or_run([script, *flags, *src, "--out", out, "--seed", str(seed), *budget],
                                                log, out, keep)
-            ran |= {arm} if now else set()
+            if now:
+                ran.add(arm)
         eval_json = os.path.join(root, "eval.json")
         stages["eval"], _ = finished_or_run(
             ["evaluate.py", "--ckpt", *(os.path.join(root, a) for a in args.arms), "--json", eval_json,
