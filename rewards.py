@@ -35,6 +35,7 @@ averaging over steps are our choices, each a switch.
 import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 
@@ -44,33 +45,61 @@ import torch
 NUM = r"[-+−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?%?"
 NUMBER = re.compile(NUM)
 FINAL_LINE = re.compile(r"(?:Answer\s*:|####)\s*(.*)", re.IGNORECASE)
+EXACT = re.compile(r"\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d{1,2})?\s*")  # exponents up to 99
 
 
-def parse_number(text: str) -> float | None:
-    """The first number in `text` as a float, GSM8K quirks handled; None if there is none.
+def exact_number(s: str) -> Fraction | None:
+    """The exact value of one plain number: '-1234', '0.75', '3/4', '1.5e3'; None if `s` is not one.
+    Exact rationals, never floats: 126647307 and 126647407 differ, 0.1 + 0.2 is 0.3.
 
-    >>> [parse_number(s) for s in ["1,234", "$5.00", "-3", "72%", "3/4", "−2", "no", "1.5e3"]]
-    [1234.0, 5.0, -3.0, 72.0, 0.75, -2.0, None, 1.5]
+    >>> [str(exact_number(s)) for s in ["-1234", "0.10", "3/4", "1.5e3", "1e+20", "2/0", "3 4", "1e999"]]
+    ['-1234', '1/10', '3/4', '1500', '100000000000000000000', 'None', 'None', 'None']
+    """
+    num, _, den = s.partition("/")
+    if not EXACT.fullmatch(num) or (den and not den.strip().isdigit()):
+        return None
+    try:  # int() refuses numbers of over 4,300 digits (ValueError)
+        value = Fraction(num.strip())
+        return value / int(den) if den else value
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def number_text(x: Fraction) -> str:
+    """Canonical text of an exact number: 12, -3, 2.5, 0.125; a fraction like 1/3 when no decimal
+    ends it.
+
+    >>> [number_text(Fraction(n, d)) for n, d in [(12, 1), (-6, 2), (5, 2), (1, 8), (1, 3)]]
+    ['12', '-3', '2.5', '0.125', '1/3']
+    """
+    places, scale = 0, 1
+    while scale % x.denominator and places <= x.denominator.bit_length():
+        places, scale = places + 1, scale * 10
+    if scale % x.denominator:
+        return f"{x.numerator}/{x.denominator}"
+    digits = str(abs(x.numerator) * (scale // x.denominator)).rjust(places + 1, "0")
+    whole, frac = digits[:len(digits) - places], digits[len(digits) - places:].rstrip("0")
+    return ("-" if x < 0 else "") + whole + ("." + frac if frac else "")
+
+
+def parse_number(text: str) -> Fraction | None:
+    """The first number in `text`, exactly, GSM8K quirks handled; None if there is none.
+
+    >>> [str(parse_number(s)) for s in ["1,234", "$5.00", "-3", "72%", "3/4", "−2", "no", "1.5e3"]]
+    ['1234', '5', '-3', '72', '3/4', '-2', 'None', '3/2']
     """
     m = NUMBER.search(text or "")
     if not m:
         return None
-    s = m.group(0).replace("−", "-").replace("$", "").replace(",", "").replace("%", "").replace(" ", "")
-    try:
-        if "/" in s:
-            num, den = s.split("/")
-            return float(num) / float(den) if float(den) != 0 else None
-        return float(s)
-    except ValueError:
-        return None
+    return exact_number(m.group(0).replace("−", "-").replace("$", "").replace(",", "").replace("%", "").replace(" ", ""))
 
 
-def extract_answer(text: str, lenient: bool = False) -> float | None:
+def extract_answer(text: str, lenient: bool = False) -> Fraction | None:
     """The final answer: the number on the last `Answer:` or `####` line (strict); with lenient,
     the last number in the text when there is no such line.
 
     >>> extract_answer("x = 2 + 3 = 5\\nAnswer: 5"), extract_answer("so 7 apples"), extract_answer("so 7", True)
-    (5.0, None, 7.0)
+    (Fraction(5, 1), None, Fraction(7, 1))
     """
     text = text or ""
     finals = FINAL_LINE.findall(text)
@@ -82,8 +111,9 @@ def extract_answer(text: str, lenient: bool = False) -> float | None:
     return None
 
 
-def same_number(a: float | None, b: float | None) -> bool:
-    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+def same_number(a: Fraction | float | None, b: Fraction | float | None) -> bool:
+    """Exactly equal (no tolerance: a large answer one digit off is wrong)."""
+    return a is not None and b is not None and a == b
 
 
 def answer_correct(text: str, gold: str | float, lenient: bool = False) -> bool:
@@ -120,7 +150,7 @@ FRACTION_TAIL = re.compile(r"\.(\d+)\s*\)?$")
 @dataclass
 class Step:
     expr: str  # "21 + 2"
-    value: float  # the written result, 23
+    value: Fraction  # the written result, 23
     span: tuple[int, int]  # character span of the written result in the text
     tokens: tuple[int, int] = (0, 0)  # token span [i, j) of the result (set by token_spans)
 
@@ -130,7 +160,7 @@ def segment_steps(text: str) -> list[Step]:
     `48/2 = 24` alike. The expression needs at least one operator.
 
     >>> [(s.expr, s.value, s.span) for s in segment_steps("a = 7 * 3 = 21\\nb = 21 + 2 = 23")]
-    [('7 * 3', 21.0, (12, 14)), ('21 + 2', 23.0, (28, 30))]
+    [('7 * 3', Fraction(21, 1), (12, 14)), ('21 + 2', Fraction(23, 1), (28, 30))]
     """
     out, pos, text = [], 0, text or ""
     while chain := CHAIN.search(text, pos):
@@ -170,24 +200,25 @@ def token_spans(steps: list[Step], char_ends: list[int]) -> list[Step]:
     return steps
 
 
-def safe_eval(expr: str) -> float | None:
-    """Evaluate + - * / ( ) over numbers; None for anything else or a division by zero.
+def safe_eval(expr: str) -> Fraction | None:
+    """Evaluate + - * / ( ) over numbers, exactly; None for anything else or a division by zero.
 
-    >>> safe_eval("21 + 2"), safe_eval("48/2"), safe_eval("3 × 4"), safe_eval("1/0"), safe_eval("2 ** 3")
-    (23.0, 24.0, 12.0, None, None)
+    >>> [str(safe_eval(e)) for e in ["21 + 2", "48/2", "3 × 4", "10 / 4", "1/0", "2 ** 3"]]
+    ['23', '24', '12', '5/2', 'None', 'None']
     """
     if len(expr) > 1000:  # longer than any step; deep nesting would exhaust the parser
         return None
     e = expr.replace(",", "").replace("×", "*").replace("x", "*").replace("÷", "/").replace("−", "-")
     if not re.fullmatch(r"[\d.\s+\-*/()]+", e) or "**" in e or "//" in e:
         return None
-    try:
-        return float(eval(e, {"__builtins__": {}}, {}))  # only digits, operators and brackets reach here
+    try:  # only digits, operators and brackets reach here, each number as an exact Fraction
+        exact = re.sub(r"[\d.]+", lambda m: f"F('{Fraction(m.group())}')", e)
+        return Fraction(eval(exact, {"__builtins__": {}, "F": Fraction}, {}))
     except (ZeroDivisionError, SyntaxError, TypeError, ValueError, OverflowError, RecursionError, MemoryError):
         return None
 
 
-def step_right(step: Step, check: str, gold_values: list[float], answer_ok: bool) -> bool:
+def step_right(step: Step, check: str, gold_values: list[Fraction], answer_ok: bool) -> bool:
     """arith: the written result equals the recomputed expression; gold: it equals one of the
     gold intermediate values; outcome: the final answer's correctness; auto: gold when the problem
     has gold intermediate values, else arith."""
@@ -254,7 +285,7 @@ class Scored:
     step_rights: list[bool]
 
 
-def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[float],
+def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[Fraction],
           reward: str = "ccrl", weight: float = 0.5, form: str = "signed", agg: str = "geo",
           check: str = "auto", plan_weight: float = 0.0) -> Scored:
     """Score one completion: its text, the log-prob of each of its tokens and each token's end

@@ -53,6 +53,9 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
+
+from rewards import exact_number, number_text
 
 # -----------------------------------------------------------------------------
 # Records and text formats
@@ -66,7 +69,7 @@ class Problem:
     split: str = ""
     plan: str | None = None  # meta-thought, no digits
     solution: str | None = None  # execution, or a benchmark's gold worked solution
-    intermediates: list[float] = field(default_factory=list)  # gold value of each step
+    intermediates: list[Fraction] = field(default_factory=list)  # gold value of each step, exact
     source: str = "synthetic"
 
 
@@ -315,7 +318,7 @@ def generate_problem(rng: random.Random, r: Recipe):
     sentences.append(fill(phrase(FINAL_QUESTIONS), P=subject, **slots))
     plan.append(f"The answer is the {names[-1]}.")
     return dict(question=" ".join(sentences), plan="\n".join(plan), solution="\n".join(lines),
-                answer=format_number(cur), intermediates=[float(v) for v in values])
+                answer=format_number(cur), intermediates=[Fraction(v) for v in values])
 
 
 def make_split(split: str, n: int, seed: int = 0) -> list[Problem]:
@@ -340,7 +343,7 @@ def make_split(split: str, n: int, seed: int = 0) -> list[Problem]:
 
 BENCHMARKS = ("gsm8k", "svamp", "asdiv", "mawps", "tabmwp", "gsm_hard", "gsm_symbolic")
 ANNOTATION = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+GROUPED = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # 1,234,567.5
 
 
 def default_data_dir() -> str:
@@ -349,22 +352,22 @@ def default_data_dir() -> str:
 
 
 def canonical_answer(text: str) -> str:
-    """'1,234' -> '1234', '$5.00' -> '5', '72.0' -> '72', '-3' -> '-3'; the last number in text."""
-    nums = NUMBER.findall(str(text).replace("$", ""))
-    if not nums:
-        raise ValueError(f"no number in answer {text!r}")
-    return format_number(float(nums[-1].replace(",", "")))
+    """A gold answer as canonical text, read exactly: '1,234' -> '1234', '$5.00' -> '5', '72.0' -> '72',
+    '−3' -> '-3', '3/4' -> '0.75', '1e+20' -> '100000000000000000000'. Anything that is not one number
+    (words, two numbers, '1,23') raises ValueError: a gold answer is refused, never guessed."""
+    s = str(text).strip().replace("−", "-").replace("$", "").removesuffix("%").strip()
+    if GROUPED.fullmatch(s):
+        s = s.replace(",", "")
+    value = exact_number(s)
+    if value is None:
+        raise ValueError(f"answer {text!r} is not one number that can be read exactly")
+    return number_text(value)
 
 
-def gold_intermediates(solution: str | None) -> list[float]:
-    """Values of GSM8K-style <<expr=value>> annotations, in order."""
-    out = []
-    for _, value in ANNOTATION.findall(solution or ""):
-        try:
-            out.append(float(value.replace(",", "").strip().rstrip(".")))
-        except ValueError:
-            pass
-    return out
+def gold_intermediates(solution: str | None) -> list[Fraction]:
+    """Exact values of GSM8K-style <<expr=value>> annotations, in order (unreadable ones skipped)."""
+    values = (exact_number(v.replace(",", "").strip().rstrip(".")) for _, v in ANNOTATION.findall(solution or ""))
+    return [v for v in values if v is not None]
 
 
 def clean_solution(text: str) -> str:

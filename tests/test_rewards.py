@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rewards import (answer_correct, confidence, confidence_term, extract_answer, group_advantages, mixed_groups,
-                     parse_number, safe_eval, score, segment_steps, token_char_ends, token_spans)
+                     parse_number, safe_eval, score, segment_steps, step_right, token_char_ends, token_spans)
 
 EXTRACTION = [  # (text, strict, lenient)
     ("Answer: 42", 42, 42),
@@ -51,6 +51,23 @@ EXTRACTION = [  # (text, strict, lenient)
 def test_answer_extraction(text, strict, lenient):
     assert extract_answer(text) == strict
     assert extract_answer(text, lenient=True) == lenient
+
+
+def test_answers_are_compared_exactly():
+    # a tolerance would take a nine-digit answer one digit off, or a rounding of 1/3, as right
+    assert not answer_correct("Answer: 126647407", "126647307") and answer_correct("Answer: 126,647,307", "126647307")
+    assert not answer_correct("Answer: 0.333333", "1/3") and answer_correct("Answer: 1/3", "1/3")
+    assert answer_correct("Answer: 0.30", "0.3") and not answer_correct("Answer: 0.3000001", "0.3")
+    assert answer_correct("Answer: 100000000000000000001", "100000000000000000001")
+    assert not answer_correct("Answer: 100000000000000000000", "100000000000000000001")
+
+
+def test_arithmetic_steps_are_recomputed_exactly():
+    assert safe_eval("0.1 + 0.2") == parse_number("0.3")  # in floats 0.30000000000000004
+    assert safe_eval("10 / 3 * 3") == 10 and safe_eval("123456789 * 987654321") == 121932631112635269
+    assert [step_right(s, "arith", [], False) for s in segment_steps("a = 0.1 + 0.2 = 0.3\nb = 10 / 3 = 3.33")] == \
+        [True, False]
+    assert [step_right(s, "gold", [parse_number("3.33")], False) for s in segment_steps("b = 10 / 3 = 3.33")] == [True]
 
 
 def test_answer_correct_compares_numbers():

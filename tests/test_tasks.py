@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tasks import (BENCHMARKS, FINAL_QUESTIONS, SPLITS, TRAIN_FRAMES, cot_text, default_data_dir,
+from tasks import (BENCHMARKS, FINAL_QUESTIONS, SPLITS, TRAIN_FRAMES, canonical_answer, cot_text, default_data_dir,
                    load_problems, make_split, meta_text)
 
 N = 2000
@@ -157,13 +157,26 @@ def test_user_jsonl_in_the_normalised_shape(tmp_path):
 @pytest.mark.parametrize("line, words", [
     ('{"question": "q", "answer": "3"', "not valid JSON"),
     ('{"question": "q"}', "needs a string 'question' and an 'answer'"),
-    ('{"question": "q", "answer": "none"}', "no number in answer"),
+    ('{"question": "q", "answer": "none"}', "'none' is not one number"),
+    ('{"question": "q", "answer": "12 or 13"}', "'12 or 13' is not one number"),
+    ('{"question": "q", "answer": "1,23"}', "'1,23' is not one number"),
+    ('{"question": "q", "answer": "1e400"}', "'1e400' is not one number"),
+    ('{"question": "q", "answer": "3/0"}', "'3/0' is not one number"),
 ])
 def test_malformed_line_names_file_and_line(tmp_path, line, words):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"question": "fine", "answer": "1"}\n' + line + "\n")
     with pytest.raises(ValueError, match=rf"bad\.jsonl:2: .*{re.escape(words)}"):
         load_problems(str(path))
+
+
+@pytest.mark.parametrize("given, canonical", [
+    ("1,234", "1234"), ("$5.00", "5"), ("72.0", "72"), (" -3 ", "-3"), ("−3", "-3"), ("+7", "7"),
+    ("3/4", "0.75"), ("1/3", "1/3"), ("1e+20", "100000000000000000000"), ("2.5E-3", "0.0025"), ("45%", "45"),
+    ("12469088.666666666", "12469088.666666666"), ("126647307", "126647307"), (0.1, "0.1"), (72, "72"),
+])
+def test_gold_answers_are_read_exactly(given, canonical):
+    assert canonical_answer(given) == canonical
 
 
 def test_unknown_data_names_what_is_accepted():
