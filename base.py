@@ -54,8 +54,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (STATE_FILE, Dist, StopRequest, cosine_lr, log_json, mark_given, restore_train_state, resume_run,
-                    save_checkpoint, save_or_stop, saved_args, seed_everything, train_state)
+from common import (LOG_FILE, STATE_FILE, Dist, StopRequest, claim_out, cosine_lr, fresh_log, log_json, mark_given,
+                    restore_train_state, resume_run, save_checkpoint, save_or_stop, saved_args, seed_everything,
+                    train_state)
 from engine import Engine, complete
 from model import ModelConfig, Transformer
 from rewards import answer_correct
@@ -356,11 +357,12 @@ def build_model(args, tok) -> Transformer:
 
 def main(argv=None):
     args = parse_args(argv)
-    t0 = time.time()
     state = None
     if args.resume:
-        args, state = resume_run(args)
+        args, state = resume_run(args, Dist())
         print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)", flush=True)
+    else:
+        claim_out(args, Dist())
     seed_everything(args.seed)
     corpus = Corpus(args.worked, args.story, split_questions())
     if state:
@@ -380,8 +382,7 @@ def main(argv=None):
     start, totals = 0, dict(tokens=0, sup_tokens=0, seconds=0.0, metrics={}, command=command)
     if state:
         start, totals = restore_train_state(state, opt)
-    os.makedirs(args.out, exist_ok=True)
-    log_path = os.path.join(args.out, "log.jsonl")
+    log_path = os.path.join(args.out, LOG_FILE) if state else fresh_log(args.out)
     batch_at = Batches(corpus, tok, args.seed, args.batch, args.max_len)
 
     def checkpoint(step):

@@ -44,9 +44,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, close_distributed, cosine_lr,
-                    init_distributed, log_json, mark_given, restore_train_state, resume_run, save_checkpoint,
-                    save_or_stop, seed_everything, train_state)
+from common import (LOG_FILE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, claim_out,
+                    close_distributed, cosine_lr, fresh_log, init_distributed, log_json, mark_given,
+                    restore_train_state, resume_run, save_checkpoint, save_or_stop, seed_everything, train_state)
 from engine import Engine, stop_ids
 from model import Transformer
 from rewards import (answer_correct, confidence, group_advantages, has_plan, mixed_groups, score, segment_steps,
@@ -278,13 +278,14 @@ def main(argv=None):
     dist, device = init_distributed(args.device)
     state = None
     if args.resume:
-        args, state = resume_run(args)
+        args, state = resume_run(args, dist)
         src = args.out
     else:
         if not os.path.isfile(os.path.join(args.init, "config.json")):
             raise SystemExit(f"--init {args.init}: not a checkpoint directory (run `python sft_comt.py` first, or pass "
                              f"a directory with config.json, *.safetensors and tokenizer files)")
         src = args.init
+        claim_out(args, dist)
     if args.prompts_per_step % dist.world:
         raise SystemExit(f"--prompts-per-step {args.prompts_per_step} must be divisible by the {dist.world} ranks")
     seed_everything(args.seed)
@@ -305,9 +306,8 @@ def main(argv=None):
     start, totals = 0, dict(seconds=0.0, sample_seconds=0.0, evals=[])
     if state:
         start, totals = restore_train_state(state, opt)
-    log_path = os.path.join(args.out, "log.jsonl") if dist.main else None
+    log_path = (os.path.join(args.out, LOG_FILE) if state else fresh_log(args.out)) if dist.main else None
     if dist.main:
-        os.makedirs(args.out, exist_ok=True)
         print(f"{args.reward} RL from {src}: {len(problems):,} problems, {args.steps} steps x {args.prompts_per_step} "
               f"prompts x {args.group_size} samples, {device}, {dist.world} rank(s)")
 

@@ -1,6 +1,6 @@
 """
 Small helpers every script shares: device and dtype choice, seeding, torchrun (DDP) set-up,
-atomic checkpoints with training state, JSONL logging.
+kill-safe checkpoints with training state and a lock on the run directory, JSONL logging.
 """
 import argparse
 import json
@@ -118,6 +118,12 @@ def all_reduce_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
     return x
 
 
+def barrier(d: Dist):
+    if d.world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+
+
 def close_distributed(d: Dist):
     """Leave the process group together: a rank that tears gloo down while another is still
     writing its summary can abort ("terminate called without an active exception")."""
@@ -128,40 +134,120 @@ def close_distributed(d: Dist):
 
 
 # -----------------------------------------------------------------------------
-# Checkpoints: a Hugging Face directory plus train_state.pt, replaced as a whole
+# Checkpoints: a Hugging Face directory (the run's --out) holding model, tokenizer, train_state.pt
+# and the run's log.jsonl.
+#
+# A save writes the new checkpoint into OUT/.partial and commits it by renaming its train_state.pt
+# into place there (atomic); then it moves the files into OUT one by one, train_state.pt last, and
+# removes the empty OUT/.partial. Whatever instant a kill lands on, the disk holds one of:
+#   no OUT/.partial/train_state.pt  -> OUT is the previous complete checkpoint; the partial is dropped
+#   OUT/.partial/train_state.pt     -> the save was committed; its remaining files are moved in
+# finish_interrupted_save does exactly that, and every run does it before it reads or writes OUT.
+# The log is never moved: each checkpoint records the log's length, and --resume cuts the log back
+# to it (lines logged after the checkpoint are written again by the resumed steps). A lock on OUT
+# (held until the process ends, however it ends) refuses a second run on the same directory.
 
 STATE_FILE = "train_state.pt"
+LOG_FILE = "log.jsonl"
+PARTIAL = ".partial"
+_locks: dict[str, int] = {}  # real path of a claimed --out -> its open descriptor (holds the lock)
+
+
+def lock_out(out: str):
+    """Create `out` and take an exclusive lock on it for the life of this process."""
+    import fcntl
+    os.makedirs(out, exist_ok=True)
+    key = os.path.realpath(out)
+    if key in _locks:
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"--out {out}: another run is using this directory; wait for it to end, stop it, or "
+                         f"choose another --out") from None
+    _locks[key] = fd
+
+
+def finish_interrupted_save(out: str):
+    """Complete a committed save that was cut short, or drop one that never committed."""
+    partial = os.path.join(out, PARTIAL)
+    if not os.path.isdir(partial):
+        return
+    if not os.path.isfile(os.path.join(partial, STATE_FILE)):
+        shutil.rmtree(partial)
+        return
+    for name in sorted(os.listdir(partial), key=lambda n: n == STATE_FILE):  # train_state.pt last
+        os.replace(os.path.join(partial, name), os.path.join(out, name))
+    os.rmdir(partial)
 
 
 def save_checkpoint(out: str, model, tokenizer, state: dict):
-    """Write model, tokenizer and training state into `out.partial`, then swap it in for `out`.
-    `out` is always one complete checkpoint: a crash mid-write leaves the previous one. Files the
-    checkpoint does not write (the log) are carried over. Non-finite weights are never saved."""
+    """Replace the checkpoint in `out` with model, tokenizer and training state (see above: a kill at
+    any point leaves the old checkpoint or the new one). Non-finite weights are never saved."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise SystemExit(f"non-finite weights: not saving; the last checkpoint in {out} is untouched "
                          f"(try a lower --lr)")
-    partial, old = out + ".partial", out + ".old"
-    shutil.rmtree(partial, ignore_errors=True)
+    finish_interrupted_save(out)
+    partial = os.path.join(out, PARTIAL)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    torch.save(state, os.path.join(partial, STATE_FILE))
-    if os.path.isdir(out):
-        for name in os.listdir(out):
-            if not os.path.exists(os.path.join(partial, name)):
-                os.replace(os.path.join(out, name), os.path.join(partial, name))
-        os.replace(out, old)
-    os.replace(partial, out)
-    shutil.rmtree(old, ignore_errors=True)
+    log = os.path.join(out, LOG_FILE)
+    state = dict(state, log_bytes=os.path.getsize(log) if os.path.isfile(log) else 0)
+    torch.save(state, os.path.join(partial, STATE_FILE + ".tmp"))
+    os.replace(os.path.join(partial, STATE_FILE + ".tmp"), os.path.join(partial, STATE_FILE))  # the commit
+    finish_interrupted_save(out)
 
 
-def load_train_state(out: str) -> dict:
-    """The training state of checkpoint `out` (recovering it if a swap was cut short)."""
-    if not os.path.isdir(out) and os.path.isdir(out + ".old"):
-        os.replace(out + ".old", out)
+def load_train_state(out: str, mmap: bool = False) -> dict | None:
+    """The training state of the checkpoint in `out`; None when there is none."""
     path = os.path.join(out, STATE_FILE)
     if not os.path.isfile(path):
-        raise SystemExit(f"--resume: no checkpoint to resume in {out} (missing {STATE_FILE})")
-    return torch.load(path, weights_only=False)
+        return None
+    try:
+        return torch.load(path, weights_only=False, mmap=mmap)
+    except Exception as e:  # a truncated or foreign file: torch raises several kinds
+        raise SystemExit(f"{path}: not a readable training state ({type(e).__name__}: {str(e)[:120]}); "
+                         f"start a new run in another --out") from None
+
+
+def claim_out(args, d: "Dist") -> dict | None:
+    """Take --out for this run: lock it, finish a save a kill cut short, and return the training state
+    to resume (--resume). A new run is refused where it would overwrite an unfinished one."""
+    missing = f"--resume: no checkpoint to resume in {args.out} (missing {STATE_FILE})"
+    if args.resume and not os.path.isdir(args.out):
+        raise SystemExit(missing)
+    if d.main:
+        lock_out(args.out)
+        finish_interrupted_save(args.out)
+    barrier(d)
+    if args.resume:
+        state = load_train_state(args.out)
+        if state is None:
+            raise SystemExit(missing)
+        return state
+    state = load_train_state(args.out, mmap=True) if d.main else None
+    if state and state["step"] < state["args"]["steps"]:
+        raise SystemExit(f"--out {args.out} holds an unfinished run (step {state['step']} of "
+                         f"{state['args']['steps']}): continue it with --resume, or choose another --out "
+                         f"(or delete that one) to start over")
+    return None
+
+
+def trim_log(out: str, state: dict):
+    """Cut the log back to the checkpoint's length: the lines after it were logged by steps the
+    checkpoint does not hold, and the resumed run logs them again."""
+    path = os.path.join(out, LOG_FILE)
+    if os.path.isfile(path) and os.path.getsize(path) > state.get("log_bytes", float("inf")):
+        os.truncate(path, state["log_bytes"])
+
+
+def fresh_log(out: str) -> str:
+    """The log of a new run in `out`, emptied (a finished run it replaces leaves no lines behind)."""
+    path = os.path.join(out, LOG_FILE)
+    open(path, "w").close()
+    return path
 
 
 def add_run_args(ap, save_every: int):
@@ -195,11 +281,11 @@ def saved_args(args) -> dict:
     return {k: v for k, v in vars(args).items() if not k.startswith("_")}
 
 
-def resume_run(args) -> tuple:
+def resume_run(args, d: "Dist") -> tuple:
     """(the arguments of the checkpoint in args.out, its training state). The run continues in the
     --out given, wherever the checkpoint was first written (a copy or a moved run resumes in place);
     flags given that differ from the checkpoint's are refused, except those in RESUMABLE."""
-    state = load_train_state(args.out)
+    state = claim_out(args, d)
     saved, given = state["args"], getattr(args, "_given", set())
     changed = sorted(k for k in given - set(RESUMABLE) if k in saved and saved[k] != getattr(args, k))
     if changed:
@@ -210,6 +296,8 @@ def resume_run(args) -> tuple:
                          "Flags that may change on resume: " + ", ".join(map(flag, RESUMABLE)))
     kept = {k: getattr(args, k) for k in given & set(RESUMABLE)}
     merged = {**saved, **kept, "out": args.out, "resume": True, "stop_at": args.stop_at, "device": args.device}
+    if d.main:
+        trim_log(args.out, state)
     return type(args)(**merged), state
 
 

@@ -32,8 +32,8 @@ Algorithm
     chat template gets the question as the user turn and the target as the assistant turn.
 
 Checkpoints: `--out` is a Hugging Face directory (config.json, model.safetensors, tokenizer) plus
-train_state.pt (optimiser, step, RNG, arguments), replaced as a whole every --save-every steps and
-at the end (common.save_checkpoint). Ctrl-C/SIGTERM saves before exiting; a non-finite loss stops
+train_state.pt (optimiser, step, RNG, arguments), replaced every --save-every steps and
+at the end in a way a kill cannot break (common.save_checkpoint). Ctrl-C/SIGTERM saves before exiting; a non-finite loss stops
 the run without touching the last checkpoint; --resume continues it exactly (the data position is a
 function of the step).
 
@@ -59,9 +59,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from base import encode_doc, taboo_words, worked_doc
-from common import (Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, close_distributed, cosine_lr,
-                    init_distributed, log_json, mark_given, restore_train_state, resume_run, save_checkpoint,
-                    save_or_stop, seed_everything, train_state)
+from common import (LOG_FILE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, claim_out,
+                    close_distributed, cosine_lr, fresh_log, init_distributed, log_json, mark_given,
+                    restore_train_state, resume_run, save_checkpoint, save_or_stop, seed_everything, train_state)
 from engine import Engine, complete
 from model import Transformer
 from rewards import answer_correct, has_plan
@@ -280,12 +280,13 @@ def main(argv=None):
     dist, device = init_distributed(args.device)
     state = None
     if args.resume:
-        args, state = resume_run(args)
+        args, state = resume_run(args, dist)
         args.model = args.out
         if dist.main:
             print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)")
     else:
         check_model(args.model)
+        claim_out(args, dist)
     seed_everything(args.seed)
 
     from transformers import AutoTokenizer
@@ -313,10 +314,9 @@ def main(argv=None):
     if dist.world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if dist.main:
-        os.makedirs(args.out, exist_ok=True)
         print(f"{args.format} SFT: {len(examples):,} examples from {args.data}, {args.steps} steps x {args.batch} "
               f"({n_replay} of them replay), {model.num_params() / 1e6:.2f}M parameters, {device}, {dist.world} rank(s)")
-    log_path = os.path.join(args.out, "log.jsonl") if dist.main else None
+    log_path = (os.path.join(args.out, LOG_FILE) if state else fresh_log(args.out)) if dist.main else None
 
     def checkpoint(step):
         if dist.main:

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from base import corpus_docs, encode_doc, parse_args, split_questions, train_tokenizer, worked_doc
+from base import corpus_docs, encode_doc, parse_args, split_questions, train_tokenizer
 from tasks import CHAIN_EVENTS, FINAL_QUESTIONS, OOD_FRAMES, START_EVENTS, make_split
 
 ROOT = __file__.rsplit("/tests/", 1)[0]

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from experiment import ARMS, DEFAULT_ARMS
+from experiment import DEFAULT_ARMS
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
