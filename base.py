@@ -54,9 +54,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (LOG_FILE, STATE_FILE, Dist, StopRequest, claim_out, cosine_lr, fresh_log, log_json, mark_given,
-                    restore_train_state, resume_run, save_checkpoint, save_or_stop, saved_args, seed_everything,
-                    train_state)
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, STATE_FILE, Dist, StopRequest, check_checkpoint,
+                    cosine_lr, load_model, log_json, mark_given, restore_train_state, resume_run, save_checkpoint,
+                    save_or_stop, saved_args, seed_everything, start_log, train_state)
 from engine import Engine, complete
 from model import ModelConfig, Transformer
 from rewards import answer_correct
@@ -320,31 +320,36 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=DEFAULT_OUT, help="output Hugging Face directory")
     ap.add_argument("--seed", type=int, default=0, help="seed for corpus, weights and data order")
     # corpus and tokenizer
-    ap.add_argument("--worked", type=float, default=0.55, help="share of worked fresh-frame problems")
-    ap.add_argument("--story", type=float, default=0.1, help="share of story documents (the rest: arithmetic)")
-    ap.add_argument("--vocab", type=int, default=1024, help="BPE vocabulary size")
-    ap.add_argument("--tokenizer-docs", type=int, default=20_000, help="documents the tokenizer is trained on")
+    ap.add_argument("--worked", type=SHARE, default=0.55, help="share of worked fresh-frame problems")
+    ap.add_argument("--story", type=SHARE, default=0.1, help="share of story documents (the rest: arithmetic)")
+    ap.add_argument("--vocab", type=COUNT, default=1024, help="BPE vocabulary size")
+    ap.add_argument("--tokenizer-docs", type=COUNT, default=20_000, help="documents the tokenizer is trained on")
     # model
-    ap.add_argument("--dim", type=int, default=256, help="hidden size")
-    ap.add_argument("--layers", type=int, default=4, help="transformer blocks")
-    ap.add_argument("--heads", type=int, default=8, help="attention heads")
-    ap.add_argument("--kv-heads", type=int, default=4, help="key/value heads")
+    ap.add_argument("--dim", type=COUNT, default=256, help="hidden size")
+    ap.add_argument("--layers", type=COUNT, default=4, help="transformer blocks")
+    ap.add_argument("--heads", type=COUNT, default=8, help="attention heads")
+    ap.add_argument("--kv-heads", type=COUNT, default=4, help="key/value heads")
     # optimisation
-    ap.add_argument("--steps", type=int, default=5000, help="optimizer steps")
-    ap.add_argument("--batch", type=int, default=16, help="documents per step")
-    ap.add_argument("--max-len", type=int, default=512, help="longest document in tokens (longer ones are cut)")
-    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    ap.add_argument("--warmup", type=int, default=200, help="warm-up steps")
-    ap.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
-    ap.add_argument("--eval-every", type=int, default=500, help="steps between evaluations (0: only at the end)")
-    ap.add_argument("--eval-n", type=int, default=200, help="items per accuracy")
-    ap.add_argument("--log-every", type=int, default=100, help="steps between JSON log lines")
-    ap.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
+    ap.add_argument("--steps", type=COUNT, default=5000, help="optimizer steps")
+    ap.add_argument("--batch", type=COUNT, default=16, help="documents per step")
+    ap.add_argument("--max-len", type=COUNT, default=512, help="longest document in tokens (longer ones are cut)")
+    ap.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate")
+    ap.add_argument("--warmup", type=NONNEG_INT, default=200, help="warm-up steps")
+    ap.add_argument("--weight-decay", type=NONNEG, default=0.1, help="AdamW weight decay")
+    ap.add_argument("--eval-every", type=NONNEG_INT, default=500, help="steps between evaluations (0: only at the end)")
+    ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="items per accuracy")
+    ap.add_argument("--log-every", type=COUNT, default=100, help="steps between JSON log lines")
+    ap.add_argument("--save-every", type=COUNT, default=500, help="steps between checkpoints")
     ap.add_argument("--resume", action="store_true", help="continue the build in --out from its checkpoint, "
                     "with the arguments saved there (other values are refused, except --steps and the runtime flags)")
-    ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step (--resume continues)")
+    ap.add_argument("--stop-at", type=COUNT, default=None, help="save and stop after this step (--resume continues)")
     ap.set_defaults(device="cpu")  # trains in float32 on the CPU
-    return mark_given(ap, argv, ap.parse_args(argv))
+    args = ap.parse_args(argv)
+    if args.worked + args.story > 1:
+        ap.error(f"--worked {args.worked} and --story {args.story} are shares of the corpus: together at most 1")
+    if args.dim % args.heads or args.heads % args.kv_heads:
+        ap.error(f"--dim {args.dim} must be a multiple of --heads {args.heads}, and that of --kv-heads {args.kv_heads}")
+    return mark_given(ap, argv, args)
 
 
 def build_model(args, tok) -> Transformer:
@@ -361,14 +366,11 @@ def main(argv=None):
     if args.resume:
         args, state = resume_run(args, Dist())
         print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)", flush=True)
-    else:
-        claim_out(args, Dist())
     seed_everything(args.seed)
     corpus = Corpus(args.worked, args.story, split_questions())
     if state:
-        from transformers import AutoTokenizer
-        tok = AutoTokenizer.from_pretrained(args.out)
-        model = Transformer.from_pretrained(args.out)
+        tok = check_checkpoint(args.out, "--out")
+        model = load_model(args.out)
     else:
         tok = train_tokenizer(["".join(d) for d in corpus_docs(args.tokenizer_docs, args.seed, args.worked, args.story)],
                               args.vocab)
@@ -382,7 +384,7 @@ def main(argv=None):
     start, totals = 0, dict(tokens=0, sup_tokens=0, seconds=0.0, metrics={}, command=command)
     if state:
         start, totals = restore_train_state(state, opt)
-    log_path = os.path.join(args.out, LOG_FILE) if state else fresh_log(args.out)
+    log_path = start_log(args, state, Dist())
     batch_at = Batches(corpus, tok, args.seed, args.batch, args.max_len)
 
     def checkpoint(step):

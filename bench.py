@@ -23,7 +23,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from common import Timer, pick_device, pick_dtype, seed_everything
+from common import COUNT, Timer, pick_device, pick_dtype, seed_everything
 from engine import Engine
 from model import ModelConfig, Transformer
 
@@ -104,16 +104,16 @@ def main():
     ap.add_argument("--shape", default="tiny", choices=list(SHAPES), help="tiny: 3M-param Llama; 0.5b: Qwen2.5-0.5B dims")
     ap.add_argument("--dtype", default="auto", help="weights for generation: auto (bf16 on GPU, fp32 on CPU)")
     # generation
-    ap.add_argument("--batch", type=int, default=None, help="prompts per batch (None: 64 on GPU, 32 on CPU)")
-    ap.add_argument("--prompt-len", type=int, default=128, help="tokens per prompt")
-    ap.add_argument("--new-tokens", type=int, default=256, help="sampled tokens per row")
+    ap.add_argument("--batch", type=COUNT, default=None, help="prompts per batch (None: 64 on GPU, 32 on CPU)")
+    ap.add_argument("--prompt-len", type=COUNT, default=128, help="tokens per prompt")
+    ap.add_argument("--new-tokens", type=COUNT, default=256, help="sampled tokens per row")
     # training
-    ap.add_argument("--train-batch", type=int, default=8, help="sequences per training step")
-    ap.add_argument("--train-seq", type=int, default=512, help="tokens per training sequence")
+    ap.add_argument("--train-batch", type=COUNT, default=8, help="sequences per training step")
+    ap.add_argument("--train-seq", type=COUNT, default=512, help="tokens per training sequence")
     ap.add_argument("--autocast", default="auto", choices=["auto", "bf16", "none"],
                     help="bf16 autocast for training; auto: on for CUDA and for CPUs with native bf16")
     # measurement
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best kept)")
+    ap.add_argument("--repeats", type=COUNT, default=3, help="timed runs per measurement (best kept)")
     ap.add_argument("--skip-hf", action="store_true", help="measure only our engine and training loop")
     ap.add_argument("--seed", type=int, default=0, help="seed for weights and prompts")
     args = ap.parse_args()

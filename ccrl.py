@@ -37,18 +37,18 @@ are sized for a laptop CPU.
 import argparse
 import copy
 import functools
-import os
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
-from common import (LOG_FILE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, claim_out,
-                    close_distributed, cosine_lr, fresh_log, init_distributed, log_json, mark_given,
-                    restore_train_state, resume_run, save_checkpoint, save_or_stop, seed_everything, train_state)
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_sum,
+                    autocast_for, check_checkpoint, close_distributed, cosine_lr, fitting, init_distributed, load_model,
+                    log_json, mark_given, number, restore_train_state, resume_run, save_checkpoint, save_or_stop,
+                    seed_everything, start_log, train_state)
 from engine import Engine, stop_ids
-from model import Transformer
 from rewards import (answer_correct, confidence, group_advantages, has_plan, mixed_groups, score, segment_steps,
                      step_right, step_stats, token_char_ends, token_spans)
 from tasks import RECIPES, encode_prompt, make_split, problems_for_cli
@@ -215,49 +215,49 @@ def parse_args(argv=None):
     ap.add_argument("--init", default="runs/sft_comt", help="checkpoint directory to start from (a stage-1 output)")
     ap.add_argument("--out", default=None, help="output directory (default runs/ccrl, or runs/grpo for outcome)")
     ap.add_argument("--data", default="train", help="a synthetic split, a benchmark (gsm8k:train), or a JSONL path")
-    ap.add_argument("--n-train", type=int, default=8000, help="problems of a synthetic split")
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N rows of real data")
+    ap.add_argument("--n-train", type=COUNT, default=8000, help="problems of a synthetic split")
+    ap.add_argument("--limit", type=COUNT, default=None, help="use only the first N rows of real data")
     # reward
     ap.add_argument("--reward", choices=("ccrl", "outcome"), default="ccrl", help="ccrl: correctness + confidence "
                     "term; outcome: correctness only (the baseline)")
-    ap.add_argument("--conf-weight", type=float, default=0.5, help="lambda, the weight of the confidence term")
+    ap.add_argument("--conf-weight", type=NONNEG, default=0.5, help="lambda, the weight of the confidence term")
     ap.add_argument("--conf-form", choices=("signed", "brier"), default="signed", help="+c/-c or -(c-z)^2")
     ap.add_argument("--conf-agg", choices=("geo", "min", "prod"), default="geo", help="confidence of a number "
                     "from its tokens' probabilities")
     ap.add_argument("--step-check", choices=("auto", "arith", "gold", "outcome"), default="auto", help="a step "
                     "is right if its result is a gold intermediate (gold; auto where the problem has them) / its "
                     "arithmetic recomputes (arith; auto otherwise) / the final answer is right (outcome)")
-    ap.add_argument("--plan-weight", type=float, default=0.0, help="format term of both rewards: subtract this from a "
+    ap.add_argument("--plan-weight", type=NONNEG, default=0.0, help="format term of both rewards: subtract this from a "
                     "completion that does not open with a digit-free plan")
-    ap.add_argument("--overconf-threshold", type=float, default=0.9, help="confidence above which a wrong step "
+    ap.add_argument("--overconf-threshold", type=SHARE, default=0.9, help="confidence above which a wrong step "
                     "counts as an overconfident error")
     # sampling
-    ap.add_argument("--group-size", type=int, default=8, help="G, completions per prompt")
-    ap.add_argument("--prompts-per-step", type=int, default=8, help="prompts per step (over all ranks)")
-    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (also used for training "
+    ap.add_argument("--group-size", type=number(int, lo=2), default=8, help="G, completions per prompt")
+    ap.add_argument("--prompts-per-step", type=COUNT, default=8, help="prompts per step (over all ranks)")
+    ap.add_argument("--temperature", type=POSITIVE, default=1.0, help="sampling temperature (also used for training "
                     "log-probs and confidences)")
-    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (1: off; <1 biases the ratio)")
-    ap.add_argument("--max-new-tokens", type=int, default=256, help="completion length limit (the longest "
+    ap.add_argument("--top-p", type=number(above=0, hi=1), default=1.0, help="nucleus sampling (1: off; <1 biases the ratio)")
+    ap.add_argument("--max-new-tokens", type=COUNT, default=256, help="completion length limit (the longest "
                     "default test response, plan included, is about 215 tokens)")
     # update
     ap.add_argument("--adv", choices=("zscore", "mean"), default="zscore", help="group advantage normalisation")
     ap.add_argument("--filter-groups", action="store_true", help="train only on groups with right and wrong answers")
     ap.add_argument("--loss-agg", choices=("token", "seq", "const"), default="token", help="loss normaliser")
-    ap.add_argument("--ppo-epochs", type=int, default=1, help="passes over each step's samples (1: on-policy)")
-    ap.add_argument("--clip-low", type=float, default=0.2, help="PPO ratio clip below 1")
-    ap.add_argument("--clip-high", type=float, default=0.28, help="PPO ratio clip above 1")
-    ap.add_argument("--kl-coef", type=float, default=0.0, help="beta, weight of KL to the initial policy")
+    ap.add_argument("--ppo-epochs", type=COUNT, default=1, help="passes over each step's samples (1: on-policy)")
+    ap.add_argument("--clip-low", type=number(lo=0, below=1), default=0.2, help="PPO ratio clip below 1")
+    ap.add_argument("--clip-high", type=NONNEG, default=0.28, help="PPO ratio clip above 1")
+    ap.add_argument("--kl-coef", type=NONNEG, default=0.0, help="beta, weight of KL to the initial policy")
     ap.add_argument("--kl-est", choices=("k1", "k3"), default="k3", help="KL estimator")
-    ap.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
-    ap.add_argument("--warmup", type=int, default=5, help="warm-up steps")
-    ap.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this")
-    ap.add_argument("--micro-batch", type=int, default=32, help="sequences per forward/backward")
-    ap.add_argument("--steps", type=int, default=100, help="RL steps")
+    ap.add_argument("--lr", type=POSITIVE, default=1e-4, help="peak learning rate")
+    ap.add_argument("--warmup", type=NONNEG_INT, default=5, help="warm-up steps")
+    ap.add_argument("--grad-clip", type=POSITIVE, default=1.0, help="clip the gradient norm to this")
+    ap.add_argument("--micro-batch", type=COUNT, default=32, help="sequences per forward/backward")
+    ap.add_argument("--steps", type=COUNT, default=100, help="RL steps")
     ap.add_argument("--seed", type=int, default=0, help="seed for prompts and sampling")
     # runtime
     add_run_args(ap, save_every=50)
-    ap.add_argument("--eval-every", type=int, default=50, help="steps between greedy test evaluations")
-    ap.add_argument("--eval-n", type=int, default=200, help="test problems per evaluation (0: none)")
+    ap.add_argument("--eval-every", type=COUNT, default=50, help="steps between greedy test evaluations")
+    ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="test problems per evaluation (0: none)")
     args = mark_given(ap, argv, ap.parse_args(argv))
     args.out = args.out or ("runs/ccrl" if args.reward == "ccrl" else "runs/grpo")
     return args
@@ -279,34 +279,34 @@ def main(argv=None):
     state = None
     if args.resume:
         args, state = resume_run(args, dist)
-        src = args.out
+        src, flag = args.out, "--out"
     else:
-        if not os.path.isfile(os.path.join(args.init, "config.json")):
-            raise SystemExit(f"--init {args.init}: not a checkpoint directory (run `python sft_comt.py` first, or pass "
-                             f"a directory with config.json, *.safetensors and tokenizer files)")
-        src = args.init
-        claim_out(args, dist)
+        src, flag = args.init, "--init"
+    tok = check_checkpoint(src, flag, "; run `python sft_comt.py` first")
     if args.prompts_per_step % dist.world:
         raise SystemExit(f"--prompts-per-step {args.prompts_per_step} must be divisible by the {dist.world} ranks")
     seed_everything(args.seed)
 
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(src)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     problems = problems_for_cli(args.data, args.n_train, args.limit, args.seed)
     test = make_split("test", args.eval_n, args.seed) if args.eval_n and args.data in RECIPES else []
 
-    model = Transformer.from_pretrained(src, device=device, dtype=torch.float32)
+    model = load_model(src, device=device, dtype=torch.float32)
+    ctx = model.config.max_position_embeddings
+    problems = fitting(problems, [len(encode_prompt(tok, p)) + args.max_new_tokens for p in problems], ctx,
+                       "training problems (prompt + --max-new-tokens)")
+    test = fitting(test, [len(encode_prompt(tok, p)) + args.max_new_tokens for p in test], ctx,
+                   "test problems (prompt + --max-new-tokens)") if test else test
     ref = copy.deepcopy(model).eval().requires_grad_(False) if args.kl_coef > 0 else None
     if ref is not None and state:  # the reference is the initial policy, not the checkpoint
-        ref = Transformer.from_pretrained(args.init, device=device).eval().requires_grad_(False)
+        ref = load_model(args.init, device=device).eval().requires_grad_(False)
     engine = Engine(model, pad_id=pad_id)
     autocast = autocast_for(args, device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     start, totals = 0, dict(seconds=0.0, sample_seconds=0.0, evals=[])
     if state:
         start, totals = restore_train_state(state, opt)
-    log_path = (os.path.join(args.out, LOG_FILE) if state else fresh_log(args.out)) if dist.main else None
+    log_path = start_log(args, state, dist)
     if dist.main:
         print(f"{args.reward} RL from {src}: {len(problems):,} problems, {args.steps} steps x {args.prompts_per_step} "
               f"prompts x {args.group_size} samples, {device}, {dist.world} rank(s)")
@@ -363,6 +363,9 @@ def main(argv=None):
                         stats[k] += st[k]
                 all_reduce_grads(model, dist)
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip).item()
+                if not math.isfinite(norm):
+                    raise SystemExit(f"non-finite gradient ({norm}) at step {step}: stopping before the update; the "
+                                     f"last checkpoint in {args.out} is untouched (try a lower --lr or --kl-coef)")
                 opt.step()
                 opt.zero_grad(set_to_none=True)
         t2 = time.time()

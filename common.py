@@ -17,13 +17,49 @@ import numpy as np
 import torch
 
 
+# -----------------------------------------------------------------------------
+# Flag values, checked when the command line is parsed (argparse types: a bad value is one line)
+
+
+def number(kind=float, lo=None, hi=None, above=None, below=None):
+    """An argparse type: a finite `kind` (int or float) with lo <= x <= hi, x > above, x < below."""
+    def parse(text: str):
+        try:
+            x = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+        bounds = [(b, ok, words) for b, ok, words in ((lo, x >= (lo or 0), "at least"), (hi, x <= (hi or 0), "at most"),
+                                                      (above, x > (above or 0), "above"),
+                                                      (below, x < (below or 0), "below")) if b is not None]
+        if not math.isfinite(x) or not all(ok for _, ok, _ in bounds):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be " + " and ".join(
+                ["finite"] * (kind is float) + [f"{words} {b}" for b, _, words in bounds]))
+        return x
+    return parse
+
+
+COUNT = number(int, lo=1)  # steps, batch sizes, lengths, intervals
+NONNEG_INT = number(int, lo=0)  # sizes where 0 means "none"
+POSITIVE = number(above=0)  # learning rates, temperatures, clip norms
+NONNEG = number(lo=0)  # weights and coefficients where 0 means "off"
+SHARE = number(lo=0, hi=1)  # probabilities and thresholds
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: no CUDA GPU is visible to torch on this machine")
-    return torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SystemExit(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {name}: only cpu and cuda are supported")
+    return device
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -200,6 +236,65 @@ def save_checkpoint(out: str, model, tokenizer, state: dict):
     finish_interrupted_save(out)
 
 
+def why(e: Exception) -> str:
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+
+def check_checkpoint(path: str, flag: str, hint: str = ""):
+    """The tokenizer of checkpoint directory `path`, once its config, tokenizer and weight files are
+    known to be readable (the weights' headers only: cheap). Anything wrong (no such directory, a
+    corrupted config.json, truncated weights, an architecture model.py does not support) exits with
+    one line naming the flag and the file."""
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    from model import ModelConfig
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        raise SystemExit(f"{flag} {path}: not a checkpoint directory (expected config.json, *.safetensors and "
+                         f"tokenizer files{hint})")
+    try:
+        with open(config) as f:
+            ModelConfig.from_hf_dict(json.load(f))
+    except Exception as e:  # json and our own UnsupportedModelError alike
+        raise SystemExit(f"{flag} {path}: cannot read config.json ({why(e)})") from None
+    weights = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if not weights:
+        raise SystemExit(f"{flag} {path}: no *.safetensors weights")
+    for name in weights:
+        try:
+            with safe_open(os.path.join(path, name), "pt"):
+                pass
+        except Exception as e:  # a truncated file fails its header check
+            raise SystemExit(f"{flag} {path}: cannot read {name} ({why(e)})") from None
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        raise SystemExit(f"{flag} {path}: cannot load the tokenizer ({why(e)})") from None
+
+
+def load_model(path: str, device="cpu", dtype=torch.float32):
+    """Transformer.from_pretrained of a directory check_checkpoint passed; what it still finds wrong
+    (weights that do not match the config) is one line too."""
+    from model import Transformer
+    try:
+        return Transformer.from_pretrained(path, device=device, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: cannot load the model ({why(e)})") from None
+
+
+def fitting(items: list, lengths: list[int], limit: int, what: str) -> list:
+    """The items whose token length is at most `limit` (the model's context); the others are skipped
+    with a count on stderr. None left is an error."""
+    keep = [x for x, n in zip(items, lengths) if n <= limit]
+    if len(keep) < len(items):
+        print(f"skipped {len(items) - len(keep)} of {len(items)} {what}: longer than the {limit} tokens the model "
+              f"reads", file=sys.stderr, flush=True)
+    if not keep:
+        raise SystemExit(f"none of the {len(items)} {what} fits in the model's {limit} tokens")
+    return keep
+
+
 def load_train_state(out: str, mmap: bool = False) -> dict | None:
     """The training state of the checkpoint in `out`; None when there is none."""
     path = os.path.join(out, STATE_FILE)
@@ -243,23 +338,30 @@ def trim_log(out: str, state: dict):
         os.truncate(path, state["log_bytes"])
 
 
-def fresh_log(out: str) -> str:
-    """The log of a new run in `out`, emptied (a finished run it replaces leaves no lines behind)."""
-    path = os.path.join(out, LOG_FILE)
-    open(path, "w").close()
+def start_log(args, state: dict | None, d: "Dist") -> str | None:
+    """The log path of this run on the main rank (None on the others). A new run claims --out here,
+    once its inputs have been checked (a refused run leaves nothing behind), and starts an empty log
+    (a finished run it replaces leaves no lines in it); a resumed run was claimed by resume_run."""
+    if state is None:
+        claim_out(args, d)
+    if not d.main:
+        return None
+    path = os.path.join(args.out, LOG_FILE)
+    if state is None:
+        open(path, "w").close()
     return path
 
 
 def add_run_args(ap, save_every: int):
     """The runtime flags both training stages share."""
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    ap.add_argument("--dtype", default="auto", help="autocast dtype for training: auto (bfloat16 on GPU, float32 on "
+    ap.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="autocast dtype for training: auto (bfloat16 on GPU, float32 on "
                     "CPU), float32, bfloat16; weights stay float32")
-    ap.add_argument("--save-every", type=int, default=save_every, help="steps between checkpoints")
+    ap.add_argument("--save-every", type=COUNT, default=save_every, help="steps between checkpoints")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with "
                     "the arguments saved there (other values are refused, except --steps to extend the run and "
                     "the runtime flags)")
-    ap.add_argument("--stop-at", type=int, default=None, help="save and stop after this step, as if interrupted "
+    ap.add_argument("--stop-at", type=COUNT, default=None, help="save and stop after this step, as if interrupted "
                     "(for time-boxed jobs; --resume continues)")
 
 

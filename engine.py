@@ -285,9 +285,7 @@ def complete(engine: Engine, tok, prompts: list[list[int]], max_new_tokens: int,
 
 
 def main():
-    from transformers import AutoTokenizer
-
-    from common import pick_device, pick_dtype
+    from common import COUNT, NONNEG, check_checkpoint, load_model, number, pick_device, pick_dtype
 
     ap = argparse.ArgumentParser(description="Sample a completion from a Hugging Face model directory.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -296,10 +294,10 @@ def main():
     ap.add_argument("--no-chat", action="store_true", help="do not apply the tokenizer's chat template")
     # sampling
     ap.add_argument("--greedy", action="store_true", help="argmax decoding")
-    ap.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)")
-    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
-    ap.add_argument("--num-samples", type=int, default=1, help="completions to draw")
-    ap.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate at most")
+    ap.add_argument("--temperature", type=NONNEG, default=1.0, help="softmax temperature (0: greedy)")
+    ap.add_argument("--top-p", type=number(above=0, hi=1), default=1.0, help="nucleus sampling mass (1: off)")
+    ap.add_argument("--num-samples", type=COUNT, default=1, help="completions to draw")
+    ap.add_argument("--max-new-tokens", type=COUNT, default=128, help="tokens to generate at most")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     # runtime
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -307,8 +305,8 @@ def main():
     args = ap.parse_args()
 
     device = pick_device(args.device)
-    model = Transformer.from_pretrained(args.model, device=device, dtype=pick_dtype(args.dtype, device))
-    tok = AutoTokenizer.from_pretrained(args.model)
+    tok = check_checkpoint(args.model, "--model")
+    model = load_model(args.model, device=device, dtype=pick_dtype(args.dtype, device))
     if tok.chat_template and not args.no_chat:
         ids = tok.apply_chat_template([{"role": "user", "content": args.prompt}],
                                       add_generation_prompt=True, tokenize=True)

@@ -36,9 +36,8 @@ import time
 
 from tqdm import tqdm
 
-from common import log_json, pick_device
+from common import COUNT, POSITIVE, SHARE, check_checkpoint, fitting, load_model, log_json, pick_device
 from engine import Engine, stop_ids
-from model import Transformer
 from rewards import (FINAL_LINE, NUMBER, Step, answer_correct, confidence, has_plan, segment_steps, step_right,
                      step_stats, token_char_ends, token_spans)
 from tasks import SPLITS, encode_prompt, load_problems
@@ -262,20 +261,20 @@ def parse_args(argv=None):
                     help="synthetic splits, comma-separated (ignored with --data)")
     ap.add_argument("--data", default=None, help="real data instead, comma-separated: benchmark names (gsm8k, "
                     "svamp, gsm8k:test, ...), JSONL paths or hub:NAME[:CONFIG]:SPLIT")
-    ap.add_argument("--n", type=int, default=200, help="problems per split (real data: the first N; 0 = all)")
+    ap.add_argument("--n", type=COUNT, default=200, help="problems per split (real data: the first N; 0 = all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic problems and of sampling")
-    ap.add_argument("--max-new-tokens", type=int, default=320, help="completion length limit (the longest "
+    ap.add_argument("--max-new-tokens", type=COUNT, default=320, help="completion length limit (the longest "
                     "default OOD response, plan included, is about 300 tokens)")
-    ap.add_argument("--batch", type=int, default=64, help="prompts per engine call")
-    ap.add_argument("--samples", type=int, default=1, help="k for pass@k (k sampled completions per problem; 1: off)")
-    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for pass@k")
+    ap.add_argument("--batch", type=COUNT, default=64, help="prompts per engine call")
+    ap.add_argument("--samples", type=COUNT, default=1, help="k for pass@k (k sampled completions per problem; 1: off)")
+    ap.add_argument("--temperature", type=POSITIVE, default=1.0, help="sampling temperature for pass@k")
     ap.add_argument("--conf-agg", choices=("geo", "min", "prod"), default="geo", help="confidence of a number "
                     "from its tokens' probabilities")
     ap.add_argument("--step-check", choices=("auto", "arith", "gold"), default="auto", help="a step is right if its "
                     "result is a gold intermediate (gold) / its arithmetic recomputes (arith); auto: gold when "
                     "the problem has intermediates")
-    ap.add_argument("--bins", type=int, default=10, help="equal-width bins for ECE and the reliability diagram")
-    ap.add_argument("--overconf-threshold", type=float, default=0.9, help="confidence above which a wrong step "
+    ap.add_argument("--bins", type=COUNT, default=10, help="equal-width bins for ECE and the reliability diagram")
+    ap.add_argument("--overconf-threshold", type=SHARE, default=0.9, help="confidence above which a wrong step "
                     "is overconfident")
     ap.add_argument("--json", default="runs/eval.json", help="where to write every number (PNGs go next to it)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNGs")
@@ -306,24 +305,25 @@ def load_data(args) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.time()
-    from transformers import AutoTokenizer
     device = pick_device(args.device)
     data = load_data(args)
+    toks = [check_checkpoint(ck, "--ckpt") for ck in args.ckpt]  # every one readable before any is run
     results, seconds = {}, {}
     pooled = {"answer": {}, "step": {}}
     names = [os.path.basename(os.path.normpath(ck)) for ck in args.ckpt]
     if len(set(names)) < len(names):  # same folder names in different places: use the paths
         names = [os.path.normpath(ck) for ck in args.ckpt]
-    for ck, name in zip(args.ckpt, names):
+    for ck, name, tok in zip(args.ckpt, names, toks):
         t1 = time.time()
-        tok = AutoTokenizer.from_pretrained(ck)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        engine = Engine(Transformer.from_pretrained(ck, device=device).eval(), pad_id=pad)
+        engine = Engine(load_model(ck, device=device).eval(), pad_id=pad)
         results[name] = {}
         a_conf, a_ok, s_conf, s_ok = [], [], [], []
         for split, problems in data.items():
-            records, counts = run_split(engine, tok, problems, args, desc=f"{name} {split}")
-            results[name][split] = summarise(records, counts, args)
+            kept = fitting(problems, [len(encode_prompt(tok, p)) + args.max_new_tokens for p in problems],
+                           engine.model.config.max_position_embeddings, f"{split} problems (prompt + --max-new-tokens)")
+            records, counts = run_split(engine, tok, kept, args, desc=f"{name} {split}")
+            results[name][split] = dict(summarise(records, counts, args), skipped=len(problems) - len(kept))
             a_conf += [r["conf"] for r in records]
             a_ok += [r["ok"] for r in records]
             s_conf += [c for r in records for c in r["step_confs"]]

@@ -37,6 +37,8 @@ import subprocess
 import sys
 import time
 
+from common import COUNT
+
 ARMS = {  # arm: (script, its flags, the arm it starts from); the first four are the paper's comparison
     "cot_sft": ("sft_comt.py", ["--format", "cot"], None),
     "comt_sft": ("sft_comt.py", ["--format", "meta"], None),
@@ -219,9 +221,9 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=None, help="where the runs go (default runs/exp, quick: runs/exp_quick)")
     ap.add_argument("--results", default=None, help="stem of the .md and .json results (default "
                     "results/default; quick: <out>/results)")
-    ap.add_argument("--sft-steps", type=int, default=None, help="steps of the SFT arms (default: sft_comt.py's)")
-    ap.add_argument("--rl-steps", type=int, default=None, help="steps of the RL arms (default: ccrl.py's)")
-    ap.add_argument("--eval-n", type=int, default=200, help="problems per split in the final evaluation")
+    ap.add_argument("--sft-steps", type=COUNT, default=None, help="steps of the SFT arms (default: sft_comt.py's)")
+    ap.add_argument("--rl-steps", type=COUNT, default=None, help="steps of the RL arms (default: ccrl.py's)")
+    ap.add_argument("--eval-n", type=COUNT, default=200, help="problems per split in the final evaluation")
     ap.add_argument("--resume", action="store_true", help="keep the stages of an earlier run in --out that finished "
                     "(complete log and checkpoint) and run the rest: continues an interrupted experiment")
     ap.add_argument("--from-logs", action="store_true", help="train nothing: rebuild the results from a finished "

@@ -49,8 +49,8 @@ import contextlib
 import functools
 import json
 import math
-import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 
@@ -59,11 +59,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from base import encode_doc, taboo_words, worked_doc
-from common import (LOG_FILE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for, claim_out,
-                    close_distributed, cosine_lr, fresh_log, init_distributed, log_json, mark_given,
-                    restore_train_state, resume_run, save_checkpoint, save_or_stop, seed_everything, train_state)
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for,
+                    check_checkpoint, close_distributed, cosine_lr, fitting, init_distributed, load_model, log_json,
+                    mark_given, number, restore_train_state, resume_run, save_checkpoint, save_or_stop, seed_everything,
+                    start_log, train_state)
 from engine import Engine, complete
-from model import Transformer
 from rewards import answer_correct, has_plan
 from tasks import RECIPES, clean_solution, encode_example, encode_prompt, make_split, problems_for_cli
 
@@ -93,6 +93,13 @@ def load_train_problems(args) -> list:
     """The training problems, with their plan/solution texts from --targets where given."""
     problems = problems_for_cli(args.data, args.n_train, args.limit, args.seed)
     targets = read_targets(args.targets) if args.targets else {}
+    unmatched = len(targets.keys() - {p.id for p in problems})
+    if targets and unmatched == len(targets):
+        raise SystemExit(f"--targets {args.targets}: none of its {len(targets)} ids is a problem of --data {args.data} "
+                         f"(its ids look like {problems[0].id!r}; were the targets written for other data?)")
+    if unmatched:
+        print(f"--targets {args.targets}: {unmatched} of its {len(targets)} ids match no problem of --data "
+              f"{args.data}; they are not used", file=sys.stderr)
     for p in problems:
         t = targets.get(p.id, {})
         p.plan = t.get("plan", p.plan)
@@ -239,40 +246,31 @@ def parse_args(argv=None):
                     "(the default is the shipped base model that base.py builds)")
     ap.add_argument("--data", default="train", help="a synthetic split, a benchmark (gsm8k:train), or a JSONL path")
     ap.add_argument("--targets", default=None, help="JSONL of id -> plan/solution texts (from teacher.py)")
-    ap.add_argument("--n-train", type=int, default=8000, help="problems of a synthetic split")
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N rows of real data")
+    ap.add_argument("--n-train", type=COUNT, default=8000, help="problems of a synthetic split")
+    ap.add_argument("--limit", type=COUNT, default=None, help="use only the first N rows of real data")
     ap.add_argument("--show-mask", action="store_true", help="print the first example with supervised tokens "
                     "in [[ ]] and exit")
     # optimisation
-    ap.add_argument("--steps", type=int, default=400, help="optimiser steps")
-    ap.add_argument("--batch", type=int, default=8, help="global batch (examples per step, over all ranks)")
-    ap.add_argument("--micro-batch", type=int, default=8, help="examples per forward/backward on one rank")
-    ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
-    ap.add_argument("--warmup", type=int, default=20, help="warm-up steps")
-    ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    ap.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this")
-    ap.add_argument("--replay", type=float, default=None, help="share of every batch given to documents of the "
+    ap.add_argument("--steps", type=COUNT, default=400, help="optimiser steps")
+    ap.add_argument("--batch", type=COUNT, default=8, help="global batch (examples per step, over all ranks)")
+    ap.add_argument("--micro-batch", type=COUNT, default=8, help="examples per forward/backward on one rank")
+    ap.add_argument("--lr", type=POSITIVE, default=5e-4, help="peak learning rate")
+    ap.add_argument("--warmup", type=NONNEG_INT, default=20, help="warm-up steps")
+    ap.add_argument("--weight-decay", type=NONNEG, default=0.0, help="AdamW weight decay")
+    ap.add_argument("--grad-clip", type=POSITIVE, default=1.0, help="clip the gradient norm to this")
+    ap.add_argument("--replay", type=number(lo=0, below=1), default=None, help="share of every batch given to documents of the "
                     "base's pretraining corpus (default 0.25 on synthetic data, 0 otherwise)")
     ap.add_argument("--seed", type=int, default=0, help="seed for data order and evaluation problems")
     # runtime
     add_run_args(ap, save_every=100)
-    ap.add_argument("--log-every", type=int, default=20, help="steps between JSON log lines")
-    ap.add_argument("--eval-n", type=int, default=200, help="test problems for the final check (0: skip)")
-    ap.add_argument("--eval-max-new", type=int, default=256, help="tokens generated per test problem")
+    ap.add_argument("--log-every", type=COUNT, default=20, help="steps between JSON log lines")
+    ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="test problems for the final check (0: skip)")
+    ap.add_argument("--eval-max-new", type=COUNT, default=256, help="tokens generated per test problem")
     args = mark_given(ap, argv, ap.parse_args(argv))
     args.out = args.out or ("runs/sft_comt" if args.format == "meta" else "runs/sft_cot")
     if args.replay is None:
         args.replay = 0.25 if args.data in RECIPES else 0.0
-    if not 0 <= args.replay < 1:
-        raise SystemExit(f"--replay {args.replay}: a share of the batch, at least 0 and below 1")
     return args
-
-
-def check_model(path: str):
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise SystemExit(f"--model {path}: not a model directory (expected config.json, *.safetensors and tokenizer "
-                         f"files, e.g. the shipped {DEFAULT_BASE}, one written by base.py or one downloaded from the "
-                         f"Hugging Face hub)")
 
 
 def main(argv=None):
@@ -282,18 +280,20 @@ def main(argv=None):
     if args.resume:
         args, state = resume_run(args, dist)
         args.model = args.out
+        tok = check_checkpoint(args.out, "--out")
         if dist.main:
             print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)")
     else:
-        check_model(args.model)
-        claim_out(args, dist)
+        tok = check_checkpoint(args.model, "--model", f", e.g. the shipped {DEFAULT_BASE}, one written by base.py or "
+                               f"one downloaded from the Hugging Face hub")
     seed_everything(args.seed)
 
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(args.model)
+    model = load_model(args.model, device=device, dtype=torch.float32)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     problems = load_train_problems(args)
     examples = [encode_example(tok, p, args.format) for p in problems]  # [(ids, supervised)]
+    examples = fitting(examples, [len(ids) for ids, _ in examples], model.config.max_position_embeddings,
+                       "training examples")
     if args.show_mask:
         print(show_mask(tok, *examples[0]))
         return
@@ -304,7 +304,6 @@ def main(argv=None):
     if args.batch % dist.world:
         raise SystemExit(f"--batch {args.batch} must be divisible by the {dist.world} ranks")
 
-    model = Transformer.from_pretrained(args.model, device=device, dtype=torch.float32)
     autocast = autocast_for(args, device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     start, totals = 0, dict(sup_tokens=0, replay_sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
@@ -316,7 +315,7 @@ def main(argv=None):
     if dist.main:
         print(f"{args.format} SFT: {len(examples):,} examples from {args.data}, {args.steps} steps x {args.batch} "
               f"({n_replay} of them replay), {model.num_params() / 1e6:.2f}M parameters, {device}, {dist.world} rank(s)")
-    log_path = (os.path.join(args.out, LOG_FILE) if state else fresh_log(args.out)) if dist.main else None
+    log_path = start_log(args, state, dist)
 
     def checkpoint(step):
         if dist.main:

@@ -459,8 +459,11 @@ def load_problems(spec: str, data_dir: str | None = None, n: int | None = None, 
 
 def problems_for_cli(spec: str, n_synthetic: int, limit: int | None, seed: int) -> list[Problem]:
     """load_problems for a training script's --data: synthetic splits get n_synthetic problems,
-    real data its first `limit` rows; a bad spec or file exits with the reason."""
+    real data its first `limit` rows; a bad spec or file, or one with no problem, exits with the reason."""
     try:
-        return load_problems(spec, n=n_synthetic if spec in RECIPES else limit, seed=seed)
-    except (ValueError, FileNotFoundError) as e:
+        problems = load_problems(spec, n=n_synthetic if spec in RECIPES else limit, seed=seed)
+    except (ValueError, FileNotFoundError, IsADirectoryError) as e:
         raise SystemExit(f"--data {spec}: {e}") from None
+    if not problems:
+        raise SystemExit(f"--data {spec}: no problems in it")
+    return problems

@@ -37,7 +37,7 @@ import re
 import time
 from collections import Counter
 
-from common import log_json, pick_device
+from common import COUNT, NONNEG, check_checkpoint, load_model, log_json, number, pick_device
 from tasks import ANNOTATION, clean_solution, problems_for_cli
 
 TEACHER_PROMPT = (
@@ -187,12 +187,10 @@ def model_plans(problems, args, rejected: Counter) -> dict:
     """{problem id: plan} from the teacher model; problems without an accepted plan are absent.
     Counts each rejected sample's reason into `rejected`."""
     from tqdm import tqdm
-    from transformers import AutoTokenizer
 
     from engine import Engine, stop_ids
-    from model import Transformer
-    tok = AutoTokenizer.from_pretrained(args.teacher)
-    model = Transformer.from_pretrained(args.teacher, device=pick_device(args.device)).eval()
+    tok = check_checkpoint(args.teacher, "--teacher")
+    model = load_model(args.teacher, device=pick_device(args.device)).eval()
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     engine = Engine(model, pad_id=pad)
     stops = stop_ids(tok, model)
@@ -239,13 +237,13 @@ def parse_args(argv=None):
     ap.add_argument("--teacher", default="rules", help="'rules' (offline, from annotated gold solutions) or a chat "
                     "model directory")
     ap.add_argument("--data", default="gsm8k:train", help="a benchmark (gsm8k:train), a JSONL path, or hub:NAME:SPLIT")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N problems")
+    ap.add_argument("--limit", type=COUNT, default=None, help="only the first N problems")
     ap.add_argument("--out", required=True, help="output JSONL")
-    ap.add_argument("--tries", type=int, default=4, help="samples per problem before the rules fallback")
-    ap.add_argument("--batch", type=int, default=16, help="prompts per engine call")
-    ap.add_argument("--max-new-tokens", type=int, default=256, help="plan length limit (longer plans are rejected)")
-    ap.add_argument("--temperature", type=float, default=0.7, help="teacher sampling temperature")
-    ap.add_argument("--top-p", type=float, default=0.95, help="teacher nucleus sampling")
+    ap.add_argument("--tries", type=COUNT, default=4, help="samples per problem before the rules fallback")
+    ap.add_argument("--batch", type=COUNT, default=16, help="prompts per engine call")
+    ap.add_argument("--max-new-tokens", type=COUNT, default=256, help="plan length limit (longer plans are rejected)")
+    ap.add_argument("--temperature", type=NONNEG, default=0.7, help="teacher sampling temperature")
+    ap.add_argument("--top-p", type=number(above=0, hi=1), default=0.95, help="teacher nucleus sampling")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     ap.add_argument("--ban-digits", action=argparse.BooleanOptionalAction, default=True,
                     help="never sample a token that holds a digit")

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -167,3 +168,17 @@ def test_run_logs_metrics_and_resumes_exactly(model_dir, tmp_path):
 def test_missing_init_is_a_clear_error(tmp_path):
     r = run_ccrl(["--init", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], check=False)
     assert r.returncode != 0 and "not a checkpoint directory" in r.stderr
+
+
+def test_non_finite_gradient_stops_before_the_update(model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+    init, out = tmp_path / "init", str(tmp_path / "o")
+    shutil.copytree(model_dir, init)
+    run_ccrl(["--init", str(init), "--out", out, *SMALL, "--kl-coef", "0.1", "--stop-at", "1"])
+    before = open(os.path.join(out, "model.safetensors"), "rb").read()
+    weights = load_file(init / "model.safetensors")  # the KL reference (the initial policy) turns NaN
+    weights = {k: v.fill_(float("nan")) if "norm" in k else v for k, v in weights.items()}
+    save_file(weights, init / "model.safetensors", metadata={"format": "pt"})
+    r = run_ccrl(["--out", out, "--resume"], check=False)
+    assert r.returncode != 0 and "non-finite gradient" in r.stderr and "stopping before the update" in r.stderr
+    assert open(os.path.join(out, "model.safetensors"), "rb").read() == before

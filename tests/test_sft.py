@@ -140,7 +140,7 @@ def test_two_rank_ddp_matches_one_process(model_dir, tmp_path):
 
 def test_bad_inputs_give_clear_errors(model_dir, tmp_path):
     r = run_sft(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], check=False)
-    assert r.returncode != 0 and "nope: not a model directory" in r.stderr
+    assert r.returncode != 0 and "nope: not a checkpoint directory" in r.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "Q1?", "answer": "3", "solution": "x = 1 + 2 = 3"}\n{"question": "Q2?"\n')
     r = run_sft(["--model", model_dir, "--data", str(bad), "--format", "cot", "--out", str(tmp_path / "o")], check=False)
