@@ -45,13 +45,13 @@ import torch
 from tqdm import tqdm
 
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_sum,
-                    autocast_for, check_checkpoint, close_distributed, cosine_lr, fitting, init_distributed, load_model,
+                    autocast_for, check_checkpoint, close_distributed, cosine_lr, init_distributed, load_model,
                     log_json, mark_given, number, restore_train_state, resume_run, save_checkpoint, save_or_stop,
                     seed_everything, start_log, train_state)
 from engine import Engine, stop_ids
 from rewards import (answer_correct, confidence, group_advantages, has_plan, mixed_groups, score, segment_steps,
                      step_right, step_stats, token_char_ends, token_spans)
-from tasks import RECIPES, encode_prompt, make_split, problems_for_cli
+from tasks import RECIPES, encode_prompt, make_split, problems_for_cli, prompts_that_fit
 
 # -----------------------------------------------------------------------------
 # Sampling and scoring
@@ -236,7 +236,8 @@ def parse_args(argv=None):
     ap.add_argument("--prompts-per-step", type=COUNT, default=8, help="prompts per step (over all ranks)")
     ap.add_argument("--temperature", type=POSITIVE, default=1.0, help="sampling temperature (also used for training "
                     "log-probs and confidences)")
-    ap.add_argument("--top-p", type=number(above=0, hi=1), default=1.0, help="nucleus sampling (1: off; <1 biases the ratio)")
+    ap.add_argument("--top-p", type=number(above=0, hi=1), default=1.0,
+                    help="nucleus sampling (1: off; <1 biases the ratio)")
     ap.add_argument("--max-new-tokens", type=COUNT, default=256, help="completion length limit (the longest "
                     "default test response, plan included, is about 215 tokens)")
     # update
@@ -293,10 +294,8 @@ def main(argv=None):
 
     model = load_model(src, device=device, dtype=torch.float32)
     ctx = model.config.max_position_embeddings
-    problems = fitting(problems, [len(encode_prompt(tok, p)) + args.max_new_tokens for p in problems], ctx,
-                       "training problems (prompt + --max-new-tokens)")
-    test = fitting(test, [len(encode_prompt(tok, p)) + args.max_new_tokens for p in test], ctx,
-                   "test problems (prompt + --max-new-tokens)") if test else test
+    problems = prompts_that_fit(tok, problems, args.max_new_tokens, ctx, "training problems")
+    test = prompts_that_fit(tok, test, args.max_new_tokens, ctx, "test problems") if test else test
     ref = copy.deepcopy(model).eval().requires_grad_(False) if args.kl_coef > 0 else None
     if ref is not None and state:  # the reference is the initial policy, not the checkpoint
         ref = load_model(args.init, device=device).eval().requires_grad_(False)

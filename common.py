@@ -5,6 +5,7 @@ kill-safe checkpoints with training state and a lock on the run directory, JSONL
 import argparse
 import json
 import math
+import operator
 import os
 import random
 import shutil
@@ -21,19 +22,21 @@ import torch
 # Flag values, checked when the command line is parsed (argparse types: a bad value is one line)
 
 
+BOUNDS = {"at least": operator.ge, "at most": operator.le, "above": operator.gt, "below": operator.lt}
+
+
 def number(kind=float, lo=None, hi=None, above=None, below=None):
     """An argparse type: a finite `kind` (int or float) with lo <= x <= hi, x > above, x < below."""
+    bounds = {words: b for words, b in zip(BOUNDS, (lo, hi, above, below)) if b is not None}
+
     def parse(text: str):
         try:
             x = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
-        bounds = [(b, ok, words) for b, ok, words in ((lo, x >= (lo or 0), "at least"), (hi, x <= (hi or 0), "at most"),
-                                                      (above, x > (above or 0), "above"),
-                                                      (below, x < (below or 0), "below")) if b is not None]
-        if not math.isfinite(x) or not all(ok for _, ok, _ in bounds):
+        if not math.isfinite(x) or not all(BOUNDS[words](x, b) for words, b in bounds.items()):
             raise argparse.ArgumentTypeError(f"{text} is out of range: must be " + " and ".join(
-                ["finite"] * (kind is float) + [f"{words} {b}" for b, _, words in bounds]))
+                ["finite"] * (kind is float) + [f"{words} {b}" for words, b in bounds.items()]))
         return x
     return parse
 
@@ -279,7 +282,7 @@ def load_model(path: str, device="cpu", dtype=torch.float32):
     from model import Transformer
     try:
         return Transformer.from_pretrained(path, device=device, dtype=dtype)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError) as e:
         raise SystemExit(f"{path}: cannot load the model ({why(e)})") from None
 
 
@@ -303,11 +306,11 @@ def load_train_state(out: str, mmap: bool = False) -> dict | None:
     try:
         return torch.load(path, weights_only=False, mmap=mmap)
     except Exception as e:  # a truncated or foreign file: torch raises several kinds
-        raise SystemExit(f"{path}: not a readable training state ({type(e).__name__}: {str(e)[:120]}); "
-                         f"start a new run in another --out") from None
+        raise SystemExit(f"{path}: not a readable training state ({why(e)}); start a new run in another --out") \
+            from None
 
 
-def claim_out(args, d: "Dist") -> dict | None:
+def claim_out(args, d: Dist) -> dict | None:
     """Take --out for this run: lock it, finish a save a kill cut short, and return the training state
     to resume (--resume). A new run is refused where it would overwrite an unfinished one."""
     missing = f"--resume: no checkpoint to resume in {args.out} (missing {STATE_FILE})"
@@ -338,7 +341,7 @@ def trim_log(out: str, state: dict):
         os.truncate(path, state["log_bytes"])
 
 
-def start_log(args, state: dict | None, d: "Dist") -> str | None:
+def start_log(args, state: dict | None, d: Dist) -> str | None:
     """The log path of this run on the main rank (None on the others). A new run claims --out here,
     once its inputs have been checked (a refused run leaves nothing behind), and starts an empty log
     (a finished run it replaces leaves no lines in it); a resumed run was claimed by resume_run."""
@@ -355,8 +358,8 @@ def start_log(args, state: dict | None, d: "Dist") -> str | None:
 def add_run_args(ap, save_every: int):
     """The runtime flags both training stages share."""
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    ap.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="autocast dtype for training: auto (bfloat16 on GPU, float32 on "
-                    "CPU), float32, bfloat16; weights stay float32")
+    ap.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="autocast dtype for training: auto "
+                    "(bfloat16 on GPU, float32 on CPU), float32, bfloat16; weights stay float32")
     ap.add_argument("--save-every", type=COUNT, default=save_every, help="steps between checkpoints")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with "
                     "the arguments saved there (other values are refused, except --steps to extend the run and "
@@ -383,7 +386,7 @@ def saved_args(args) -> dict:
     return {k: v for k, v in vars(args).items() if not k.startswith("_")}
 
 
-def resume_run(args, d: "Dist") -> tuple:
+def resume_run(args, d: Dist) -> tuple:
     """(the arguments of the checkpoint in args.out, its training state). The run continues in the
     --out given, wherever the checkpoint was first written (a copy or a moved run resumes in place);
     flags given that differ from the checkpoint's are refused, except those in RESUMABLE."""

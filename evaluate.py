@@ -36,11 +36,11 @@ import time
 
 from tqdm import tqdm
 
-from common import COUNT, POSITIVE, SHARE, check_checkpoint, fitting, load_model, log_json, pick_device
+from common import COUNT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pick_device
 from engine import Engine, stop_ids
 from rewards import (FINAL_LINE, NUMBER, Step, answer_correct, confidence, has_plan, segment_steps, step_right,
                      step_stats, token_char_ends, token_spans)
-from tasks import SPLITS, encode_prompt, load_problems
+from tasks import SPLITS, encode_prompt, load_problems, prompts_that_fit
 
 # -----------------------------------------------------------------------------
 # Metrics (pure functions; the tests check them against hand-computed values)
@@ -320,8 +320,8 @@ def main(argv=None):
         results[name] = {}
         a_conf, a_ok, s_conf, s_ok = [], [], [], []
         for split, problems in data.items():
-            kept = fitting(problems, [len(encode_prompt(tok, p)) + args.max_new_tokens for p in problems],
-                           engine.model.config.max_position_embeddings, f"{split} problems (prompt + --max-new-tokens)")
+            kept = prompts_that_fit(tok, problems, args.max_new_tokens, engine.model.config.max_position_embeddings,
+                                    f"{split} problems")
             records, counts = run_split(engine, tok, kept, args, desc=f"{name} {split}")
             results[name][split] = dict(summarise(records, counts, args), skipped=len(problems) - len(kept))
             a_conf += [r["conf"] for r in records]

@@ -91,7 +91,10 @@ def parse_number(text: str) -> Fraction | None:
     m = NUMBER.search(text or "")
     if not m:
         return None
-    return exact_number(m.group(0).replace("−", "-").replace("$", "").replace(",", "").replace("%", "").replace(" ", ""))
+    text = m.group(0).replace("−", "-")
+    for mark in "$,% ":
+        text = text.replace(mark, "")
+    return exact_number(text)
 
 
 def extract_answer(text: str, lenient: bool = False) -> Fraction | None:

@@ -32,10 +32,10 @@ Algorithm
     chat template gets the question as the user turn and the target as the assistant turn.
 
 Checkpoints: `--out` is a Hugging Face directory (config.json, model.safetensors, tokenizer) plus
-train_state.pt (optimiser, step, RNG, arguments), replaced every --save-every steps and
-at the end in a way a kill cannot break (common.save_checkpoint). Ctrl-C/SIGTERM saves before exiting; a non-finite loss stops
-the run without touching the last checkpoint; --resume continues it exactly (the data position is a
-function of the step).
+train_state.pt (optimiser, step, RNG, arguments), replaced every --save-every steps and at the end
+in a way no kill can break (common.save_checkpoint). Ctrl-C/SIGTERM saves before exiting; a
+non-finite loss stops the run without touching the last checkpoint; --resume continues it exactly
+(the data position is a function of the step).
 
 Deviations from the paper: the paper fine-tunes 4-8B models on teacher-written (LLaMA-3.1-70B)
 meta-thoughts for GSM8K/SVAMP; the default here uses the exact plans of the synthetic world's
@@ -258,8 +258,8 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=NONNEG_INT, default=20, help="warm-up steps")
     ap.add_argument("--weight-decay", type=NONNEG, default=0.0, help="AdamW weight decay")
     ap.add_argument("--grad-clip", type=POSITIVE, default=1.0, help="clip the gradient norm to this")
-    ap.add_argument("--replay", type=number(lo=0, below=1), default=None, help="share of every batch given to documents of the "
-                    "base's pretraining corpus (default 0.25 on synthetic data, 0 otherwise)")
+    ap.add_argument("--replay", type=number(lo=0, below=1), default=None, help="share of every batch given to "
+                    "documents of the base's pretraining corpus (default 0.25 on synthetic data, 0 otherwise)")
     ap.add_argument("--seed", type=int, default=0, help="seed for data order and evaluation problems")
     # runtime
     add_run_args(ap, save_every=100)

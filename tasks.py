@@ -55,6 +55,7 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from common import fitting
 from rewards import exact_number, number_text
 
 # -----------------------------------------------------------------------------
@@ -97,6 +98,13 @@ def encode_prompt(tok, p: Problem) -> list[int]:
                                        add_generation_prompt=True)
         return tok(text, add_special_tokens=False)["input_ids"]
     return tok(prompt_text(p))["input_ids"]
+
+
+def prompts_that_fit(tok, problems: list[Problem], max_new_tokens: int, context: int, what: str) -> list[Problem]:
+    """The problems whose prompt plus max_new_tokens fits the model's context; the others are skipped
+    with a count on stderr."""
+    lengths = [len(encode_prompt(tok, p)) + max_new_tokens for p in problems]
+    return fitting(problems, lengths, context, f"{what} (prompt + --max-new-tokens)")
 
 
 def encode_example(tok, p: Problem, fmt: str) -> tuple[list[int], list[bool]]:

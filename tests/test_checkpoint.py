@@ -88,7 +88,8 @@ def test_a_kill_at_any_point_of_a_save_resumes_to_the_uninterrupted_run(model_di
         state = torch.load(os.path.join(case, common.STATE_FILE), weights_only=False) \
             if os.path.isfile(os.path.join(case, common.STATE_FILE)) else None
         sft_comt.main(["--out", case, "--resume"])
-        assert step_rows(case) == step_rows(full), f"killed before {ops[k]} (#{k}); on disk: step {state and state['step']}"
+        on_disk = state and state["step"]
+        assert step_rows(case) == step_rows(full), f"killed before {ops[k]} (#{k}); checkpoint on disk: {on_disk}"
         assert all(torch.equal(a, b) for a, b in zip(weights(case), weights(full))), f"killed before {ops[k]} (#{k})"
         assert not os.path.exists(os.path.join(case, common.PARTIAL))
 

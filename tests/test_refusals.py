@@ -41,7 +41,8 @@ def test_flags_out_of_range_are_refused_in_one_line(parse, argv, words, capsys):
     assert words in capsys.readouterr().err.splitlines()[-1]
 
 
-@pytest.mark.parametrize("name, words", [("foo", "not a device"), ("cuda:0", "no CUDA GPU"), ("meta", "only cpu and cuda")])
+@pytest.mark.parametrize("name, words", [("foo", "not a device"), ("cuda:0", "no CUDA GPU"),
+                                         ("meta", "only cpu and cuda")])
 def test_bad_devices_are_refused(name, words):
     import torch
     if torch.cuda.is_available() and name == "cuda:0":
