@@ -28,7 +28,10 @@ Algorithm, one step
        KL, rows whose advantage is 0 (every group with no reward spread) add exactly nothing to the
        gradient, so they are not run at all (the normalisers still count them).
     Greedy accuracy on a slice of `test` is measured before the first step, every --eval-every
-    steps and at the end. Checkpoints, --resume and signals work as in sft_comt.py.
+    steps and at the end. Checkpoints, --resume and signals work as in sft_comt.py. With
+    --log-examples K, K sampled completions per step go to OUT/examples.txt with every numeric
+    step marked by its confidence and right/wrong and the reward parts (show.py), so the change
+    of behaviour during RL can be read.
 
 Deviations from the paper: the reward formula, the confidence aggregation and the step check are
 our reconstruction (see rewards.py); the RL optimiser is plain GRPO with the options above. Budgets
@@ -38,6 +41,7 @@ import argparse
 import copy
 import functools
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -51,6 +55,7 @@ from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopReques
 from engine import Engine, stop_ids
 from rewards import (answer_correct, confidence, group_advantages, has_plan, mixed_groups, score, segment_steps,
                      step_right, step_stats, token_char_ends, token_spans)
+from show import example, render_text
 from tasks import RECIPES, encode_prompt, make_split, problems_for_cli, prompts_that_fit
 
 # -----------------------------------------------------------------------------
@@ -67,6 +72,7 @@ class Rollout:
     step_rights: list[list[bool]]
     plans: list[bool]  # the sample opens with a digit-free plan
     completion_tokens: int
+    examples: list  # show.Example of the first sample of the first --log-examples prompts
 
 
 def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
@@ -75,12 +81,16 @@ def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
     s = engine.generate(prompts, num_samples=args.group_size, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_p=args.top_p, stop_tokens=stop_ids(tok, engine.model),
                         seed=seed)
-    seqs, plens, rewards, correct, confs, rights, plans = [], [], [], [], [], [], []
+    seqs, plens, rewards, correct, confs, rights, plans, examples = [], [], [], [], [], [], [], []
     for r in range(s.tokens.shape[0]):
         p = problems[int(s.prompt_index[r])]
         ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
-        text = tok.decode(ids)
-        sc = score(text, lps, token_char_ends(tok, ids), p.answer, p.intermediates, reward=args.reward,
+        text, ends = tok.decode(ids), token_char_ends(tok, ids)
+        if r % args.group_size == 0 and len(examples) < args.log_examples:
+            shown = tok.decode(ids, skip_special_tokens=True)  # the stop token ends it: the marks stay put
+            examples.append(example(f"problem {p.id}, sample 1 of {args.group_size}", p, shown, lps, ends,
+                                    args.conf_weight, args.conf_agg, args.step_check))
+        sc = score(text, lps, ends, p.answer, p.intermediates, reward=args.reward,
                    weight=args.conf_weight, form=args.conf_form, agg=args.conf_agg, check=args.step_check,
                    plan_weight=args.plan_weight)
         prompt = prompts[int(s.prompt_index[r])]
@@ -93,7 +103,7 @@ def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
         plans.append(has_plan(text))
     P, G = len(problems), args.group_size
     return Rollout(seqs, plens, torch.tensor(rewards).view(P, G), torch.tensor(correct).view(P, G), confs, rights,
-                   plans, int(s.mask.sum()))
+                   plans, int(s.mask.sum()), examples)
 
 
 # -----------------------------------------------------------------------------
@@ -259,6 +269,9 @@ def parse_args(argv=None):
     add_run_args(ap, save_every=50)
     ap.add_argument("--eval-every", type=COUNT, default=50, help="steps between greedy test evaluations")
     ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="test problems per evaluation (0: none)")
+    ap.add_argument("--log-examples", type=NONNEG_INT, default=0, help="write K sampled completions per step (the "
+                    "first sample of the first K prompts) to OUT/examples.txt, each numeric step marked by its "
+                    "confidence and right/wrong, with the reward parts")
     args = mark_given(ap, argv, ap.parse_args(argv))
     args.out = args.out or ("runs/ccrl" if args.reward == "ccrl" else "runs/grpo")
     return args
@@ -267,6 +280,14 @@ def parse_args(argv=None):
 @functools.lru_cache(maxsize=2)
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+
+
+def log_examples(examples: list, step: int, out: str):
+    """Append a step's --log-examples samples to OUT/examples.txt, steps marked by confidence."""
+    if examples:
+        with open(os.path.join(out, "examples.txt"), "a") as f:
+            f.write("".join(f"=== step {step}: {e.question}\n{render_text(e, ansi=False)}\n"
+                            for e in examples))
 
 
 def step_problems(step: int, n: int, per_step: int, seed: int) -> list[int]:
@@ -384,6 +405,7 @@ def main(argv=None):
             row["conf_part"] = (r.mean().item() - c.mean().item())
         if dist.main:
             log_json({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}, log_path)
+            log_examples(ro.examples, step, args.out)
         bar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['acc']:.2f}", len=f"{row['resp_len']:.0f}")
         done = step + 1
         if done % args.eval_every == 0 or done == args.steps:

@@ -182,12 +182,13 @@ def close_distributed(d: Dist):
 #   no OUT/.partial/train_state.pt  -> OUT is the previous complete checkpoint; the partial is dropped
 #   OUT/.partial/train_state.pt     -> the save was committed; its remaining files are moved in
 # finish_interrupted_save does exactly that, and every run does it before it reads or writes OUT.
-# The log is never moved: each checkpoint records the log's length, and --resume cuts the log back
-# to it (lines logged after the checkpoint are written again by the resumed steps). A lock on OUT
+# The logs are never moved: each checkpoint records their lengths, and --resume cuts them back to
+# those (lines logged after the checkpoint are written again by the resumed steps). A lock on OUT
 # (held until the process ends, however it ends) refuses a second run on the same directory.
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
+LOG_FILES = (LOG_FILE, "examples.txt")  # what a run appends to as it goes (ccrl.py --log-examples writes the second)
 PARTIAL = ".partial"
 _locks: dict[str, int] = {}  # real path of a claimed --out -> its open descriptor (holds the lock)
 
@@ -232,8 +233,8 @@ def save_checkpoint(out: str, model, tokenizer, state: dict):
     partial = os.path.join(out, PARTIAL)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    log = os.path.join(out, LOG_FILE)
-    state = dict(state, log_bytes=os.path.getsize(log) if os.path.isfile(log) else 0)
+    paths = {name: os.path.join(out, name) for name in LOG_FILES}
+    state = dict(state, log_bytes={name: os.path.getsize(p) for name, p in paths.items() if os.path.isfile(p)})
     torch.save(state, os.path.join(partial, STATE_FILE + ".tmp"))
     os.replace(os.path.join(partial, STATE_FILE + ".tmp"), os.path.join(partial, STATE_FILE))  # the commit
     finish_interrupted_save(out)
@@ -333,12 +334,15 @@ def claim_out(args, d: Dist) -> dict | None:
     return None
 
 
-def trim_log(out: str, state: dict):
-    """Cut the log back to the checkpoint's length: the lines after it were logged by steps the
-    checkpoint does not hold, and the resumed run logs them again."""
-    path = os.path.join(out, LOG_FILE)
-    if os.path.isfile(path) and os.path.getsize(path) > state.get("log_bytes", float("inf")):
-        os.truncate(path, state["log_bytes"])
+def trim_logs(out: str, state: dict):
+    """Cut the logs back to their length at the checkpoint: the lines after it were written by steps
+    the checkpoint does not hold, and the resumed run writes them again."""
+    if "log_bytes" not in state:  # a checkpoint written before the lengths were recorded
+        return
+    for name in LOG_FILES:
+        path, size = os.path.join(out, name), state["log_bytes"].get(name, 0)
+        if os.path.isfile(path) and os.path.getsize(path) > size:
+            os.truncate(path, size)
 
 
 def start_log(args, state: dict | None, d: Dist) -> str | None:
@@ -349,10 +353,11 @@ def start_log(args, state: dict | None, d: Dist) -> str | None:
         claim_out(args, d)
     if not d.main:
         return None
-    path = os.path.join(args.out, LOG_FILE)
     if state is None:
-        open(path, "w").close()
-    return path
+        for name in LOG_FILES:
+            if name == LOG_FILE or os.path.exists(os.path.join(args.out, name)):
+                open(os.path.join(args.out, name), "w").close()
+    return os.path.join(args.out, LOG_FILE)
 
 
 def add_run_args(ap, save_every: int):
@@ -370,7 +375,7 @@ def add_run_args(ap, save_every: int):
 
 # flags that may differ from the checkpoint's on --resume: where the run is and how it is run, and
 # --steps to extend it (the learning-rate schedule then stretches from the resumed step on)
-RESUMABLE = ("out", "resume", "stop_at", "device", "steps", "save_every", "log_every", "eval_every")
+RESUMABLE = ("out", "resume", "stop_at", "device", "steps", "save_every", "log_every", "eval_every", "log_examples")
 UNSET = object()
 
 
@@ -402,7 +407,7 @@ def resume_run(args, d: Dist) -> tuple:
     kept = {k: getattr(args, k) for k in given & set(RESUMABLE)}
     merged = {**saved, **kept, "out": args.out, "resume": True, "stop_at": args.stop_at, "device": args.device}
     if d.main:
-        trim_log(args.out, state)
+        trim_logs(args.out, state)
     return type(args)(**merged), state
 
 

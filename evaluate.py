@@ -26,20 +26,26 @@ once and shared by all checkpoints. Per checkpoint x split:
 
 Output: a Markdown table of accuracy (checkpoints x splits) and one of calibration on stdout, every
 number in --json, and next to it <stem>_reliability.png (answer- and step-level reliability
-diagram per checkpoint, all splits pooled) and <stem>_accuracy.png (accuracy by split).
+diagram per checkpoint, all splits pooled) and <stem>_accuracy.png (accuracy by split). With
+--show N: the first N problems of every split with each checkpoint's completion, every numeric
+step marked by its confidence and right/wrong, the verdict and the CCRL reward parts (lambda 0.5;
+colours on a terminal, `21[0.97 ✗]` marks otherwise), also as <stem>_examples.html (show.py).
+Problems too long for a model's context are skipped with a count (`skipped` in the JSON).
 """
 import argparse
 import json
 import math
 import os
+import sys
 import time
 
 from tqdm import tqdm
 
-from common import COUNT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pick_device
+from common import COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pick_device
 from engine import Engine, stop_ids
 from rewards import (FINAL_LINE, NUMBER, Step, answer_correct, confidence, has_plan, segment_steps, step_right,
                      step_stats, token_char_ends, token_spans)
+from show import example, html_page, render_text
 from tasks import SPLITS, encode_prompt, load_problems, prompts_that_fit
 
 # -----------------------------------------------------------------------------
@@ -130,19 +136,24 @@ def judge(text: str, ids: list[int], logprobs: list[float], p, tok, args) -> dic
                 step_rights=[step_right(s, args.step_check, p.intermediates, ok) for s in steps])
 
 
-def run_split(engine, tok, problems, args, desc: str) -> tuple[list[dict], list[int]]:
-    """Greedy records, one per problem, and (with --samples k) the right count of k samples each."""
+def run_split(engine, tok, problems, args, name: str, split: str) -> tuple[list[dict], list[int]]:
+    """Greedy records, one per problem, and (with --samples k) the right count of k samples each.
+    The first --show records also hold the completion as a show.Example."""
     prompts = [encode_prompt(tok, p) for p in problems]
     stops = stop_ids(tok, engine.model)
     records, right_counts = [], []
     k = args.samples
-    for i in tqdm(range(0, len(prompts), args.batch), desc=desc, leave=False):
+    for i in tqdm(range(0, len(prompts), args.batch), desc=f"{name} {split}", leave=False):
         chunk = problems[i:i + args.batch]
         s = engine.generate(prompts[i:i + args.batch], max_new_tokens=args.max_new_tokens, greedy=True,
                             stop_tokens=stops)
         for r, p in enumerate(chunk):
             ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
-            records.append(judge(tok.decode(ids, skip_special_tokens=True), ids, lps, p, tok, args))
+            text = tok.decode(ids, skip_special_tokens=True)
+            records.append(judge(text, ids, lps, p, tok, args))
+            if len(records) <= args.show:
+                records[-1]["example"] = example(name, p, text, lps, token_char_ends(tok, ids), agg=args.conf_agg,
+                                                 check=args.step_check)
         if k > 1:
             s = engine.generate(prompts[i:i + args.batch], num_samples=k, max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, stop_tokens=stops, seed=args.seed + i)
@@ -253,6 +264,22 @@ def plot(results: dict, pooled: dict, bins: int, stem: str) -> list[str]:
 # Main
 
 
+def show_examples(shown: dict, images: list[str], path: str) -> str:
+    """Print the --show examples (the same problems for every checkpoint) and write them as an HTML
+    page with the plots; returns its path."""
+    ansi = sys.stdout.isatty()
+    blocks = []
+    for split, per_ckpt in shown.items():
+        for i, exs in enumerate(zip(*per_ckpt)):
+            print(f"\n=== {split}, problem {i + 1}: {exs[0].question}")
+            for e in exs:
+                print(render_text(e, ansi))
+            blocks.append((split, exs[0].question, list(exs)))
+    with open(path, "w") as f:
+        f.write(html_page("Confidence on every numeric step", blocks, images))
+    return path
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Evaluate checkpoints: accuracy and calibration by split.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -278,6 +305,9 @@ def parse_args(argv=None):
                     "is overconfident")
     ap.add_argument("--json", default="runs/eval.json", help="where to write every number (PNGs go next to it)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    ap.add_argument("--show", type=NONNEG_INT, default=0, help="print N problems per split with every checkpoint's "
+                    "completion, each numeric step marked by confidence and right/wrong, and the reward parts; also "
+                    "written to <json stem>_examples.html with the plots")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = ap.parse_args(argv)
     for ck in args.ckpt:
@@ -308,7 +338,7 @@ def main(argv=None):
     device = pick_device(args.device)
     data = load_data(args)
     toks = [check_checkpoint(ck, "--ckpt") for ck in args.ckpt]  # every one readable before any is run
-    results, seconds = {}, {}
+    results, seconds, shown = {}, {}, {}  # shown: split -> per checkpoint, its --show examples
     pooled = {"answer": {}, "step": {}}
     names = [os.path.basename(os.path.normpath(ck)) for ck in args.ckpt]
     if len(set(names)) < len(names):  # same folder names in different places: use the paths
@@ -322,7 +352,8 @@ def main(argv=None):
         for split, problems in data.items():
             kept = prompts_that_fit(tok, problems, args.max_new_tokens, engine.model.config.max_position_embeddings,
                                     f"{split} problems")
-            records, counts = run_split(engine, tok, kept, args, desc=f"{name} {split}")
+            records, counts = run_split(engine, tok, kept, args, name, split)
+            shown.setdefault(split, []).append([r["example"] for r in records[:args.show]])
             results[name][split] = dict(summarise(records, counts, args), skipped=len(problems) - len(kept))
             a_conf += [r["conf"] for r in records]
             a_ok += [r["ok"] for r in records]
@@ -336,6 +367,8 @@ def main(argv=None):
         json.dump(dict(args=vars(args), results=results, seconds=seconds), f, indent=1,
                   default=lambda x: None)
     pngs = [] if args.no_plots else plot(results, pooled, args.bins, os.path.splitext(args.json)[0])
+    if args.show:
+        pngs.append(show_examples(shown, pngs, os.path.splitext(args.json)[0] + "_examples.html"))
     log_json(dict(summary=True, json=args.json, plots=pngs, checkpoints=len(args.ckpt), splits=len(data),
                   problems=sum(len(p) for p in data.values()), seconds=round(time.time() - t0, 1)))
 

@@ -286,6 +286,7 @@ class Scored:
     conf_term: float
     step_confs: list[float]
     step_rights: list[bool]
+    steps: list[Step]  # each with the token span [i, j) whose log-probs gave its confidence
 
 
 def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[Fraction],
@@ -308,7 +309,7 @@ def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_ans
         raise ValueError(f"unknown reward {reward!r}; choose ccrl or outcome")
     if plan_weight and not has_plan(text):
         r -= plan_weight
-    return Scored(r, ok, term, confs, rights)
+    return Scored(r, ok, term, confs, rights, steps)
 
 
 def step_stats(confs: list[list[float]], rights: list[list[bool]], threshold: float) -> dict:

@@ -1,0 +1,171 @@
+"""
+See the confidence: a completion with every numeric step's result marked by the model's confidence
+in it and by whether it is right, as the CCRL reward reads it.
+
+    python evaluate.py --ckpt runs/sft_comt runs/ccrl --show 3     # 3 problems per split, both models
+    python ccrl.py --log-examples 2                                  # 2 samples per logged step
+
+A mark covers exactly the tokens whose log-probs gave the step's confidence (rewards.score: the
+tokens overlapping the result's characters; with a tokenizer that merges digits with neighbours,
+the neighbours are marked too, because the confidence read them). Three renderings of one mark:
+
+    plain (files, pipes)   21[0.97 ✗]
+    terminal               21 on a background from pale (unsure) to orange (sure), green if right,
+                           red if wrong, then [0.97 ✗]
+    HTML                   the same colours in a self-contained page (inline CSS, no scripts);
+                           the model's text is escaped
+
+Under each completion: the answer's verdict and the reward parts CCRL would give it
+(correct + lambda x confidence term), beside the outcome reward.
+"""
+import base64
+import html
+import os
+from dataclasses import dataclass
+
+from rewards import Scored, score
+
+# -----------------------------------------------------------------------------
+# Marks: which characters, which confidence, right or wrong
+
+
+@dataclass
+class Mark:
+    start: int  # characters [start, end) of the text: the whole tokens the confidence read
+    end: int
+    conf: float
+    right: bool
+
+
+def marks(scored: Scored, char_ends: list[int]) -> list[Mark]:
+    """One mark per numeric step, over the characters of the tokens its confidence came from."""
+    out = []
+    for s, conf, right in zip(scored.steps, scored.step_confs, scored.step_rights):
+        a, b = s.tokens
+        if b > a:
+            out.append(Mark(char_ends[a - 1] if a else 0, char_ends[b - 1], conf, right))
+    return out
+
+
+def label(m: Mark) -> str:
+    return f"[{m.conf:.2f} {'✓' if m.right else '✗'}]"
+
+
+def pieces(text: str, ms: list[Mark]):
+    """(text piece, its Mark or None) in order; marks never overlap (steps are disjoint)."""
+    pos = 0
+    for m in ms:
+        if m.start > pos:
+            yield text[pos:m.start], None
+        yield text[max(m.start, pos):m.end], m
+        pos = max(pos, m.end)
+    if pos < len(text):
+        yield text[pos:], None
+
+
+# -----------------------------------------------------------------------------
+# Renderings
+
+HEAT = ((0.5, 252), (0.8, 230), (0.95, 222), (1.01, 215))  # confidence below -> 256-colour background
+
+
+def heat(conf: float) -> int:
+    return next(colour for bound, colour in HEAT if conf < bound)
+
+
+def render_plain(text: str, ms: list[Mark]) -> str:
+    return "".join(p + label(m) if m else p for p, m in pieces(text, ms))
+
+
+def render_ansi(text: str, ms: list[Mark]) -> str:
+    fg = lambda m: "32" if m.right else "31"
+    return "".join(f"\x1b[1;{fg(m)};48;5;{heat(m.conf)}m{p}\x1b[0m\x1b[2m{label(m)}\x1b[0m" if m else p
+                   for p, m in pieces(text, ms))
+
+
+def render_html(text: str, ms: list[Mark]) -> str:
+    out = []
+    for p, m in pieces(text, ms):
+        if m is None:
+            out.append(html.escape(p))
+        else:
+            out.append(f'<span class="step {"ok" if m.right else "bad"}" style="background: rgba(255, 140, 0, '
+                       f'{m.conf:.2f})">{html.escape(p)}</span><sub>{html.escape(label(m))}</sub>')
+    return "".join(out)
+
+
+# -----------------------------------------------------------------------------
+# One example: question, marked completion, verdict, reward parts
+
+
+@dataclass
+class Example:
+    name: str  # checkpoint (or run) that wrote it
+    question: str
+    gold: str
+    text: str
+    marks: list[Mark]
+    scored: Scored  # the CCRL reward of the completion
+    weight: float  # lambda
+
+
+def example(name: str, problem, text: str, logprobs: list[float], char_ends: list[int], weight: float = 0.5,
+            agg: str = "geo", check: str = "auto") -> Example:
+    """Score a completion as CCRL would and mark its steps."""
+    s = score(text, logprobs, char_ends, problem.answer, problem.intermediates, reward="ccrl", weight=weight,
+              agg=agg, check=check)
+    return Example(name, problem.question, problem.answer, text, marks(s, char_ends), s, weight)
+
+
+def verdict(e: Example) -> str:
+    return (f"answer {'right' if e.scored.correct else 'wrong'} (gold {e.gold}); reward parts: correct "
+            f"{int(e.scored.correct)} + {e.weight} x confidence term {e.scored.conf_term:+.3f} = CCRL "
+            f"{e.scored.reward:+.3f}; outcome reward {int(e.scored.correct)}")
+
+
+def render_text(e: Example, ansi: bool) -> str:
+    body = (render_ansi if ansi else render_plain)(e.text, e.marks).strip("\n")
+    return f"--- {e.name}\n{body}\n    {verdict(e)}"
+
+
+HOW_TO_READ = """Each block is one problem and, under it, what each checkpoint wrote for it (greedy). Every
+number a step computes (<code>expr = result</code>) is shaded by the model's confidence in it: the
+geometric mean of the probabilities of the tokens that wrote it, pale when unsure, orange when sure.
+A green number is right (it is one of the problem's gold intermediate values, or its arithmetic
+recomputes where the problem has none), a red one wrong; the small label repeats the confidence and
+the verdict. A sure red number is the overconfident error CCRL penalises: its reward is the answer's
+correctness plus lambda times the mean over steps of +confidence (right) or -confidence (wrong)."""
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.4em} h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ccc}
+.q{background:#f4f4f4;padding:.6em;white-space:pre-wrap}
+.ex{display:grid;grid-template-columns:repeat(auto-fit,minmax(26em,1fr));gap:1em;margin:.8em 0 2em}
+.ex>div{border:1px solid #ddd;padding:.6em} .ex h3{font-size:1em;margin:0 0 .4em}
+pre{white-space:pre-wrap;font-size:.92em;margin:0}
+.step{font-weight:bold;padding:0 .1em;border-radius:3px} .ok{color:#106010;border-bottom:3px solid #1a8f1a}
+.bad{color:#b00000;border-bottom:3px solid #d00000}
+sub{color:#555;font-size:.75em} .v{color:#444;font-size:.85em;margin-top:.5em}
+img{max-width:49%}"""
+
+
+def data_uri(path: str) -> str:
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode()
+
+
+def html_page(title: str, blocks: list[tuple[str, str, list[Example]]], images: list[str]) -> str:
+    """blocks: (split, question, examples of that question, one per checkpoint)."""
+    parts = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style>",
+             f"<h1>{html.escape(title)}</h1><p>{HOW_TO_READ}</p>"]
+    parts += [f'<img src="{data_uri(p)}" alt="{html.escape(os.path.basename(p))}">' for p in images]
+    split_now = None
+    for split, question, exs in blocks:
+        if split != split_now:
+            parts.append(f"<h2>{html.escape(split)}</h2>")
+            split_now = split
+        parts.append(f'<div class="q">{html.escape(question)}</div><div class="ex">')
+        for e in exs:
+            parts.append(f"<div><h3>{html.escape(e.name)}</h3><pre>{render_html(e.text, e.marks).strip()}</pre>"
+                         f'<div class="v">{html.escape(verdict(e))}</div></div>')
+        parts.append("</div>")
+    return "\n".join(parts) + "\n"
