@@ -367,10 +367,9 @@ def main(argv=None):
         json.dump(dict(args=vars(args), results=results, seconds=seconds), f, indent=1,
                   default=lambda x: None)
     pngs = [] if args.no_plots else plot(results, pooled, args.bins, os.path.splitext(args.json)[0])
-    if args.show:
-        pngs.append(show_examples(shown, pngs, os.path.splitext(args.json)[0] + "_examples.html"))
-    log_json(dict(summary=True, json=args.json, plots=pngs, checkpoints=len(args.ckpt), splits=len(data),
-                  problems=sum(len(p) for p in data.values()), seconds=round(time.time() - t0, 1)))
+    page = show_examples(shown, pngs, os.path.splitext(args.json)[0] + "_examples.html") if args.show else None
+    log_json(dict(summary=True, json=args.json, plots=pngs, examples=page, checkpoints=len(args.ckpt),
+                  splits=len(data), problems=sum(len(p) for p in data.values()), seconds=round(time.time() - t0, 1)))
 
 
 if __name__ == "__main__":
