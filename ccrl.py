@@ -11,7 +11,7 @@ Algorithm, one step
     1. draw --prompts-per-step training problems (a seeded shuffle; the position is the step);
     2. sample --group-size completions of each with the engine at --temperature, keeping the
        per-token log-probs;
-    3. score each (rewards.score): correctness of the final `Answer:` line, plus for ccrl
+    3. judge each (rewards.judge): correctness of the final `Answer:` line, plus for ccrl
        --conf-weight times the mean over numeric steps of +c/-c (signed) or -(c-z)^2 (brier),
        where c is the policy's confidence in the step's written result and z whether the step is
        right (--step-check); with --plan-weight w, either reward loses w when the completion does
@@ -53,8 +53,7 @@ from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopReques
                     log_json, mark_given, number, restore_train_state, resume_run, save_checkpoint, save_or_stop,
                     seed_everything, start_log, train_state)
 from engine import Engine, stop_ids
-from rewards import (answer_correct, confidence, group_advantages, has_plan, mixed_groups, score, segment_steps,
-                     step_right, step_stats, token_char_ends, token_spans)
+from rewards import group_advantages, judge, mixed_groups, step_stats, token_char_ends
 from show import example, render_text
 from tasks import RECIPES, encode_prompt, make_split, problems_for_cli, prompts_that_fit
 
@@ -76,7 +75,7 @@ class Rollout:
 
 
 def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
-    """G completions per problem, each scored by rewards.score."""
+    """G completions per problem, each judged by rewards.judge."""
     prompts = [encode_prompt(tok, p) for p in problems]
     s = engine.generate(prompts, num_samples=args.group_size, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_p=args.top_p, stop_tokens=stop_ids(tok, engine.model),
@@ -90,17 +89,16 @@ def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
             shown = tok.decode(ids, skip_special_tokens=True)  # the stop token ends it: the marks stay put
             examples.append(example(f"problem {p.id}, sample 1 of {args.group_size}", p, shown, lps, ends,
                                     args.conf_weight, args.conf_agg, args.step_check))
-        sc = score(text, lps, ends, p.answer, p.intermediates, reward=args.reward,
-                   weight=args.conf_weight, form=args.conf_form, agg=args.conf_agg, check=args.step_check,
-                   plan_weight=args.plan_weight)
+        j = judge(text, lps, ends, p.answer, p.intermediates, reward=args.reward, weight=args.conf_weight,
+                  form=args.conf_form, agg=args.conf_agg, check=args.step_check, plan_weight=args.plan_weight)
         prompt = prompts[int(s.prompt_index[r])]
         seqs.append(prompt + ids)
         plens.append(len(prompt))
-        rewards.append(sc.reward)
-        correct.append(sc.correct)
-        confs.append(sc.step_confs)
-        rights.append(sc.step_rights)
-        plans.append(has_plan(text))
+        rewards.append(j.reward)
+        correct.append(j.correct)
+        confs.append(j.step_confs)
+        rights.append(j.step_rights)
+        plans.append(j.plan)
     P, G = len(problems), args.group_size
     return Rollout(seqs, plens, torch.tensor(rewards).view(P, G), torch.tensor(correct).view(P, G), confs, rights,
                    plans, int(s.mask.sum()), examples)
@@ -203,14 +201,13 @@ def greedy_eval(engine, tok, problems, args) -> dict:
         for r in range(s.tokens.shape[0]):
             p = problems[i + r]
             ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
-            text = tok.decode(ids)
-            good = answer_correct(text, p.answer)
-            steps = token_spans(segment_steps(text), token_char_ends(tok, ids))
-            ok.append(good)
-            confs.append([confidence(lps[a:b], args.conf_agg) for a, b in (st.tokens for st in steps)])
-            rights.append([step_right(st, args.step_check, p.intermediates, good) for st in steps])
+            j = judge(tok.decode(ids), lps, token_char_ends(tok, ids), p.answer, p.intermediates,
+                      agg=args.conf_agg, check=args.step_check)
+            ok.append(j.correct)
+            confs.append(j.step_confs)
+            rights.append(j.step_rights)
             lengths.append(len(ids))
-            plans.append(has_plan(text))
+            plans.append(j.plan)
     return dict(acc=sum(ok) / len(ok), plan_rate=sum(plans) / len(plans), mean_len=sum(lengths) / len(lengths),
                 **step_stats(confs, rights, args.overconf_threshold))
 

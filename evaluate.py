@@ -43,8 +43,7 @@ from tqdm import tqdm
 
 from common import COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pick_device
 from engine import Engine, stop_ids
-from rewards import (FINAL_LINE, NUMBER, Step, answer_correct, confidence, has_plan, segment_steps, step_right,
-                     step_stats, token_char_ends, token_spans)
+from rewards import answer_correct, judge, step_stats, token_char_ends
 from show import example, html_page, render_text
 from tasks import SPLITS, encode_prompt, load_problems, prompts_that_fit
 
@@ -99,41 +98,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def answer_span(text: str) -> tuple[int, int] | None:
-    """Character span of the answer's number: on the last `Answer:`/`####` line, else the last
-    number of the text; None without a number."""
-    finals = list(FINAL_LINE.finditer(text))
-    if finals:
-        m = NUMBER.search(text, finals[-1].start(1))
-    else:
-        m = ([None] + list(NUMBER.finditer(text)))[-1]
-    if m is None:
-        return None
-    a, b = m.span()
-    return a + len(m.group()) - len(m.group().lstrip()), b  # the pattern may take a space before the digits
-
-
-# -----------------------------------------------------------------------------
-# Generation and scoring
-
-
-def span_confidence(span, char_ends: list[int], logprobs: list[float], agg: str) -> float:
-    """Confidence of the tokens overlapping a character span (0 for no span)."""
-    if span is None:
-        return 0.0
-    a, b = token_spans([Step("", 0.0, span)], char_ends)[0].tokens
-    return confidence(logprobs[a:b], agg) if b > a else 0.0
-
-
-def judge(text: str, ids: list[int], logprobs: list[float], p, tok, args) -> dict:
-    """Everything measured on one completion."""
-    ends = token_char_ends(tok, ids)
-    ok = answer_correct(text, p.answer)
-    steps = token_spans(segment_steps(text), ends)
-    return dict(ok=ok, ok_lenient=answer_correct(text, p.answer, lenient=True), tokens=len(ids), plan=has_plan(text),
-                conf=span_confidence(answer_span(text), ends, logprobs, args.conf_agg),
-                step_confs=[confidence(logprobs[a:b], args.conf_agg) for a, b in (s.tokens for s in steps)],
-                step_rights=[step_right(s, args.step_check, p.intermediates, ok) for s in steps])
+def judge_record(text: str, ids: list[int], logprobs: list[float], p, tok, args) -> dict:
+    """What evaluate reads of rewards.judge for one completion."""
+    j = judge(text, logprobs, token_char_ends(tok, ids), p.answer, p.intermediates, agg=args.conf_agg,
+              check=args.step_check)
+    return dict(ok=j.correct, ok_lenient=j.correct_lenient, tokens=len(ids), plan=j.plan, conf=j.answer_conf,
+                step_confs=j.step_confs, step_rights=j.step_rights)
 
 
 def run_split(engine, tok, problems, args, name: str, split: str) -> tuple[list[dict], list[int]]:
@@ -150,7 +120,7 @@ def run_split(engine, tok, problems, args, name: str, split: str) -> tuple[list[
         for r, p in enumerate(chunk):
             ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
             text = tok.decode(ids, skip_special_tokens=True)
-            records.append(judge(text, ids, lps, p, tok, args))
+            records.append(judge_record(text, ids, lps, p, tok, args))
             if len(records) <= args.show:
                 records[-1]["example"] = example(name, p, text, lps, token_char_ends(tok, ids), agg=args.conf_agg,
                                                  check=args.step_check)

@@ -279,23 +279,48 @@ def confidence_term(confs: list[float], rights: list[bool], form: str = "signed"
     return sum(terms) / len(terms)
 
 
+def answer_span(text: str) -> tuple[int, int] | None:
+    """Character span of the answer's number: on the last `Answer:`/`####` line, else the last
+    number of the text; None without a number.
+
+    >>> answer_span("x = 2 + 3 = 5\\nAnswer: 5"), answer_span("so 7 apples"), answer_span("none")
+    ((22, 23), (3, 4), None)
+    """
+    finals = list(FINAL_LINE.finditer(text))
+    m = NUMBER.search(text, finals[-1].start(1)) if finals else ([None] + list(NUMBER.finditer(text)))[-1]
+    if m is None:
+        return None
+    a, b = m.span()
+    return a + len(m.group()) - len(m.group().lstrip()), b  # the pattern may take a space before the digits
+
+
+def span_tokens(span: tuple[int, int], char_ends: list[int]) -> tuple[int, int]:
+    """The tokens [i, j) overlapping a character span ((0, 0) for none)."""
+    return token_spans([Step("", Fraction(0), span)], char_ends)[0].tokens
+
+
 @dataclass
-class Scored:
-    reward: float
-    correct: bool
-    conf_term: float
+class Judgement:
+    """Everything the project measures on one completion, in one place."""
+    correct: bool  # the number on the last Answer:/#### line equals the gold answer
+    correct_lenient: bool  # or, without such a line, the last number does
+    answer_conf: float  # confidence of the answer's number (0 without one)
+    plan: bool  # opens with a digit-free plan (has_plan)
+    steps: list[Step]  # each `expr = result`, with the token span [i, j) its confidence read
     step_confs: list[float]
     step_rights: list[bool]
-    steps: list[Step]  # each with the token span [i, j) whose log-probs gave its confidence
+    conf_term: float  # the mean over steps of +c/-c (signed) or -(c - z)^2 (brier); -1 without steps
+    reward: float  # correct (+ weight * conf_term for ccrl) (- plan_weight without a plan)
 
 
-def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[Fraction],
+def judge(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[Fraction],
           reward: str = "ccrl", weight: float = 0.5, form: str = "signed", agg: str = "geo",
-          check: str = "auto", plan_weight: float = 0.0) -> Scored:
-    """Score one completion: its text, the log-prob of each of its tokens and each token's end
+          check: str = "auto", plan_weight: float = 0.0) -> Judgement:
+    """Judge one completion: its text, the log-prob of each of its tokens and each token's end
     offset in the text (token_char_ends). reward: ccrl or outcome. plan_weight: the format term,
     -plan_weight for a completion that does not open with a digit-free plan (has_plan), 0 for one
-    that does; added to either reward."""
+    that does; added to either reward. The training reward (ccrl.py), the evaluation (evaluate.py)
+    and the marked examples (show.py) all read this record."""
     ok = answer_correct(text, gold_answer)
     steps = token_spans(segment_steps(text), char_ends)
     confs = [confidence(token_logprobs[s.tokens[0]:s.tokens[1]], agg) for s in steps]
@@ -307,9 +332,14 @@ def score(text: str, token_logprobs: list[float], char_ends: list[int], gold_ans
         r = float(ok) + weight * term
     else:
         raise ValueError(f"unknown reward {reward!r}; choose ccrl or outcome")
-    if plan_weight and not has_plan(text):
+    plan = has_plan(text)
+    if plan_weight and not plan:
         r -= plan_weight
-    return Scored(r, ok, term, confs, rights, steps)
+    span = answer_span(text)
+    a, b = span_tokens(span, char_ends) if span else (0, 0)
+    answer_conf = confidence(token_logprobs[a:b], agg) if b > a else 0.0
+    return Judgement(ok, answer_correct(text, gold_answer, lenient=True), answer_conf, plan, steps, confs, rights,
+                     term, r)
 
 
 def step_stats(confs: list[list[float]], rights: list[list[bool]], threshold: float) -> dict:

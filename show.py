@@ -5,7 +5,7 @@ in it and by whether it is right, as the CCRL reward reads it.
     python evaluate.py --ckpt runs/sft_comt runs/ccrl --show 3     # 3 problems per split, both models
     python ccrl.py --log-examples 2                                  # 2 samples per logged step
 
-A mark covers exactly the tokens whose log-probs gave the step's confidence (rewards.score: the
+A mark covers exactly the tokens whose log-probs gave the step's confidence in rewards.judge (the
 tokens overlapping the result's characters; with a tokenizer that merges digits with neighbours,
 the neighbours are marked too, because the confidence read them). Three renderings of one mark:
 
@@ -23,7 +23,7 @@ import html
 import os
 from dataclasses import dataclass
 
-from rewards import Scored, score
+from rewards import Judgement, judge
 
 # -----------------------------------------------------------------------------
 # Marks: which characters, which confidence, right or wrong
@@ -37,10 +37,10 @@ class Mark:
     right: bool
 
 
-def marks(scored: Scored, char_ends: list[int]) -> list[Mark]:
+def marks(j: Judgement, char_ends: list[int]) -> list[Mark]:
     """One mark per numeric step, over the characters of the tokens its confidence came from."""
     out = []
-    for s, conf, right in zip(scored.steps, scored.step_confs, scored.step_rights):
+    for s, conf, right in zip(j.steps, j.step_confs, j.step_rights):
         a, b = s.tokens
         if b > a:
             out.append(Mark(char_ends[a - 1] if a else 0, char_ends[b - 1], conf, right))
@@ -105,22 +105,22 @@ class Example:
     gold: str
     text: str
     marks: list[Mark]
-    scored: Scored  # the CCRL reward of the completion
+    judged: Judgement  # with the CCRL reward of the completion
     weight: float  # lambda
 
 
 def example(name: str, problem, text: str, logprobs: list[float], char_ends: list[int], weight: float = 0.5,
             agg: str = "geo", check: str = "auto") -> Example:
     """Score a completion as CCRL would and mark its steps."""
-    s = score(text, logprobs, char_ends, problem.answer, problem.intermediates, reward="ccrl", weight=weight,
+    j = judge(text, logprobs, char_ends, problem.answer, problem.intermediates, reward="ccrl", weight=weight,
               agg=agg, check=check)
-    return Example(name, problem.question, problem.answer, text, marks(s, char_ends), s, weight)
+    return Example(name, problem.question, problem.answer, text, marks(j, char_ends), j, weight)
 
 
 def verdict(e: Example) -> str:
-    return (f"answer {'right' if e.scored.correct else 'wrong'} (gold {e.gold}); reward parts: correct "
-            f"{int(e.scored.correct)} + {e.weight} x confidence term {e.scored.conf_term:+.3f} = CCRL "
-            f"{e.scored.reward:+.3f}; outcome reward {int(e.scored.correct)}")
+    return (f"answer {'right' if e.judged.correct else 'wrong'} (gold {e.gold}); reward parts: correct "
+            f"{int(e.judged.correct)} + {e.weight} x confidence term {e.judged.conf_term:+.3f} = CCRL "
+            f"{e.judged.reward:+.3f}; outcome reward {int(e.judged.correct)}")
 
 
 def render_text(e: Example, ansi: bool) -> str:

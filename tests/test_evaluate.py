@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from evaluate import answer_span, auroc, brier, ece, judge, pass_at_k, reliability, summarise
+from evaluate import auroc, brier, ece, judge_record, pass_at_k, reliability, summarise
+from rewards import answer_correct, answer_span
 from tasks import Problem
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
@@ -95,16 +96,16 @@ def test_judge_reads_confidences_off_the_right_tokens(tok):
     i5 = pieces.index("5")  # the first step's result
     lps[i5] = math.log(0.9)
     p = Problem(id="x", question="q", answer="20", intermediates=[5.0, 20.0])
-    r = judge(text, ids, lps, p, tok, ARGS)
+    r = judge_record(text, ids, lps, p, tok, ARGS)
     assert r["ok"] is False and r["ok_lenient"] is False and r["tokens"] == len(ids)
     assert r["conf"] == pytest.approx(0.4)  # sqrt(0.8 * 0.2)
     assert r["step_confs"][0] == pytest.approx(0.9)
     assert r["step_rights"] == [True, False]  # gold check: 21 is not an intermediate
-    arith = judge(text, ids, lps, Problem(id="y", question="q", answer="21"), tok, ARGS)
+    arith = judge_record(text, ids, lps, Problem(id="y", question="q", answer="21"), tok, ARGS)
     assert arith["ok"] is True and arith["step_rights"] == [True, False]  # 5 * 4 != 21
     planned = "Plan:\nFirst, add the a and the b.\nSolution:\n" + text
     ids = tok(planned)["input_ids"]
-    assert judge(planned, ids, [0.0] * len(ids), p, tok, ARGS)["plan"] and not r["plan"]
+    assert judge_record(planned, ids, [0.0] * len(ids), p, tok, ARGS)["plan"] and not r["plan"]
 
 
 def test_cli_writes_table_json_and_plots(model_dir, tmp_path):
@@ -132,3 +133,27 @@ def test_cli_rejects_a_missing_checkpoint(tmp_path):
     res = subprocess.run([sys.executable, "evaluate.py", "--ckpt", str(tmp_path / "nope")], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "not a checkpoint directory" in res.stderr
+
+
+@pytest.mark.parametrize("text, gold", [("Plan:\nx.\nSolution:\nAnswer: 12.0", "12"), ("answer: 12", "12"),
+                                        ("Answer: 5\nthen again\nAnswer: 12", "12"), ("Answer: 12", "12.5"),
+                                        ("the total is 12", "12"), ("#### 1,200", "1200")])
+def test_one_checker_for_every_accuracy(text, gold, tok):
+    """The SFT and base quick checks (answer_correct) and evaluate.py (rewards.judge) agree."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    r = judge_record(text, ids, [0.0] * len(ids), Problem(id="x", question="q", answer=gold), tok, ARGS)
+    assert (r["ok"], r["ok_lenient"]) == (answer_correct(text, gold), answer_correct(text, gold, lenient=True))
+
+
+def test_sft_summary_accuracy_equals_evaluate_on_the_same_checkpoint(model_dir, tok):
+    from engine import Engine
+    from evaluate import run_split
+    from model import Transformer
+    from sft_comt import quick_eval
+    from tasks import make_split
+    model = Transformer.from_pretrained(model_dir)
+    q = quick_eval(model, tok, tok.pad_token_id, SimpleNamespace(eval_n=12, seed=0, eval_max_new=16))
+    args = SimpleNamespace(**vars(ARGS), batch=64, max_new_tokens=16, show=0)
+    records, _ = run_split(Engine(model, pad_id=tok.pad_token_id), tok, make_split("test", 12, 0), args, "m", "test")
+    assert q["test_acc"] == sum(r["ok"] for r in records) / len(records)
+    assert q["plan_rate"] == sum(r["plan"] for r in records) / len(records)

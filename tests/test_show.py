@@ -33,7 +33,7 @@ def test_marks_sit_on_exactly_the_tokens_whose_confidence_the_reward_used(which,
         assert (m.start, m.end) == (offsets[read[0]][0], offsets[read[-1]][1])
         assert m.conf == pytest.approx(math.exp(sum(lps[i] for i in read) / len(read)))
     assert [m.right for m in e.marks] == [True, False]  # 155 is a gold value, 116 is not
-    assert e.scored.step_confs == [m.conf for m in e.marks]  # the numbers the reward used
+    assert e.judged.step_confs == [m.conf for m in e.marks]  # the numbers the reward used
     plain = render_plain(TEXT, e.marks)
     assert plain.replace(f"[{e.marks[0].conf:.2f} ✓]", "").replace(f"[{e.marks[1].conf:.2f} ✗]", "") == TEXT
     assert plain.index("✓]") == e.marks[0].end + len(f"[{e.marks[0].conf:.2f} ")
@@ -43,7 +43,7 @@ def test_reward_parts_add_up(tok):
     ids = tok(TEXT, add_special_tokens=False)["input_ids"]
     e = example("m", PROBLEM, TEXT, [-0.01 * (i + 1) for i in range(len(ids))], token_char_ends(tok, ids), weight=0.5)
     term = (e.marks[0].conf - e.marks[1].conf) / 2  # +c for the right step, -c for the wrong one
-    assert e.scored.conf_term == pytest.approx(term) and e.scored.reward == pytest.approx(0 + 0.5 * term)
+    assert e.judged.conf_term == pytest.approx(term) and e.judged.reward == pytest.approx(0 + 0.5 * term)
     assert f"correct 0 + 0.5 x confidence term {term:+.3f} = CCRL {0.5 * term:+.3f}; outcome reward 0" in verdict(e)
 
 
