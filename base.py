@@ -55,8 +55,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, STATE_FILE, Dist, StopRequest, check_checkpoint,
-                    cosine_lr, load_model, log_json, mark_given, restore_train_state, resume_run, save_checkpoint,
-                    save_or_stop, saved_args, seed_everything, start_log, train_state)
+                    cosine_lr, load_model, log_json, mark_given, pad_id, restore_train_state, resume_run,
+                    save_checkpoint, save_or_stop, saved_args, seed_everything, start_log, train_state)
 from engine import Engine, complete
 from model import ModelConfig, Transformer
 from rewards import answer_correct
@@ -296,7 +296,7 @@ def init_digit_embeddings(model, tok, scale: float = 0.1):
 
 def evaluate_base(model, tok, n: int, seed: int = 0) -> dict:
     """Greedy accuracies (see the header) on n held-out items each."""
-    engine = Engine(model, pad_id=tok.pad_token_id)
+    engine = Engine(model, pad_id=pad_id(tok))
     rng = random.Random(f"heldout-{seed}")
     names = quantity_names()
     lines = [arithmetic_line(rng, rng.choice(names)) for _ in range(n)]

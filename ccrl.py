@@ -50,8 +50,8 @@ from tqdm import tqdm
 
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_sum,
                     autocast_for, check_checkpoint, close_distributed, cosine_lr, init_distributed, load_model,
-                    log_json, mark_given, number, restore_train_state, resume_run, save_checkpoint, save_or_stop,
-                    seed_everything, start_log, train_state)
+                    log_json, mark_given, number, pad_id, pad_rows, restore_train_state, resume_run, save_checkpoint,
+                    save_or_stop, seed_everything, start_log, target_logprobs, train_state)
 from engine import Engine, stop_ids
 from rewards import group_advantages, judge, mixed_groups, step_stats, token_char_ends
 from show import example, render_text
@@ -109,7 +109,7 @@ def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
 
 
 @dataclass
-class Batch:
+class RolloutBatch:
     ids: torch.Tensor  # (B,T) prompt + completion, right-padded
     comp: torch.Tensor  # (B,T) bool: completion token (predicted from the tokens before it)
     adv: torch.Tensor  # (B,) advantage of each sequence
@@ -117,31 +117,25 @@ class Batch:
     old_logp: torch.Tensor | None = None  # (N,) log-probs of the completion tokens before the update
 
 
-def make_batches(seqs, prompt_lens, adv, agg: str, max_new: int, micro: int, pad_id: int, totals: tuple) -> list[Batch]:
+def make_batches(seqs, prompt_lens, adv, agg: str, max_new: int, micro: int, pad: int,
+                 totals: tuple) -> list[RolloutBatch]:
     """Micro-batches of the kept samples; totals = (all completion tokens, all sequences) of the
     step over every rank, for the loss-aggregation weights."""
     n_tok, n_seq = totals
     out = []
     for i in range(0, len(seqs), micro):
         rows = range(i, min(i + micro, len(seqs)))
-        T = max(len(seqs[r]) for r in rows)
-        ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-        comp = torch.zeros((len(rows), T), dtype=torch.bool)
-        w = torch.zeros(len(rows))
-        for k, r in enumerate(rows):
-            ids[k, :len(seqs[r])] = torch.tensor(seqs[r])
-            comp[k, prompt_lens[r]:len(seqs[r])] = True
-            n = len(seqs[r]) - prompt_lens[r]
-            w[k] = {"token": 1 / n_tok, "seq": 1 / (n * n_seq), "const": 1 / (n_seq * max_new)}[agg]
-        out.append(Batch(ids, comp, torch.tensor([adv[r] for r in rows], dtype=torch.float), w))
+        comp = [[False] * prompt_lens[r] + [True] * (len(seqs[r]) - prompt_lens[r]) for r in rows]
+        n = [len(seqs[r]) - prompt_lens[r] for r in rows]
+        w = [{"token": 1 / n_tok, "seq": 1 / (k * n_seq), "const": 1 / (n_seq * max_new)}[agg] for k in n]
+        out.append(RolloutBatch(*pad_rows([seqs[r] for r in rows], comp, pad),
+                                torch.tensor([adv[r] for r in rows], dtype=torch.float), torch.tensor(w)))
     return out
 
 
-def token_logprobs(model, b: Batch, temperature: float) -> torch.Tensor:
+def token_logprobs(model, b: RolloutBatch, temperature: float) -> torch.Tensor:
     """(N,) log-probs of the completion tokens under softmax(logits / temperature), row-major."""
-    target = b.comp[:, 1:]
-    logits = model(b.ids[:, :-1], logits_mask=target)  # (N,V)
-    return torch.log_softmax(logits / temperature, -1).gather(-1, b.ids[:, 1:][target][:, None])[:, 0]
+    return target_logprobs(model, b.ids, b.comp, temperature)
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch.Tensor:
@@ -155,23 +149,23 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch.
     raise ValueError(f"unknown KL estimator {kind!r}; choose k1 or k3")
 
 
-def policy_loss(model, b: Batch, args, ref=None) -> tuple[torch.Tensor, dict]:
-    """Weighted sum over this micro-batch's completion tokens of the clipped PG loss (+ KL)."""
-    logp = token_logprobs(model, b, args.temperature)
+def policy_loss(model, b: RolloutBatch, temperature: float, clip_low: float, clip_high: float, ref=None,
+                kl_coef: float = 0.0, kl_est: str = "k3") -> tuple[torch.Tensor, dict]:
+    """Weighted sum over this micro-batch's completion tokens of the clipped PG loss (+ KL to ref)."""
+    logp = token_logprobs(model, b, temperature)
     old = logp.detach() if b.old_logp is None else b.old_logp
     ratio = torch.exp(logp - old)
     per_row = b.comp[:, 1:].sum(1)  # (B,) completion tokens per row
     adv, w = b.adv.repeat_interleave(per_row), b.weight.repeat_interleave(per_row)  # (N,)
-    clipped = torch.clamp(ratio, 1 - args.clip_low, 1 + args.clip_high)
-    pg = -torch.minimum(ratio * adv, clipped * adv)
-    loss = pg
-    stats = dict(clipped=((ratio < 1 - args.clip_low) | (ratio > 1 + args.clip_high)).float().sum().item(),
+    clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
+    loss = -torch.minimum(ratio * adv, clipped * adv)
+    stats = dict(clipped=((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).float().sum().item(),
                  kl=0.0, tokens=float(len(logp)))
     if ref is not None:
         with torch.no_grad():
-            ref_logp = token_logprobs(ref, b, args.temperature)
-        kl = kl_estimate(logp, ref_logp, args.kl_est)
-        loss = loss + args.kl_coef * kl
+            ref_logp = token_logprobs(ref, b, temperature)
+        kl = kl_estimate(logp, ref_logp, kl_est)
+        loss = loss + kl_coef * kl
         stats["kl"] = kl.detach().sum().item()
     return (w * loss).sum(), stats
 
@@ -292,135 +286,200 @@ def step_problems(step: int, n: int, per_step: int, seed: int) -> list[int]:
     return [epoch_order(n, seed, k // n)[k % n] for k in range(step * per_step, (step + 1) * per_step)]
 
 
+@dataclass
+class Kept:
+    """Step 4's output: which samples train, with what advantage, under which loss totals."""
+    groups: torch.Tensor  # (P,) bool: the group passed --filter-groups (all True without it)
+    rows: list[int]  # flat sample indices that enter the update
+    adv: list[float]  # their advantages
+    totals: tuple[float, float]  # (completion tokens, sequences) of all kept samples over all ranks
+
+
+def advantages_and_filter(ro: Rollout, args, device, dist: Dist) -> Kept:
+    """Group advantages; with --filter-groups only groups with right and wrong answers stay. Without
+    KL, rows of advantage 0 add nothing to the gradient and are left out (the totals still count them)."""
+    adv = group_advantages(ro.rewards, args.adv).flatten()  # (P*G,)
+    groups = mixed_groups(ro.correct) if args.filter_groups else torch.ones(ro.rewards.shape[0], dtype=torch.bool)
+    rows = [r for r in range(adv.numel()) if groups[r // args.group_size]]
+    kept_tokens = float(sum(len(ro.seqs[r]) - ro.prompt_lens[r] for r in rows))
+    totals = all_reduce_sum(torch.tensor([kept_tokens, float(len(rows))], device=device), dist).tolist()
+    rows = [r for r in rows if args.kl_coef > 0 or adv[r] != 0]
+    return Kept(groups, rows, adv[rows].tolist(), tuple(totals))
+
+
+def policy_update(run: "Run", ro: Rollout, kept: Kept, step: int) -> tuple[dict, float]:
+    """--ppo-epochs optimiser steps on the kept samples; returns (summed loss stats, gradient norm)."""
+    args, model = run.args, run.model
+    stats, norm = dict(clipped=0.0, kl=0.0, tokens=0.0), 0.0
+    if kept.totals[1] == 0:
+        return stats, norm
+    batches = make_batches([ro.seqs[r] for r in kept.rows], [ro.prompt_lens[r] for r in kept.rows], kept.adv,
+                           args.loss_agg, args.max_new_tokens, args.micro_batch, run.pad, kept.totals)
+    batches = [RolloutBatch(b.ids.to(run.device), b.comp.to(run.device), b.adv.to(run.device),
+                            b.weight.to(run.device)) for b in batches]
+    if args.ppo_epochs > 1:
+        with torch.no_grad(), run.autocast:
+            for b in batches:
+                b.old_logp = token_logprobs(model, b, args.temperature)
+    for epoch in range(args.ppo_epochs):
+        for b in batches:
+            with run.autocast:
+                loss, st = policy_loss(model, b, args.temperature, args.clip_low, args.clip_high, run.ref,
+                                       args.kl_coef, args.kl_est)
+            loss.backward()
+            for k in stats:
+                stats[k] += st[k]
+        all_reduce_grads(model, run.dist)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip).item()
+        if not math.isfinite(norm):
+            raise SystemExit(f"non-finite gradient ({norm}) at step {step}: stopping before the update; the "
+                             f"last checkpoint in {args.out} is untouched (try a lower --lr or --kl-coef)")
+        run.opt.step()
+        run.opt.zero_grad(set_to_none=True)
+    return stats, norm
+
+
+def step_metrics(step: int, ro: Rollout, kept: Kept, stats: dict, norm: float, lr: float, times: tuple,
+                 args) -> dict:
+    """The step's log line: reward and accuracy of the samples, calibration of their steps, the update."""
+    t0, t1, t2 = times
+    r, c = ro.rewards, ro.correct.float()
+    row = dict(step=step, reward=r.mean().item(), acc=c.mean().item(),
+               zero_spread=(r.std(1, unbiased=False) == 0).float().mean().item(),
+               kept_groups=kept.groups.float().mean().item(), resp_len=ro.completion_tokens / r.numel(),
+               plan_rate=sum(ro.plans) / len(ro.plans), **step_stats(ro.step_confs, ro.step_rights,
+                                                                     args.overconf_threshold),
+               kl=stats["kl"] / max(stats["tokens"], 1), clip_frac=stats["clipped"] / max(stats["tokens"], 1),
+               grad_norm=norm, lr=lr, tokens_per_s=ro.completion_tokens / (t2 - t0), sample_s=t1 - t0,
+               train_s=t2 - t1)
+    if args.reward == "ccrl":
+        row.update(correct_part=c.mean().item(), conf_part=r.mean().item() - c.mean().item())
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}
+
+
+@dataclass
+class Run:
+    """What every step reads: the settings, the model and its reference, the optimiser, the data."""
+    args: argparse.Namespace
+    dist: Dist
+    device: torch.device
+    tok: object
+    pad: int
+    model: torch.nn.Module
+    ref: torch.nn.Module | None  # the initial policy, for --kl-coef > 0
+    engine: Engine
+    opt: torch.optim.Optimizer
+    autocast: object
+    problems: list
+    test: list
+    totals: dict  # seconds, sample_seconds, evals: carried in the checkpoint
+    log_path: str | None
+
+
+def set_up(args, dist: Dist, device, state: dict | None) -> Run:
+    """Load the policy (from --init, or the checkpoint on --resume), the data and the optimiser."""
+    src, flag = (args.out, "--out") if state else (args.init, "--init")
+    tok = check_checkpoint(src, flag, "; run `python sft_comt.py` first")
+    if args.prompts_per_step % dist.world:
+        raise SystemExit(f"--prompts-per-step {args.prompts_per_step} must be divisible by the {dist.world} ranks")
+    seed_everything(args.seed)
+    problems = problems_for_cli(args.data, args.n_train, args.limit, args.seed)
+    test = make_split("test", args.eval_n, args.seed) if args.eval_n and args.data in RECIPES else []
+    model = load_model(src, device=device, dtype=torch.float32)
+    ctx = model.config.max_position_embeddings
+    problems = prompts_that_fit(tok, problems, args.max_new_tokens, ctx, "training problems")
+    test = prompts_that_fit(tok, test, args.max_new_tokens, ctx, "test problems") if test else test
+    ref = None
+    if args.kl_coef > 0:  # the reference is the initial policy, not the checkpoint
+        ref = (load_model(args.init, device=device) if state else copy.deepcopy(model)).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    totals = dict(seconds=0.0, sample_seconds=0.0, evals=[])
+    if state:
+        _, totals = restore_train_state(state, opt)
+    return Run(args, dist, device, tok, pad_id(tok), model, ref, Engine(model, pad_id=pad_id(tok)), opt,
+               autocast_for(args, device), problems, test, totals, start_log(args, state, dist))
+
+
+def log_greedy_eval(run: Run, step: int):
+    """Greedy accuracy and step calibration on the test slice, logged and kept for the summary."""
+    if run.dist.main and run.test:
+        run.model.eval()
+        res = greedy_eval(run.engine, run.tok, run.test, run.args)
+        res = dict(eval=True, step=step, **{k: round(v, 4) for k, v in res.items()})
+        run.totals["evals"].append(res)
+        log_json(res, run.log_path)
+
+
+def rl_step(run: Run, step: int) -> dict:
+    """One step of the header's algorithm; returns its log line."""
+    args, dist = run.args, run.dist
+    t0 = time.time()
+    idx = step_problems(step, len(run.problems), args.prompts_per_step, args.seed)[dist.rank::dist.world]
+    run.model.eval()
+    ro = sample_and_score(run.engine, run.tok, [run.problems[i] for i in idx], args,  # steps 1-3
+                          seed=args.seed * 1_000_003 + step * 97 + dist.rank)
+    t1 = time.time()
+    kept = advantages_and_filter(ro, args, run.device, dist)  # step 4
+    run.model.train()
+    for g in run.opt.param_groups:
+        g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
+    stats, norm = policy_update(run, ro, kept, step)  # step 5
+    t2 = time.time()
+    run.totals["seconds"] += t2 - t0
+    run.totals["sample_seconds"] += t1 - t0
+    if dist.main:
+        log_examples(ro.examples, step, args.out)
+    return step_metrics(step, ro, kept, stats, norm, run.opt.param_groups[0]["lr"], (t0, t1, t2), args)
+
+
+def summary(run: Run) -> dict:
+    args, ev = run.args, run.totals["evals"]
+    out = dict(summary=True, reward=args.reward, init=args.init, out=args.out, steps=args.steps,
+               train_seconds=round(run.totals["seconds"], 1),
+               sample_share=round(run.totals["sample_seconds"] / max(run.totals["seconds"], 1e-9), 3))
+    if ev:
+        out.update(acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], plan_rate_before=ev[0]["plan_rate"],
+                   plan_rate_after=ev[-1]["plan_rate"], overconf_before=ev[0]["overconf_err"],
+                   overconf_after=ev[-1]["overconf_err"])
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
     dist, device = init_distributed(args.device)
     state = None
     if args.resume:
         args, state = resume_run(args, dist)
-        src, flag = args.out, "--out"
-    else:
-        src, flag = args.init, "--init"
-    tok = check_checkpoint(src, flag, "; run `python sft_comt.py` first")
-    if args.prompts_per_step % dist.world:
-        raise SystemExit(f"--prompts-per-step {args.prompts_per_step} must be divisible by the {dist.world} ranks")
-    seed_everything(args.seed)
-
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    problems = problems_for_cli(args.data, args.n_train, args.limit, args.seed)
-    test = make_split("test", args.eval_n, args.seed) if args.eval_n and args.data in RECIPES else []
-
-    model = load_model(src, device=device, dtype=torch.float32)
-    ctx = model.config.max_position_embeddings
-    problems = prompts_that_fit(tok, problems, args.max_new_tokens, ctx, "training problems")
-    test = prompts_that_fit(tok, test, args.max_new_tokens, ctx, "test problems") if test else test
-    ref = copy.deepcopy(model).eval().requires_grad_(False) if args.kl_coef > 0 else None
-    if ref is not None and state:  # the reference is the initial policy, not the checkpoint
-        ref = load_model(args.init, device=device).eval().requires_grad_(False)
-    engine = Engine(model, pad_id=pad_id)
-    autocast = autocast_for(args, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    start, totals = 0, dict(seconds=0.0, sample_seconds=0.0, evals=[])
-    if state:
-        start, totals = restore_train_state(state, opt)
-    log_path = start_log(args, state, dist)
+    run = set_up(args, dist, device, state)
+    start = state["step"] if state else 0
     if dist.main:
-        print(f"{args.reward} RL from {src}: {len(problems):,} problems, {args.steps} steps x {args.prompts_per_step} "
-              f"prompts x {args.group_size} samples, {device}, {dist.world} rank(s)")
-
-    def evaluate(step):
-        if dist.main and test:
-            model.eval()
-            res = dict(eval=True, step=step, **{k: round(v, 4) for k, v in greedy_eval(engine, tok, test, args).items()})
-            totals["evals"].append(res)
-            log_json(res, log_path)
+        print(f"{args.reward} RL from {args.out if state else args.init}: {len(run.problems):,} problems, "
+              f"{args.steps} steps x {args.prompts_per_step} prompts x {args.group_size} samples, {device}, "
+              f"{dist.world} rank(s)")
 
     def checkpoint(step):
         if dist.main:
-            save_checkpoint(args.out, model, tok, train_state(step, opt, totals, args))
+            save_checkpoint(args.out, run.model, run.tok, train_state(step, run.opt, run.totals, args))
 
     if start == 0:
-        evaluate(0)
+        log_greedy_eval(run, 0)
     stop = StopRequest()
-    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"rl {args.reward}", disable=not dist.main)
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"rl {args.reward}",
+               disable=not dist.main)
     for step in bar:
-        t0 = time.time()
-        idx = step_problems(step, len(problems), args.prompts_per_step, args.seed)[dist.rank::dist.world]
-        model.eval()
-        ro = sample_and_score(engine, tok, [problems[i] for i in idx], args, seed=args.seed * 1_000_003 + step * 97 + dist.rank)
-        t1 = time.time()
-        adv = group_advantages(ro.rewards, args.adv)  # (P,G)
-        keep = mixed_groups(ro.correct) if args.filter_groups else torch.ones(len(idx), dtype=torch.bool)
-        rows = [r for r in range(ro.rewards.numel()) if keep[r // args.group_size]]
-        kept_tokens = float(sum(len(ro.seqs[r]) - ro.prompt_lens[r] for r in rows))
-        n = all_reduce_sum(torch.tensor([kept_tokens, float(len(rows))], device=device), dist).tolist()  # loss totals
-        flat = adv.flatten()
-        rows = [r for r in rows if args.kl_coef > 0 or flat[r] != 0]  # zero advantage, no KL: zero gradient
-        seqs = [ro.seqs[r] for r in rows]
-        plens = [ro.prompt_lens[r] for r in rows]
-        model.train()
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
-        stats = dict(clipped=0.0, kl=0.0, tokens=0.0)
-        norm = 0.0
-        if n[1] > 0:
-            batches = make_batches(seqs, plens, flat[rows].tolist(), args.loss_agg, args.max_new_tokens,
-                                   args.micro_batch, pad_id, (n[0], n[1]))
-            batches = [Batch(b.ids.to(device), b.comp.to(device), b.adv.to(device), b.weight.to(device)) for b in batches]
-            if args.ppo_epochs > 1:
-                with torch.no_grad(), autocast:
-                    for b in batches:
-                        b.old_logp = token_logprobs(model, b, args.temperature)
-            for epoch in range(args.ppo_epochs):
-                for b in batches:
-                    with autocast:
-                        loss, st = policy_loss(model, b, args, ref)
-                    loss.backward()
-                    for k in stats:
-                        stats[k] += st[k]
-                all_reduce_grads(model, dist)
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip).item()
-                if not math.isfinite(norm):
-                    raise SystemExit(f"non-finite gradient ({norm}) at step {step}: stopping before the update; the "
-                                     f"last checkpoint in {args.out} is untouched (try a lower --lr or --kl-coef)")
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-        t2 = time.time()
-        totals["seconds"] += t2 - t0
-        totals["sample_seconds"] += t1 - t0
-        r, c = ro.rewards, ro.correct.float()
-        row = dict(step=step, reward=r.mean().item(), acc=c.mean().item(),
-                   zero_spread=(r.std(1, unbiased=False) == 0).float().mean().item(),
-                   kept_groups=keep.float().mean().item(), resp_len=ro.completion_tokens / r.numel(),
-                   plan_rate=sum(ro.plans) / len(ro.plans),
-                   **step_stats(ro.step_confs, ro.step_rights, args.overconf_threshold),
-                   kl=stats["kl"] / max(stats["tokens"], 1), clip_frac=stats["clipped"] / max(stats["tokens"], 1),
-                   grad_norm=norm, lr=opt.param_groups[0]["lr"], tokens_per_s=ro.completion_tokens / (t2 - t0),
-                   sample_s=t1 - t0, train_s=t2 - t1)
-        if args.reward == "ccrl":
-            row["correct_part"] = c.mean().item()
-            row["conf_part"] = (r.mean().item() - c.mean().item())
+        row = rl_step(run, step)
         if dist.main:
-            log_json({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}, log_path)
-            log_examples(ro.examples, step, args.out)
+            log_json(row, run.log_path)
         bar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['acc']:.2f}", len=f"{row['resp_len']:.0f}")
         done = step + 1
         if done % args.eval_every == 0 or done == args.steps:
-            evaluate(done)
+            log_greedy_eval(run, done)
         if save_or_stop(done, args, stop, dist, device, checkpoint, "ccrl.py"):
             close_distributed(dist)
             return
     bar.close()
     if dist.main:
-        ev = totals["evals"]
-        summary = dict(summary=True, reward=args.reward, init=args.init, out=args.out, steps=args.steps,
-                       train_seconds=round(totals["seconds"], 1),
-                       sample_share=round(totals["sample_seconds"] / max(totals["seconds"], 1e-9), 3))
-        if ev:
-            summary.update(acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], plan_rate_before=ev[0]["plan_rate"],
-                           plan_rate_after=ev[-1]["plan_rate"], overconf_before=ev[0]["overconf_err"],
-                           overconf_after=ev[-1]["overconf_err"])
-        log_json(summary, log_path)
+        log_json(summary(run), run.log_path)
     close_distributed(dist)
 
 

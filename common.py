@@ -123,6 +123,36 @@ def log_json(row: dict, path: str | None = None, stream=None):
 
 
 # -----------------------------------------------------------------------------
+# Token rows: one padder and one masked log-prob for SFT and RL
+
+
+def pad_id(tok) -> int:
+    """The id that fills batches and finished rows: the tokenizer's pad token, else its end of sequence."""
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def pad_rows(rows: list[list[int]], masks: list[list[bool]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (B,T) with T the longest row: rows right-padded with `pad`, mask True at the
+    tokens trained on (each predicted from the tokens before it), False on the padding."""
+    T = max(map(len, rows))
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.bool)
+    for r, (x, m) in enumerate(zip(rows, masks)):
+        ids[r, :len(x)] = torch.tensor(x)
+        mask[r, :len(m)] = torch.tensor(m)
+    return ids, mask
+
+
+def target_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(N,) log-probs of the masked tokens of ids (B,T), row-major, under softmax(logits / temperature),
+    each from the tokens before it. Right padding needs no attention mask: real tokens never attend
+    to the pads after them; logits are computed only where a target is."""
+    target = mask[:, 1:]  # (B,T-1): position t predicts token t+1
+    logits = model(ids[:, :-1], logits_mask=target)  # (N,V)
+    return torch.log_softmax(logits / temperature, -1).gather(-1, ids[:, 1:][target][:, None])[:, 0]
+
+
+# -----------------------------------------------------------------------------
 # Distributed (torchrun)
 
 

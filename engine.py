@@ -285,7 +285,7 @@ def complete(engine: Engine, tok, prompts: list[list[int]], max_new_tokens: int,
 
 
 def main():
-    from common import COUNT, NONNEG, check_checkpoint, load_model, number, pick_device, pick_dtype
+    from common import COUNT, NONNEG, check_checkpoint, load_model, number, pad_id, pick_device, pick_dtype
 
     ap = argparse.ArgumentParser(description="Sample a completion from a Hugging Face model directory.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -313,7 +313,7 @@ def main():
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
     else:
         ids = tok(args.prompt)["input_ids"]
-    engine = Engine(model, pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+    engine = Engine(model, pad_id=pad_id(tok))
     out = engine.generate([list(ids)], num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_p=args.top_p, greedy=args.greedy,
                           stop_tokens=stop_ids(tok, model), seed=args.seed)

@@ -41,7 +41,7 @@ import time
 
 from tqdm import tqdm
 
-from common import COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pick_device
+from common import COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pad_id, pick_device
 from engine import Engine, stop_ids
 from rewards import answer_correct, judge, step_stats, token_char_ends
 from show import example, html_page, render_text
@@ -315,8 +315,7 @@ def main(argv=None):
         names = [os.path.normpath(ck) for ck in args.ckpt]
     for ck, name, tok in zip(args.ckpt, names, toks):
         t1 = time.time()
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        engine = Engine(load_model(ck, device=device).eval(), pad_id=pad)
+        engine = Engine(load_model(ck, device=device).eval(), pad_id=pad_id(tok))
         results[name] = {}
         a_conf, a_ok, s_conf, s_ok = [], [], [], []
         for split, problems in data.items():

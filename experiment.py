@@ -11,7 +11,7 @@ same budgets, several seeds, then one evaluation of everything.
 
 Arms (the SFT arms start from --base, the shipped models/base by default):
     cot_sft     sft_comt.py --format cot              (the paper's baseline SFT)
-    comt_sft    sft_comt.py --format meta             (CoMT)
+    comt_sft    sft_comt.py --format comt             (CoMT)
     cot_grpo    ccrl.py --reward outcome from cot_sft  (baseline RL)
     comt_ccrl   ccrl.py --reward ccrl from comt_sft   (CoMT + CCRL)
     comt_grpo   ccrl.py --reward outcome from comt_sft (with cot_ccrl: the rest of the 2x2, --arms)
@@ -41,7 +41,7 @@ from common import COUNT
 
 ARMS = {  # arm: (script, its flags, the arm it starts from); the first four are the paper's comparison
     "cot_sft": ("sft_comt.py", ["--format", "cot"], None),
-    "comt_sft": ("sft_comt.py", ["--format", "meta"], None),
+    "comt_sft": ("sft_comt.py", ["--format", "comt"], None),
     "cot_grpo": ("ccrl.py", ["--reward", "outcome"], "cot_sft"),
     "comt_ccrl": ("ccrl.py", ["--reward", "ccrl"], "comt_sft"),
     "comt_grpo": ("ccrl.py", ["--reward", "outcome"], "comt_sft"),  # the rest of the 2x2 of SFT format x reward

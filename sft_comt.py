@@ -11,7 +11,7 @@ solutions (CoT-SFT, the paper's baseline) with --format cot.
 
 Algorithm
     Each example is prompt + target; only target tokens are supervised (tasks.encode_example):
-      meta (CoMT)  "Plan:\\n<plan>\\nSolution:\\n": the abstract plan and the marker that opens the
+      comt (CoMT)  "Plan:\\n<plan>\\nSolution:\\n": the abstract plan and the marker that opens the
                    execution. Nothing after the marker and no stop token: stage 1 never shows an
                    execution of a training problem; the model goes on from the marker with what its
                    base already knows.
@@ -55,14 +55,13 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from base import encode_doc, taboo_words, worked_doc
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for,
                     check_checkpoint, close_distributed, cosine_lr, fitting, init_distributed, load_model, log_json,
-                    mark_given, number, restore_train_state, resume_run, save_checkpoint, save_or_stop, seed_everything,
-                    start_log, train_state)
+                    mark_given, number, pad_id, pad_rows, restore_train_state, resume_run, save_checkpoint,
+                    save_or_stop, seed_everything, start_log, target_logprobs, train_state)
 from engine import Engine, complete
 from rewards import answer_correct, has_plan
 from tasks import RECIPES, clean_solution, encode_example, encode_prompt, make_split, problems_for_cli
@@ -106,7 +105,7 @@ def load_train_problems(args) -> list:
         p.solution = t.get("solution", p.solution)
         if p.solution and ("####" in p.solution or "<<" in p.solution):
             p.solution = clean_solution(p.solution)
-    fields = ("plan",) if args.format == "meta" else ("plan", "solution")
+    fields = ("plan",) if args.format == "comt" else ("plan", "solution")
     missing = [p.id for p in problems if not all(getattr(p, f) for f in fields)]
     if missing:
         raise SystemExit(f"--format {args.format} needs {' and '.join(fields)} texts for every problem; {len(missing)} of "
@@ -116,12 +115,12 @@ def load_train_problems(args) -> list:
 
 
 @dataclass
-class Batch:
-    ids: torch.Tensor  # (B,T) right-padded with pad_id
+class SFTBatch:
+    ids: torch.Tensor  # (B,T) right-padded with the pad id
     sup: torch.Tensor  # (B,T) bool: token is supervised (predicted from the tokens before it)
 
-    def to(self, device) -> "Batch":
-        return Batch(self.ids.to(device), self.sup.to(device))
+    def to(self, device) -> "SFTBatch":
+        return SFTBatch(self.ids.to(device), self.sup.to(device))
 
 
 @functools.lru_cache(maxsize=2)
@@ -161,14 +160,8 @@ def replay_examples(tok, step: int, n: int, seed: int) -> list[tuple[list[int], 
     return [encode_doc(tok, *worked_doc(rng, taboo, plan_share=1.0)) for _ in range(n)]
 
 
-def collate(examples: list[tuple[list[int], list[bool]]], pad_id: int) -> Batch:
-    T = max(len(ids) for ids, _ in examples)
-    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    sup = torch.zeros((len(examples), T), dtype=torch.bool)
-    for r, (x, s) in enumerate(examples):
-        ids[r, :len(x)] = torch.tensor(x)
-        sup[r, :len(s)] = torch.tensor(s)
-    return Batch(ids, sup)
+def collate(examples: list[tuple[list[int], list[bool]]], pad: int) -> SFTBatch:
+    return SFTBatch(*pad_rows([ids for ids, _ in examples], [sup for _, sup in examples], pad))
 
 
 def show_mask(tok, ids: list[int], sup: list[bool]) -> str:
@@ -186,15 +179,12 @@ def show_mask(tok, ids: list[int], sup: list[bool]) -> str:
 # Training step
 
 
-def micro_loss_sum(model, b: Batch) -> torch.Tensor:
-    """Sum of token cross-entropies over the supervised tokens of a micro-batch. Right padding
-    needs no attention mask: real tokens never attend to the pads after them."""
-    target = b.sup[:, 1:]  # (B,T-1): position t predicts token t+1
-    logits = model(b.ids[:, :-1], logits_mask=target)  # (N,V), only at supervised positions
-    return F.cross_entropy(logits, b.ids[:, 1:][target], reduction="sum")
+def micro_loss_sum(model, b: SFTBatch) -> torch.Tensor:
+    """Sum of token cross-entropies over the supervised tokens of a micro-batch."""
+    return -target_logprobs(model, b.ids, b.sup).sum()
 
 
-def train_step(model, opt, micro: list[Batch], n_sup: int, world: int, grad_clip: float,
+def train_step(model, opt, micro: list[SFTBatch], n_sup: int, world: int, grad_clip: float,
                autocast=contextlib.nullcontext()) -> tuple[float, float]:
     """One optimiser step over this rank's micro-batches of the global batch, whose supervised
     tokens (all ranks) number n_sup. Returns (global mean token loss, gradient norm); a
@@ -221,11 +211,11 @@ def train_step(model, opt, micro: list[Batch], n_sup: int, world: int, grad_clip
 # Quick check on test problems
 
 
-def quick_eval(model, tok, pad_id: int, args) -> dict:
+def quick_eval(model, tok, args) -> dict:
     """Greedy generations on `test`: answer accuracy and the share of outputs that open with a
     digit-free plan (rewards.has_plan)."""
     problems = make_split("test", args.eval_n, args.seed)
-    engine = Engine(model, pad_id=pad_id)
+    engine = Engine(model, pad_id=pad_id(tok))
     outs = complete(engine, tok, [encode_prompt(tok, p) for p in problems], args.eval_max_new, progress=True)
     return dict(test_acc=sum(answer_correct(o, p.answer) for o, p in zip(outs, problems)) / len(problems),
                 plan_rate=sum(map(has_plan, outs)) / len(problems), example=outs[0])
@@ -235,11 +225,19 @@ def quick_eval(model, tok, pad_id: int, args) -> dict:
 # Main
 
 
+def format_name(text: str) -> str:
+    if text == "meta":
+        print("--format meta is now called --format comt", file=sys.stderr)
+        return "comt"
+    return text
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Stage 1: CoMT supervised fine-tuning (or CoT-SFT with --format cot).",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--format", choices=("meta", "cot"), default="meta",
-                    help="meta: supervise plan + 'Solution:' marker (CoMT); cot: solution + answer + stop (baseline)")
+    ap.add_argument("--format", type=format_name, choices=("comt", "cot"), default="comt",
+                    help="comt: supervise plan + 'Solution:' marker (CoMT); cot: plan, solution, answer and stop "
+                    "(the CoT baseline); 'meta' is read as comt")
     ap.add_argument("--out", default=None, help="output directory (default runs/sft_comt, or runs/sft_cot for cot)")
     # model and data
     ap.add_argument("--model", default=DEFAULT_BASE, help="Hugging Face model directory to start from "
@@ -267,10 +265,63 @@ def parse_args(argv=None):
     ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="test problems for the final check (0: skip)")
     ap.add_argument("--eval-max-new", type=COUNT, default=256, help="tokens generated per test problem")
     args = mark_given(ap, argv, ap.parse_args(argv))
-    args.out = args.out or ("runs/sft_comt" if args.format == "meta" else "runs/sft_cot")
+    args.out = args.out or ("runs/sft_comt" if args.format == "comt" else "runs/sft_cot")
     if args.replay is None:
         args.replay = 0.25 if args.data in RECIPES else 0.0
     return args
+
+
+def training_examples(args, tok, context: int, world: int) -> list[tuple[list[int], list[bool]]]:
+    """The encoded training examples [(ids, supervised)], those longer than the context skipped."""
+    examples = [encode_example(tok, p, args.format) for p in load_train_problems(args)]
+    examples = fitting(examples, [len(ids) for ids, _ in examples], context, "training examples")
+    if len(examples) < args.batch - round(args.replay * args.batch):
+        raise SystemExit(f"--batch {args.batch} is larger than the {len(examples)} training examples")
+    if args.batch % world:
+        raise SystemExit(f"--batch {args.batch} must be divisible by the {world} ranks")
+    return examples
+
+
+def sft_step(step: int, ddp, opt, examples: list, lengths: tuple, tok, args, dist: Dist, device, autocast,
+             totals: dict) -> dict:
+    """One optimiser step on the step's global batch (this rank's share); returns its log line."""
+    t0 = time.time()
+    sft, replay = global_batch(step, examples, lengths, args.batch, args.replay, args.seed, tok)
+    rows = sft + replay
+    n_sup = sum(sum(s[1:]) for _, s in rows)
+    mine = sorted(rows[dist.rank::dist.world], key=lambda e: len(e[0]))
+    micro = [collate(mine[j:j + args.micro_batch], pad_id(tok)).to(device)
+             for j in range(0, len(mine), args.micro_batch)]
+    for g in opt.param_groups:
+        g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
+    loss, norm = train_step(ddp, opt, micro, n_sup, dist.world, args.grad_clip, autocast)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise SystemExit(f"non-finite loss ({loss}) or gradient ({norm}) at step {step}: stopping before the "
+                         f"update; the last checkpoint in {args.out} is untouched (try a lower --lr)")
+    dt = time.time() - t0
+    real = sum(len(ids) for ids, _ in rows)
+    sft_sup = sum(sum(s[1:]) for _, s in sft)
+    totals["sup_tokens"] += sft_sup  # the SFT data's own; replay is counted apart
+    totals["replay_sup_tokens"] += n_sup - sft_sup
+    totals["tokens"] += real
+    totals["pad_tokens"] += sum(b.ids.numel() for b in micro) * dist.world - real  # (ranks' widths alike)
+    totals["seconds"] += dt
+    return dict(step=step, loss=round(loss, 4), lr=opt.param_groups[0]["lr"], grad_norm=round(norm, 3),
+                sup_tokens=n_sup, tokens_per_s=round(real / dt), pad_share=round(pad_share(totals), 3))
+
+
+def pad_share(totals: dict) -> float:
+    return totals["pad_tokens"] / max(totals["pad_tokens"] + totals["tokens"], 1)
+
+
+def summary(args, totals: dict, n_examples: int, loss: float) -> dict:
+    sft_rows = args.batch - round(args.replay * args.batch)
+    return dict(summary=True, format=args.format, out=args.out, steps=args.steps, examples=n_examples,
+                sup_tokens=totals["sup_tokens"], sup_tokens_per_example=round(
+                    totals["sup_tokens"] / (args.steps * sft_rows), 1),
+                replay=args.replay, replay_sup_tokens=totals["replay_sup_tokens"],
+                pad_share=round(pad_share(totals), 3), train_seconds=round(totals["seconds"], 1),
+                tokens_per_s=round(totals["tokens"] / max(totals["seconds"], 1e-9)), final_loss=loss)
 
 
 def main(argv=None):
@@ -280,30 +331,17 @@ def main(argv=None):
     if args.resume:
         args, state = resume_run(args, dist)
         args.model = args.out
-        tok = check_checkpoint(args.out, "--out")
         if dist.main:
             print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)")
-    else:
-        tok = check_checkpoint(args.model, "--model", f", e.g. the shipped {DEFAULT_BASE}, one written by base.py or "
-                               f"one downloaded from the Hugging Face hub")
+    tok = check_checkpoint(args.model, "--out" if state else "--model", f", e.g. the shipped {DEFAULT_BASE}, one "
+                           f"written by base.py or one downloaded from the Hugging Face hub")
     seed_everything(args.seed)
-
     model = load_model(args.model, device=device, dtype=torch.float32)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    problems = load_train_problems(args)
-    examples = [encode_example(tok, p, args.format) for p in problems]  # [(ids, supervised)]
-    examples = fitting(examples, [len(ids) for ids, _ in examples], model.config.max_position_embeddings,
-                       "training examples")
+    examples = training_examples(args, tok, model.config.max_position_embeddings, dist.world)
     if args.show_mask:
         print(show_mask(tok, *examples[0]))
         return
     lengths = tuple(len(ids) for ids, _ in examples)
-    n_replay = round(args.replay * args.batch)
-    if len(examples) < args.batch - n_replay:
-        raise SystemExit(f"--batch {args.batch} is larger than the {len(examples)} training examples")
-    if args.batch % dist.world:
-        raise SystemExit(f"--batch {args.batch} must be divisible by the {dist.world} ranks")
-
     autocast = autocast_for(args, device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     start, totals = 0, dict(sup_tokens=0, replay_sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
@@ -311,10 +349,12 @@ def main(argv=None):
         start, totals = restore_train_state(state, opt)
     ddp = model
     if dist.world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp = torch.nn.parallel.DistributedDataParallel(model,
+                                                        device_ids=[device.index] if device.type == "cuda" else None)
     if dist.main:
         print(f"{args.format} SFT: {len(examples):,} examples from {args.data}, {args.steps} steps x {args.batch} "
-              f"({n_replay} of them replay), {model.num_params() / 1e6:.2f}M parameters, {device}, {dist.world} rank(s)")
+              f"({round(args.replay * args.batch)} of them replay), {model.num_params() / 1e6:.2f}M parameters, "
+              f"{device}, {dist.world} rank(s)")
     log_path = start_log(args, state, dist)
 
     def checkpoint(step):
@@ -323,55 +363,27 @@ def main(argv=None):
 
     stop = StopRequest()
     model.train()
-    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"sft {args.format}", disable=not dist.main)
-    loss = float("nan")
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"sft {args.format}",
+               disable=not dist.main)
+    row = dict(loss=float("nan"))
     for step in bar:
-        t0 = time.time()
-        sft, replay = global_batch(step, examples, lengths, args.batch, args.replay, args.seed, tok)
-        rows = sft + replay
-        n_sup = sum(sum(s[1:]) for _, s in rows)
-        mine = sorted(rows[dist.rank::dist.world], key=lambda e: len(e[0]))
-        micro = [collate(mine[j:j + args.micro_batch], pad_id).to(device) for j in range(0, len(mine), args.micro_batch)]
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
-        loss, norm = train_step(ddp, opt, micro, n_sup, dist.world, args.grad_clip, autocast)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise SystemExit(f"non-finite loss ({loss}) or gradient ({norm}) at step {step}: stopping before the "
-                             f"update; the last checkpoint in {args.out} "
-                             f"is untouched (try a lower --lr)")
-        dt = time.time() - t0
-        real = sum(len(ids) for ids, _ in rows)
-        sft_sup = sum(sum(s[1:]) for _, s in sft)
-        totals["sup_tokens"] += sft_sup  # the SFT data's own; replay is counted apart
-        totals["replay_sup_tokens"] += n_sup - sft_sup
-        totals["tokens"] += real
-        totals["pad_tokens"] += sum(b.ids.numel() for b in micro) * dist.world - real  # (ranks' widths alike)
-        totals["seconds"] += dt
-        tps = real / dt
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
+        row = sft_step(step, ddp, opt, examples, lengths, tok, args, dist, device, autocast, totals)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,}")
         done = step + 1
         if dist.main and (step % args.log_every == 0 or done == args.steps):
-            log_json(dict(step=step, loss=round(loss, 4), lr=opt.param_groups[0]["lr"], grad_norm=round(norm, 3),
-                          sup_tokens=n_sup, tokens_per_s=round(tps), pad_share=round(totals["pad_tokens"] / (
-                              totals["pad_tokens"] + totals["tokens"]), 3)), log_path)
+            log_json(row, log_path)
         if save_or_stop(done, args, stop, dist, device, checkpoint, "sft_comt.py"):
             close_distributed(dist)
             return
     bar.close()
     if dist.main:
-        summary = dict(summary=True, format=args.format, out=args.out, steps=args.steps, examples=len(examples),
-                       sup_tokens=totals["sup_tokens"], sup_tokens_per_example=round(
-                           totals["sup_tokens"] / (args.steps * (args.batch - n_replay)), 1),
-                       replay=args.replay, replay_sup_tokens=totals["replay_sup_tokens"],
-                       pad_share=round(totals["pad_tokens"] / (totals["pad_tokens"] + totals["tokens"]), 3),
-                       train_seconds=round(totals["seconds"], 1),
-                       tokens_per_s=round(totals["tokens"] / max(totals["seconds"], 1e-9)), final_loss=round(loss, 4))
+        out = summary(args, totals, len(examples), row["loss"])
         if args.eval_n and args.data in RECIPES:
             model.eval()
-            res = quick_eval(model, tok, pad_id, args)
+            res = quick_eval(model, tok, args)
             print("example (test problem, greedy):\n" + res.pop("example").strip())
-            summary.update({k: round(v, 3) for k, v in res.items()})
-        log_json(summary, log_path)
+            out.update({k: round(v, 3) for k, v in res.items()})
+        log_json(out, log_path)
     close_distributed(dist)
 
 

@@ -30,8 +30,8 @@ numbers, and train/test are split by hash.
 
 Text formats (our reconstruction; the paper's formats are not public)
     prompt    "Question: <question>\n"
-    meta      "Plan:\n<plan>\nSolution:\n"                    (CoMT-SFT target; execution follows)
-    cot       meta + "<solution>\nAnswer: <answer>"            (CoT-SFT target, then the stop token)
+    comt      "Plan:\n<plan>\nSolution:\n"                    (CoMT-SFT target; execution follows)
+    cot       comt + "<solution>\nAnswer: <answer>"            (CoT-SFT target, then the stop token)
 The CoT target is the complete trajectory and the CoMT target its abstract prefix, so both arms
 write the same text at test time and differ only in whether the execution is supervised.
 
@@ -109,10 +109,10 @@ def prompts_that_fit(tok, problems: list[Problem], max_new_tokens: int, context:
 
 def encode_example(tok, p: Problem, fmt: str) -> tuple[list[int], list[bool]]:
     """(ids, supervised) for SFT: prompt + target, supervised True on target tokens only.
-    meta: the plan and the opening "Solution:" marker, no stop token (the execution follows).
+    comt: the plan and the opening "Solution:" marker, no stop token (the execution follows).
     cot:  the same, then the solution, the answer line and the stop token (tok.eos_token_id)."""
-    if fmt not in ("meta", "cot"):
-        raise ValueError(f"unknown format {fmt!r}; choose meta or cot")
+    if fmt not in ("comt", "cot"):
+        raise ValueError(f"unknown format {fmt!r}; choose comt or cot")
     prompt = encode_prompt(tok, p)
     target = tok(meta_text(p), add_special_tokens=False)["input_ids"]
     if fmt == "cot":  # the meta tokens exactly, then the execution's: one is a prefix of the other

@@ -37,7 +37,7 @@ import re
 import time
 from collections import Counter
 
-from common import COUNT, NONNEG, check_checkpoint, load_model, log_json, number, pick_device
+from common import COUNT, NONNEG, check_checkpoint, load_model, log_json, number, pad_id, pick_device
 from tasks import ANNOTATION, clean_solution, problems_for_cli
 
 TEACHER_PROMPT = (
@@ -191,7 +191,7 @@ def model_plans(problems, args, rejected: Counter) -> dict:
     from engine import Engine, stop_ids
     tok = check_checkpoint(args.teacher, "--teacher")
     model = load_model(args.teacher, device=pick_device(args.device)).eval()
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     engine = Engine(model, pad_id=pad)
     stops = stop_ids(tok, model)
     banned = digit_tokens(tok) if args.ban_digits else []

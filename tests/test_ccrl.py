@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from ccrl import kl_estimate, make_batches, policy_loss, token_logprobs
 from conftest import tiny_model
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
-ARGS = SimpleNamespace(temperature=0.7, clip_low=0.2, clip_high=0.28, kl_coef=0.0, kl_est="k3")
+CLIP = dict(temperature=0.7, clip_low=0.2, clip_high=0.28)  # policy_loss settings
 
 
 def samples(vocab, n=5, seed=0):
@@ -34,8 +33,8 @@ def grads(model):
 def implemented_grad(model, seqs, plens, adv, agg, micro, max_new=8):
     model.zero_grad()
     n_tok = sum(len(s) - p for s, p in zip(seqs, plens))
-    for b in make_batches(seqs, plens, adv, agg, max_new, micro, pad_id=0, totals=(n_tok, len(seqs))):
-        loss, _ = policy_loss(model, b, ARGS)
+    for b in make_batches(seqs, plens, adv, agg, max_new, micro, pad=0, totals=(n_tok, len(seqs))):
+        loss, _ = policy_loss(model, b, **CLIP)
         loss.backward()
     return grads(model)
 
@@ -50,7 +49,7 @@ def test_gradient_equals_hand_written_policy_gradient_for_a_two_sample_group():
     n_tok = sum(len(s) - p for s, p in zip(seqs, plens))
     total = 0.0
     for s, p, a in zip(seqs, plens, adv):
-        logits = model(torch.tensor([s]))[0] / ARGS.temperature
+        logits = model(torch.tensor([s]))[0] / CLIP["temperature"]
         for t in range(p, len(s)):
             total = total - a * torch.log_softmax(logits[t - 1], -1)[s[t]] / n_tok
     total.backward()
@@ -79,8 +78,8 @@ def test_zero_advantage_rows_can_be_left_out(agg):
     def grad(rows):
         model.zero_grad()
         for b in make_batches([seqs[r] for r in rows], [plens[r] for r in rows], [adv[r] for r in rows], agg, 8, 2,
-                              pad_id=0, totals=totals):
-            policy_loss(model, b, ARGS)[0].backward()
+                              pad=0, totals=totals):
+            policy_loss(model, b, **CLIP)[0].backward()
         return grads(model)
     torch.testing.assert_close(grad([1, 3]), grad(range(5)), atol=1e-7, rtol=1e-5)
 
@@ -106,16 +105,16 @@ def test_on_policy_ratio_is_exactly_one_and_epochs_reuse_old_logprobs():
         return out
     torch.exp = spy
     try:
-        policy_loss(model, b, ARGS)
+        policy_loss(model, b, **CLIP)
     finally:
         torch.exp = orig_exp
     assert torch.equal(seen["ratio"], torch.ones_like(seen["ratio"]))
     # with stored old log-probs from before an update, the ratio moves and clipping can engage
-    b.old_logp = token_logprobs(model, b, ARGS.temperature).detach()
+    b.old_logp = token_logprobs(model, b, CLIP["temperature"]).detach()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.5 * torch.randn_like(p))
-    _, stats = policy_loss(model, b, ARGS)
+    _, stats = policy_loss(model, b, **CLIP)
     assert stats["clipped"] > 0
 
 

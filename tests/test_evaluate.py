@@ -152,7 +152,7 @@ def test_sft_summary_accuracy_equals_evaluate_on_the_same_checkpoint(model_dir, 
     from sft_comt import quick_eval
     from tasks import make_split
     model = Transformer.from_pretrained(model_dir)
-    q = quick_eval(model, tok, tok.pad_token_id, SimpleNamespace(eval_n=12, seed=0, eval_max_new=16))
+    q = quick_eval(model, tok, SimpleNamespace(eval_n=12, seed=0, eval_max_new=16))
     args = SimpleNamespace(**vars(ARGS), batch=64, max_new_tokens=16, show=0)
     records, _ = run_split(Engine(model, pad_id=tok.pad_token_id), tok, make_split("test", 12, 0), args, "m", "test")
     assert q["test_acc"] == sum(r["ok"] for r in records) / len(records)

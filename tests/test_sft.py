@@ -25,7 +25,7 @@ def supervised_text(tok, ids, sup):
 
 
 def test_meta_mask_is_plan_and_marker_only(tok):
-    ids, sup = encode_example(tok, PROBLEM, "meta")
+    ids, sup = encode_example(tok, PROBLEM, "comt")
     target, rest = supervised_text(tok, ids, sup)
     assert target == f"Plan:\n{PROBLEM.plan}\nSolution:\n"
     assert rest == f"Question: {PROBLEM.question}\n"
@@ -35,7 +35,7 @@ def test_meta_mask_is_plan_and_marker_only(tok):
 
 def test_cot_target_is_the_meta_target_plus_the_execution(tok, chat_tok):
     for t, stop in ((tok, "<|endoftext|>"), (chat_tok, "<|im_end|>")):
-        meta_ids, meta_sup = encode_example(t, PROBLEM, "meta")
+        meta_ids, meta_sup = encode_example(t, PROBLEM, "comt")
         ids, sup = encode_example(t, PROBLEM, "cot")
         assert ids[:len(meta_ids)] == meta_ids and sup[:len(meta_sup)] == meta_sup  # CoMT's tokens are CoT's prefix
         target, rest = supervised_text(t, ids, sup)
@@ -47,7 +47,7 @@ def test_cot_target_is_the_meta_target_plus_the_execution(tok, chat_tok):
 
 
 def test_chat_template_masks_the_user_turn(chat_tok):
-    for fmt, end in (("meta", "Solution:\n"), ("cot", "Answer: 12<|im_end|>")):
+    for fmt, end in (("comt", "Solution:\n"), ("cot", "Answer: 12<|im_end|>")):
         ids, sup = encode_example(chat_tok, PROBLEM, fmt)
         target, rest = supervised_text(chat_tok, ids, sup)
         assert rest == f"<|im_start|>user\nQuestion: {PROBLEM.question}<|im_end|>\n<|im_start|>assistant\n"
@@ -85,7 +85,7 @@ def test_loss_is_token_mean_and_accumulation_does_not_change_the_step(tok):
 
 
 def test_padding_does_not_change_the_loss(tok):
-    examples = [encode_example(tok, p, "meta") for p in make_split("train", 3)]
+    examples = [encode_example(tok, p, "comt") for p in make_split("train", 3)]
     model = tiny_model(len(tok))
     n_sup = sum(sum(s[1:]) for _, s in examples)
     from sft_comt import micro_loss_sum
@@ -167,7 +167,7 @@ def test_non_finite_loss_stops_without_touching_the_checkpoint(model_dir, tmp_pa
 def test_replay_share_of_a_batch_is_what_was_set(tok):
     from base import split_questions
     from sft_comt import global_batch
-    examples = [encode_example(tok, p, "meta") for p in make_split("train", 40)]
+    examples = [encode_example(tok, p, "comt") for p in make_split("train", 40)]
     lengths = tuple(len(ids) for ids, _ in examples)
     questions = split_questions()
     for share, batch, want in ((0.25, 8, 2), (0.5, 6, 3), (0.0, 8, 0)):
