@@ -114,9 +114,12 @@ class Timer:
 
 
 def log_json(row: dict, path: str | None = None, stream=None):
-    """Print one JSON line to stream (default: the current sys.stdout) and append it to `path` when given."""
+    """Print one JSON line to stream (default: the current sys.stdout) and append it to `path` when
+    given. Printed through tqdm, so a progress bar on the terminal is cleared first and redrawn
+    below the line instead of being smeared through it."""
+    from tqdm import tqdm
     line = json.dumps(row, default=float)
-    print(line, file=stream or sys.stdout, flush=True)
+    tqdm.write(line, file=stream or sys.stdout)
     if path:
         with open(path, "a") as f:
             f.write(line + "\n")

@@ -1,3 +1,4 @@
+import pytest
 import json
 import subprocess
 import sys
@@ -5,6 +6,7 @@ import sys
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
 
+@pytest.mark.cli
 def test_bench_runs_and_reports_its_json_contract():
     cmd = [sys.executable, "bench.py", "--device", "cpu", "--shape", "tiny", "--batch", "2", "--prompt-len", "8",
            "--new-tokens", "4", "--train-batch", "1", "--train-seq", "16", "--repeats", "1"]

@@ -146,6 +146,7 @@ SMALL = ["--n-train", "32", "--steps", "4", "--prompts-per-step", "2", "--group-
          "--eval-n", "4", "--eval-every", "2", "--lr", "1e-3", "--micro-batch", "4"]
 
 
+@pytest.mark.cli
 def test_run_logs_metrics_and_resumes_exactly(model_dir, tmp_path):
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     run_ccrl(["--init", model_dir, "--out", full, *SMALL, "--kl-coef", "0.1", "--ppo-epochs", "2"])
@@ -164,11 +165,13 @@ def test_run_logs_metrics_and_resumes_exactly(model_dir, tmp_path):
     assert resumed[-1]["acc_after"] == rows[-1]["acc_after"]
 
 
+@pytest.mark.cli
 def test_missing_init_is_a_clear_error(tmp_path):
     r = run_ccrl(["--init", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], check=False)
     assert r.returncode != 0 and "not a checkpoint directory" in r.stderr
 
 
+@pytest.mark.cli
 def test_non_finite_gradient_stops_before_the_update(model_dir, tmp_path):
     from safetensors.torch import load_file, save_file
     init, out = tmp_path / "init", str(tmp_path / "o")

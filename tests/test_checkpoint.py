@@ -68,6 +68,7 @@ def arm_kill(monkeypatch, at_step: int, op: int | None) -> list:
     return seen
 
 
+@pytest.mark.cli
 def test_a_kill_at_any_point_of_a_save_resumes_to_the_uninterrupted_run(model_dir, tmp_path, monkeypatch):
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     sft_comt.main(["--model", model_dir, "--out", full, *RUN])
@@ -94,6 +95,7 @@ def test_a_kill_at_any_point_of_a_save_resumes_to_the_uninterrupted_run(model_di
         assert not os.path.exists(os.path.join(case, common.PARTIAL))
 
 
+@pytest.mark.cli
 def test_resume_drops_log_lines_past_the_checkpoint(model_dir, tmp_path):
     full, out = str(tmp_path / "full"), str(tmp_path / "o")
     sft_comt.main(["--model", model_dir, "--out", full, *RUN])
@@ -104,6 +106,7 @@ def test_resume_drops_log_lines_past_the_checkpoint(model_dir, tmp_path):
     assert step_rows(out) == step_rows(full)
 
 
+@pytest.mark.cli
 def test_a_second_run_on_the_same_out_is_refused(model_dir, tmp_path):
     out = str(tmp_path / "o")
     os.makedirs(out)
@@ -120,6 +123,7 @@ def test_a_second_run_on_the_same_out_is_refused(model_dir, tmp_path):
     sft_comt.main(["--model", model_dir, "--out", out, *RUN, "--steps", "2"])  # the lock ends with its process
 
 
+@pytest.mark.cli
 def test_a_new_run_does_not_overwrite_an_unfinished_one(model_dir, tmp_path):
     out = str(tmp_path / "o")
     sft_comt.main(["--model", model_dir, "--out", out, *RUN, "--stop-at", "2"])

@@ -1,3 +1,4 @@
+import pytest
 import subprocess
 import sys
 
@@ -43,12 +44,14 @@ def expected_text(path, tok, prompt_ids):
     return tok.decode(out.tokens[0][out.mask[0]].tolist(), skip_special_tokens=True).strip()
 
 
+@pytest.mark.cli
 def test_cli_prints_the_greedy_completion(tmp_path):
     tok = tiny_checkpoint(tmp_path, chat=False)
     ids = tok("what is three plus four")["input_ids"]
     assert run_cli(tmp_path) == expected_text(tmp_path, tok, ids)
 
 
+@pytest.mark.cli
 def test_cli_applies_the_chat_template(tmp_path):
     tok = tiny_checkpoint(tmp_path, chat=True)
     chat_ids = tok("<|user|> what is three plus four <|end|> <|assistant|>")["input_ids"]

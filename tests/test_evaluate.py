@@ -108,6 +108,7 @@ def test_judge_reads_confidences_off_the_right_tokens(tok):
     assert judge_record(planned, ids, [0.0] * len(ids), p, tok, ARGS)["plan"] and not r["plan"]
 
 
+@pytest.mark.cli
 def test_cli_writes_table_json_and_plots(model_dir, tmp_path):
     a, b = tmp_path / "a" / "ck", tmp_path / "b" / "ck"  # same folder name: results keyed by path
     shutil.copytree(model_dir, a)
@@ -129,6 +130,7 @@ def test_cli_writes_table_json_and_plots(model_dir, tmp_path):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.cli
 def test_cli_rejects_a_missing_checkpoint(tmp_path):
     res = subprocess.run([sys.executable, "evaluate.py", "--ckpt", str(tmp_path / "nope")], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
@@ -157,3 +159,11 @@ def test_sft_summary_accuracy_equals_evaluate_on_the_same_checkpoint(model_dir, 
     records, _ = run_split(Engine(model, pad_id=tok.pad_token_id), tok, make_split("test", 12, 0), args, "m", "test")
     assert q["test_acc"] == sum(r["ok"] for r in records) / len(records)
     assert q["plan_rate"] == sum(r["plan"] for r in records) / len(records)
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import evaluate
+    import show
+    assert doctest.testmod(evaluate).failed == 0 and doctest.testmod(show).failed == 0

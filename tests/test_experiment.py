@@ -4,11 +4,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from experiment import DEFAULT_ARMS
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
 
+@pytest.mark.cli
 def test_quick_experiment_produces_every_arm(tmp_path):
     out = tmp_path / "exp"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

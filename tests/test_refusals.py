@@ -81,6 +81,7 @@ def write_rows(path, rows):
     return str(path)
 
 
+@pytest.mark.cli
 def test_over_long_examples_are_skipped_with_a_count_and_unmatched_targets_refused(model_dir, tmp_path, capsys):
     data = write_rows(tmp_path / "d.jsonl", [dict(id="a", question="What is 2 + 3?", answer="5"),
                                              dict(id="long", question="apples and pears " * 400, answer="1")])
@@ -99,6 +100,7 @@ def test_over_long_examples_are_skipped_with_a_count_and_unmatched_targets_refus
     assert not os.path.exists(tmp_path / "p")  # a refused run leaves nothing behind
 
 
+@pytest.mark.cli
 def test_evaluation_skips_over_long_problems_with_a_count(model_dir, tmp_path, capsys):
     data = write_rows(tmp_path / "d.jsonl", [dict(id="a", question="What is 2 + 3?", answer="5"),
                                              dict(id="long", question="apples and pears " * 400, answer="1")])

@@ -115,6 +115,7 @@ COMMON = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "6
           "--eval-n", "0", "--lr", "3e-3"]
 
 
+@pytest.mark.cli
 def test_resume_continues_exactly(model_dir, tmp_path):
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     run_sft(["--model", model_dir, "--out", full, *COMMON])
@@ -126,6 +127,7 @@ def test_resume_continues_exactly(model_dir, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+@pytest.mark.cli
 def test_two_rank_ddp_matches_one_process(model_dir, tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     run_sft(["--model", model_dir, "--out", one, *COMMON])
@@ -138,6 +140,7 @@ def test_two_rank_ddp_matches_one_process(model_dir, tmp_path):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.cli
 def test_bad_inputs_give_clear_errors(model_dir, tmp_path):
     r = run_sft(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], check=False)
     assert r.returncode != 0 and "nope: not a checkpoint directory" in r.stderr
@@ -151,6 +154,7 @@ def test_bad_inputs_give_clear_errors(model_dir, tmp_path):
     assert r.returncode != 0 and "--targets" in r.stderr and "have none" in r.stderr
 
 
+@pytest.mark.cli
 def test_non_finite_loss_stops_without_touching_the_checkpoint(model_dir, tmp_path):
     out = str(tmp_path / "o")
     run_sft(["--model", model_dir, "--out", out, *COMMON, "--stop-at", "2"])  # a good checkpoint at step 2
@@ -185,6 +189,7 @@ def test_replay_share_of_a_batch_is_what_was_set(tok):
     assert again[1] != global_batch(8, examples, lengths, 8, 0.25, seed=0, tok=tok)[1]
 
 
+@pytest.mark.cli
 def test_resume_continues_the_directory_it_is_given_and_refuses_other_flags(model_dir, tmp_path):
     full, cut, copy = str(tmp_path / "full"), str(tmp_path / "cut"), str(tmp_path / "copy")
     run_sft(["--model", model_dir, "--out", full, *COMMON])

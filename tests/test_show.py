@@ -58,6 +58,7 @@ def test_html_escapes_the_model_text_and_runs_no_script(tok):
     assert "http" not in page  # nothing fetched from the network
 
 
+@pytest.mark.cli
 def test_terminal_colours_only_on_a_terminal(model_dir, tmp_path, capsys, tok):
     ids = tok(TEXT, add_special_tokens=False)["input_ids"]
     e = example("m", PROBLEM, TEXT, [-0.1] * len(ids), token_char_ends(tok, ids))
@@ -73,6 +74,7 @@ def test_terminal_colours_only_on_a_terminal(model_dir, tmp_path, capsys, tok):
         assert f.read().count('<div class="q">') == 2
 
 
+@pytest.mark.cli
 def test_ccrl_logs_marked_examples_per_step(model_dir, tmp_path):
     out, cut = str(tmp_path / "o"), str(tmp_path / "cut")
     run = ["--init", model_dir, "--n-train", "16", "--steps", "2", "--prompts-per-step", "2", "--group-size", "2",
