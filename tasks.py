@@ -43,7 +43,7 @@ Real benchmarks
       gsm_hard, gsm_symbolic; the split defaults to test (else test1k, else the folder's only file).
     - a path reads any JSONL with `question` and `answer` fields (plus optional `id`, `solution`),
       including the raw upstream GSM8K files whose `answer` is a worked solution ending "#### N".
-    - hub:NAME[:CONFIG]:SPLIT loads a Hugging Face dataset (needs network and `datasets`).
+    - hub:NAME[:CONFIG]:SPLIT loads a Hugging Face dataset (network, or a local repository folder as NAME).
 GSM8K-style `<<expr=value>>` annotations in a solution become the gold intermediate values.
 A malformed row raises an error naming the file and line.
 """
@@ -429,7 +429,7 @@ def benchmark_path(name: str, split: str | None, data_dir: str | None) -> str:
 
 
 def load_hub(spec: str) -> list[Problem]:
-    """hub:NAME[:CONFIG]:SPLIT via `datasets` (network needed)."""
+    """hub:NAME[:CONFIG]:SPLIT via `datasets` (network, or NAME a local repository folder)."""
     parts = spec.split(":")[1:]
     if len(parts) not in (2, 3):
         raise ValueError(f"{spec!r}: use hub:NAME[:CONFIG]:SPLIT, e.g. hub:openai/gsm8k:main:test")

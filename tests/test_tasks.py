@@ -1,6 +1,7 @@
 import json
 import os
 import re
+from fractions import Fraction
 
 import pytest
 
@@ -184,17 +185,18 @@ def test_unknown_data_names_what_is_accepted():
         load_problems("gsm9k")
 
 
-def test_hub_spec_is_parsed_and_rows_converted(monkeypatch):
-    import sys
-    import types
-    calls = []
-    fake = types.SimpleNamespace(load_dataset=lambda name, config, split: calls.append((name, config, split)) or [
-        {"question": "What is 6 * 7?", "answer": "6*7 = <<6*7=42>>42\n#### 42"}])
-    monkeypatch.setitem(sys.modules, "datasets", fake)
-    probs = load_problems("hub:openai/gsm8k:main:test")
-    assert calls == [("openai/gsm8k", "main", "test")]
-    assert (probs[0].answer, probs[0].intermediates, probs[0].source) == ("42", [42.0], "openai/gsm8k")
-    load_problems("hub:someone/data:train")
-    assert calls[-1] == ("someone/data", None, "train")
+def test_hub_spec_reads_a_real_datasets_repository(tmp_path):
+    """hub:NAME:CONFIG:SPLIT through the real `datasets` library, on a repository laid out like
+    openai/gsm8k (a README whose YAML names the configs and their files), kept on local disk."""
+    repo = tmp_path / "gsm8k_like"
+    (repo / "main").mkdir(parents=True)
+    (repo / "README.md").write_text("---\nconfigs:\n- config_name: main\n  data_files:\n  - split: test\n"
+                                    "    path: main/test.jsonl\n---\n")
+    rows = [{"question": "What is 6 * 7?", "answer": "6*7 = <<6*7=42>>42\n#### 42"},
+            {"question": "Half of 9?", "answer": "9/2 = <<9/2=4.5>>4.5\n#### 4.5"}]
+    (repo / "main" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    probs = load_problems(f"hub:{repo}:main:test")
+    assert [(p.answer, p.intermediates) for p in probs] == [("42", [42]), ("4.5", [Fraction(9, 2)])]
+    assert probs[0].source == str(repo) and probs[1].question == "Half of 9?"
     with pytest.raises(ValueError, match="hub:NAME"):
         load_problems("hub:onlyname")
