@@ -392,32 +392,13 @@ def main(argv=None):
 
     stop = StopRequest()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="pretrain")
-    loss = torch.tensor(float("nan"))
+    row = dict(loss=float("nan"))
     for step in bar:
-        t1 = time.time()
-        model.train()
-        ids, sup = batch_at(step)
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
-        target = sup[:, 1:]  # (B,T-1): position t predicts token t+1
-        logits = model(ids[:, :-1], logits_mask=target)  # (N,V)
-        loss = F.cross_entropy(logits, ids[:, 1:][target])
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        if not (torch.isfinite(loss) and torch.isfinite(norm)):
-            raise SystemExit(f"non-finite loss or gradient at step {step}: stopping before the update; the last "
-                             f"checkpoint in {args.out} is untouched (try a lower --lr)")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        totals["tokens"] += ids.numel()
-        totals["sup_tokens"] += int(target.sum())
-        totals["seconds"] += time.time() - t1
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        row = pretrain_step(model, opt, batch_at(step), step, args, totals)
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
         done = step + 1
         if step % args.log_every == 0 or done == args.steps:
-            log_json(dict(step=step, loss=round(loss.item(), 4), grad_norm=round(norm.item(), 3),
-                          lr=opt.param_groups[0]["lr"], tokens=totals["tokens"],
-                          seconds=round(totals["seconds"], 1)), log_path)
+            log_json(row, log_path)
         if (args.eval_every and done % args.eval_every == 0) or done == args.steps:
             model.eval()
             totals["metrics"] = evaluate_base(model, tok, args.eval_n)
@@ -425,10 +406,39 @@ def main(argv=None):
         if save_or_stop(done, args, stop, Dist(), torch.device("cpu"), checkpoint, "base.py"):
             return
     bar.close()
+    finish_build(args, model, tok, totals, row["loss"], log_path)
+
+
+def pretrain_step(model, opt, batch: tuple, step: int, args, totals: dict) -> dict:
+    """One AdamW step on the mean cross-entropy of the batch's supervised tokens; its log line."""
+    t1 = time.time()
+    model.train()
+    ids, sup = batch
+    for g in opt.param_groups:
+        g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
+    target = sup[:, 1:]  # (B,T-1): position t predicts token t+1
+    logits = model(ids[:, :-1], logits_mask=target)  # (N,V)
+    loss = F.cross_entropy(logits, ids[:, 1:][target])
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    if not (torch.isfinite(loss) and torch.isfinite(norm)):
+        raise SystemExit(f"non-finite loss or gradient at step {step}: stopping before the update; the last "
+                         f"checkpoint in {args.out} is untouched (try a lower --lr)")
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    totals["tokens"] += ids.numel()
+    totals["sup_tokens"] += int(target.sum())
+    totals["seconds"] += time.time() - t1
+    return dict(step=step, loss=round(loss.item(), 4), grad_norm=round(norm.item(), 3), lr=opt.param_groups[0]["lr"],
+                tokens=totals["tokens"], seconds=round(totals["seconds"], 1))
+
+
+def finish_build(args, model, tok, totals: dict, loss: float, log_path: str):
+    """build.json with the command, its arguments and the figures; the optimiser state removed."""
     settings = {k: v for k, v in saved_args(args).items() if k not in ("resume", "stop_at", "device")}
-    summary = dict(summary=True, command=totals["command"], args=settings, params=model.num_params(), vocab=len(tok), tokens_trained=totals["tokens"],
-                   supervised_tokens=totals["sup_tokens"], train_seconds=round(totals["seconds"], 1),
-                   final_loss=round(loss.item(), 4), **totals["metrics"])
+    summary = dict(summary=True, command=totals["command"], args=settings, params=model.num_params(), vocab=len(tok),
+                   tokens_trained=totals["tokens"], supervised_tokens=totals["sup_tokens"],
+                   train_seconds=round(totals["seconds"], 1), final_loss=loss, **totals["metrics"])
     with open(os.path.join(args.out, "build.json"), "w") as f:
         json.dump(summary, f, indent=2)
     os.remove(os.path.join(args.out, STATE_FILE))  # a finished build ships without optimizer state
