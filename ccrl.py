@@ -49,8 +49,8 @@ import torch
 from tqdm import tqdm
 
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_sum,
-                    autocast_for, check_checkpoint, close_distributed, cosine_lr, init_distributed, load_model,
-                    log_json, mark_given, number, pad_id, pad_rows, restore_train_state, resume_run, save_checkpoint,
+                    autocast_for, check_checkpoint, close_distributed, cosine_lr, begin_run, load_model,
+                    log_json, mark_given, number, pad_id, pad_rows, restore_train_state, save_checkpoint,
                     save_or_stop, seed_everything, start_log, target_logprobs, train_state)
 from engine import Engine, stop_ids
 from rewards import group_advantages, judge, mixed_groups, step_stats, token_char_ends
@@ -445,11 +445,7 @@ def summary(run: Run) -> dict:
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    dist, device = init_distributed(args.device)
-    state = None
-    if args.resume:
-        args, state = resume_run(args, dist)
+    args, dist, device, state = begin_run(parse_args(argv))
     run = set_up(args, dist, device, state)
     start = state["step"] if state else 0
     if dist.main:

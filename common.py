@@ -444,6 +444,18 @@ def resume_run(args, d: Dist) -> tuple:
     return type(args)(**merged), state
 
 
+def begin_run(args) -> tuple:
+    """(args, dist, device, state) of a training script: join torchrun when launched by it; with
+    --resume, the checkpoint's arguments and training state (None for a new run)."""
+    dist, device = init_distributed(args.device)
+    state = None
+    if args.resume:
+        args, state = resume_run(args, dist)
+        if dist.main:
+            print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)", flush=True)
+    return args, dist, device, state
+
+
 def train_state(step: int, opt, totals: dict, args) -> dict:
     return dict(step=step, optimizer=opt.state_dict(), totals=totals, args=saved_args(args),
                 rng=dict(torch=torch.get_rng_state(), python=random.getstate()))

@@ -59,8 +59,8 @@ from tqdm import tqdm
 
 from base import encode_doc, taboo_words, worked_doc
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for,
-                    check_checkpoint, close_distributed, cosine_lr, fitting, init_distributed, load_model, log_json,
-                    mark_given, number, pad_id, pad_rows, restore_train_state, resume_run, save_checkpoint,
+                    check_checkpoint, close_distributed, cosine_lr, fitting, begin_run, load_model, log_json,
+                    mark_given, number, pad_id, pad_rows, restore_train_state, save_checkpoint,
                     save_or_stop, seed_everything, start_log, target_logprobs, train_state)
 from engine import Engine, complete
 from rewards import answer_correct, has_plan
@@ -325,14 +325,9 @@ def summary(args, totals: dict, n_examples: int, loss: float) -> dict:
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    dist, device = init_distributed(args.device)
-    state = None
-    if args.resume:
-        args, state = resume_run(args, dist)
+    args, dist, device, state = begin_run(parse_args(argv))
+    if state:
         args.model = args.out
-        if dist.main:
-            print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)")
     tok = check_checkpoint(args.model, "--out" if state else "--model", f", e.g. the shipped {DEFAULT_BASE}, one "
                            f"written by base.py or one downloaded from the Hugging Face hub")
     seed_everything(args.seed)
