@@ -110,3 +110,9 @@ def test_evaluation_skips_over_long_problems_with_a_count(model_dir, tmp_path, c
     with open(out) as f:
         res = next(iter(json.load(f)["results"].values()))[data]
     assert (res["n"], res["skipped"]) == (1, 1)
+
+
+def test_format_meta_is_read_as_comt(capsys):
+    assert sft_comt.parse_args(["--format", "meta"]).format == "comt"
+    assert "now called --format comt" in capsys.readouterr().err
+    assert sft_comt.parse_args([]).format == "comt" and sft_comt.parse_args([]).out == "runs/sft_comt"
