@@ -1,7 +1,10 @@
 """
 Rewards for stage 2 (ccrl.py): answer extraction, step segmentation, step checks, confidence of a
 number, the CCRL and outcome rewards, and GRPO group advantages. Pure functions on text, token ids
-and log-probs; none of them raises on arbitrary model output.
+and log-probs; none of them raises on arbitrary model output, and each reads any text in linear
+time. `judge` is the one place a completion is judged: the training reward (ccrl.py), the
+evaluation (evaluate.py) and the marked examples (show.py) all read its record. Numbers are exact
+rationals (Fraction), compared without tolerance.
 
 The CCRL reward (our reconstruction; the paper's exact formula is not public):
 
