@@ -43,8 +43,8 @@ from tqdm import tqdm
 
 from common import COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pad_id, pick_device
 from engine import Engine, stop_ids
-from rewards import answer_correct, judge, step_stats, token_char_ends
-from show import example, html_page, render_text
+from rewards import Judgement, answer_correct, judge, step_stats, token_char_ends
+from show import example_of, html_page, render_text
 from tasks import SPLITS, encode_prompt, load_problems, prompts_that_fit
 
 # -----------------------------------------------------------------------------
@@ -100,9 +100,16 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def judge_record(text: str, ids: list[int], logprobs: list[float], p, tok, args) -> dict:
     """What evaluate reads of rewards.judge for one completion."""
-    j = judge(text, logprobs, token_char_ends(tok, ids), p.answer, p.intermediates, agg=args.conf_agg,
-              check=args.step_check)
-    return dict(ok=j.correct, ok_lenient=j.correct_lenient, tokens=len(ids), plan=j.plan, conf=j.answer_conf,
+    return record_of(judge_for_eval(text, logprobs, token_char_ends(tok, ids), p, args), len(ids))
+
+
+def judge_for_eval(text: str, logprobs: list[float], char_ends: list[int], p, args) -> Judgement:
+    """rewards.judge with the CCRL reward at lambda 0.5, the reward parts --show prints."""
+    return judge(text, logprobs, char_ends, p.answer, p.intermediates, agg=args.conf_agg, check=args.step_check)
+
+
+def record_of(j: Judgement, tokens: int) -> dict:
+    return dict(ok=j.correct, ok_lenient=j.correct_lenient, tokens=tokens, plan=j.plan, conf=j.answer_conf,
                 step_confs=j.step_confs, step_rights=j.step_rights)
 
 
@@ -120,10 +127,11 @@ def run_split(engine, tok, problems, args, name: str, split: str) -> tuple[list[
         for r, p in enumerate(chunk):
             ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
             text = tok.decode(ids, skip_special_tokens=True)
-            records.append(judge_record(text, ids, lps, p, tok, args))
-            if len(records) <= args.show:
-                records[-1]["example"] = example(name, p, text, lps, token_char_ends(tok, ids), agg=args.conf_agg,
-                                                 check=args.step_check)
+            ends = token_char_ends(tok, ids)
+            j = judge_for_eval(text, lps, ends, p, args)
+            records.append(record_of(j, len(ids)))
+            if len(records) <= args.show:  # the same judgement, marked
+                records[-1]["example"] = example_of(name, p, text, j, ends)
         if k > 1:
             s = engine.generate(prompts[i:i + args.batch], num_samples=k, max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, stop_tokens=stops, seed=args.seed + i)

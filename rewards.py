@@ -196,13 +196,17 @@ def token_char_ends(tok, ids: list[int]) -> list[int]:
     return ends
 
 
+def span_tokens(span: tuple[int, int], char_ends: list[int]) -> tuple[int, int]:
+    """The tokens [i, j) overlapping a character span ((0, 0) for none)."""
+    a, b = span
+    idx = [i for i, (st, en) in enumerate(zip([0] + char_ends[:-1], char_ends)) if st < b and en > a]
+    return (idx[0], idx[-1] + 1) if idx else (0, 0)
+
+
 def token_spans(steps: list[Step], char_ends: list[int]) -> list[Step]:
     """Set each step's token span: the tokens overlapping its result's characters."""
-    starts = [0] + char_ends[:-1]
     for s in steps:
-        a, b = s.span
-        idx = [i for i, (st, en) in enumerate(zip(starts, char_ends)) if st < b and en > a]
-        s.tokens = (idx[0], idx[-1] + 1) if idx else (0, 0)
+        s.tokens = span_tokens(s.span, char_ends)
     return steps
 
 
@@ -295,11 +299,6 @@ def answer_span(text: str) -> tuple[int, int] | None:
         return None
     a, b = m.span()
     return a + len(m.group()) - len(m.group().lstrip()), b  # the pattern may take a space before the digits
-
-
-def span_tokens(span: tuple[int, int], char_ends: list[int]) -> tuple[int, int]:
-    """The tokens [i, j) overlapping a character span ((0, 0) for none)."""
-    return token_spans([Step("", Fraction(0), span)], char_ends)[0].tokens
 
 
 @dataclass

@@ -114,6 +114,11 @@ def example(name: str, problem, text: str, logprobs: list[float], char_ends: lis
     """Score a completion as CCRL would and mark its steps."""
     j = judge(text, logprobs, char_ends, problem.answer, problem.intermediates, reward="ccrl", weight=weight,
               agg=agg, check=check)
+    return example_of(name, problem, text, j, char_ends, weight)
+
+
+def example_of(name: str, problem, text: str, j: Judgement, char_ends: list[int], weight: float = 0.5) -> Example:
+    """An Example from a completion already judged with the CCRL reward at this weight."""
     return Example(name, problem.question, problem.answer, text, marks(j, char_ends), j, weight)
 
 
