@@ -119,12 +119,14 @@ class RolloutBatch:
 
 def make_batches(seqs, prompt_lens, adv, agg: str, max_new: int, micro: int, pad: int,
                  totals: tuple) -> list[RolloutBatch]:
-    """Micro-batches of the kept samples; totals = (all completion tokens, all sequences) of the
-    step over every rank, for the loss-aggregation weights."""
+    """Micro-batches of the kept samples, shortest first so each pads little; totals = (all completion
+    tokens, all sequences) of the step over every rank, for the loss-aggregation weights (the loss
+    is a weighted sum, so the grouping does not change the update)."""
     n_tok, n_seq = totals
+    order = sorted(range(len(seqs)), key=lambda r: len(seqs[r]))
     out = []
     for i in range(0, len(seqs), micro):
-        rows = range(i, min(i + micro, len(seqs)))
+        rows = order[i:i + micro]
         comp = [[False] * prompt_lens[r] + [True] * (len(seqs[r]) - prompt_lens[r]) for r in rows]
         n = [len(seqs[r]) - prompt_lens[r] for r in rows]
         w = [{"token": 1 / n_tok, "seq": 1 / (k * n_seq), "const": 1 / (n_seq * max_new)}[agg] for k in n]

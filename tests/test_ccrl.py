@@ -67,6 +67,15 @@ def test_micro_batch_split_does_not_change_the_update(agg):
         torch.testing.assert_close(implemented_grad(model, seqs, plens, adv, agg, micro), full, atol=1e-7, rtol=1e-5)
 
 
+def test_micro_batches_group_similar_lengths():
+    # rows alternate long/short: in sample order every pair of 2 would pad to the long one
+    seqs = [[1] * n for n in (20, 4, 19, 5, 18, 6)]
+    plens = [2] * 6
+    batches = make_batches(seqs, plens, [1.0] * 6, "token", 32, 2, pad=0, totals=(sum(map(len, seqs)) - 12, 6))
+    assert sum(b.ids.numel() for b in batches) == 2 * (5 + 18 + 20)  # (4,5) (6,18) (19,20)
+    assert sorted(int(b.comp.sum()) for b in batches) == sorted([2 + 3, 4 + 16, 17 + 18])
+
+
 @pytest.mark.parametrize("agg", ["token", "seq", "const"])
 def test_zero_advantage_rows_can_be_left_out(agg):
     # ccrl.py does not run rows with advantage 0 (no KL); the totals still count them
