@@ -8,6 +8,16 @@ random tokens with a full-vocabulary cross-entropy, bf16 autocast when --autocas
 Each measurement is warmed up first (on CUDA this captures the engine's graph); ours and
 `transformers` then run in turns and the best of --repeats timed runs of each is kept.
 
+Two more rows time what the stages do, ours only, on the same random weights in float32 (as
+sft_comt.py and ccrl.py train them):
+  * SFT step: sft_comt.train_step on one global batch of --sft-batch rows of random lengths in
+    [--sft-len/2, --sft-len], loss on the second half of each row (the default stage-1 shape).
+  * RL step: --rl-prompts prompts x --rl-group samples of --new-tokens tokens from the engine,
+    then one policy update (ccrl.make_batches + policy_loss, micro-batches of --rl-micro rows,
+    AdamW); random weights never stop early, so every sample is --new-tokens long.
+The training rows also give the achieved GFLOP/s beside this device's measured matmul peak
+(a 2048x2048 product, float32, and bfloat16 where the device computes it natively).
+
 MFU (CUDA only) = achieved FLOP/s / peak bf16 FLOP/s of the card, with
 FLOPs per trained token = 6 * (matmul parameters, LM head included) + 12 * layers * heads * head_dim * T.
 
@@ -23,7 +33,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from common import COUNT, Timer, pick_device, pick_dtype, seed_everything
+from common import COUNT, Timer, pad_rows, pick_device, pick_dtype, seed_everything
 from engine import Engine
 from model import ModelConfig, Transformer
 
@@ -85,6 +95,60 @@ def train_step_run(model, batch, seq, device, autocast, hf=False):
     return step
 
 
+def sft_step_run(model, rows: int, max_len: int, device, autocast):
+    """One sft_comt.train_step on `rows` random rows of max_len/2..max_len tokens, loss on their
+    second halves -> (step function, tokens per step)."""
+    from sft_comt import SFTBatch, train_step
+    g = torch.Generator().manual_seed(0)
+    lengths = sorted(torch.randint(max(2, max_len // 2), max_len + 1, (rows,), generator=g).tolist())
+    ids = [torch.randint(0, model.config.vocab_size, (n,), generator=g).tolist() for n in lengths]
+    sup = [[False] * (n // 2) + [True] * (n - n // 2) for n in lengths]
+    batch = SFTBatch(*pad_rows(ids, sup, 0)).to(device)
+    n_sup = sum(sum(m[1:]) for m in sup)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
+    model.train()
+    return lambda: train_step(model, opt, [batch], n_sup, 1, 1.0, ctx), sum(lengths)
+
+
+def rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micro: int, device, autocast):
+    """One RL step: sample `group` completions per prompt, then one clipped policy-gradient update
+    on all of them (random advantages) -> (sampling seconds, training seconds)."""
+    from ccrl import make_batches, policy_loss
+    model.eval()
+    with Timer(device) as sampling:
+        s = engine.generate(prompts, num_samples=group, max_new_tokens=new_tokens, temperature=1.0, seed=0)
+    model.train()
+    with Timer(device) as training:
+        seqs = [prompts[i] + t[m].tolist() for i, t, m in zip(s.prompt_index.tolist(), s.tokens, s.mask)]
+        plens = [len(prompts[i]) for i in s.prompt_index.tolist()]
+        adv = torch.randn(len(seqs), generator=torch.Generator().manual_seed(0)).tolist()
+        n_tok = float(s.mask.sum())
+        for b in make_batches(seqs, plens, adv, "token", new_tokens, micro, 0, (n_tok, float(len(seqs)))):
+            b = type(b)(b.ids.to(device), b.comp.to(device), b.adv.to(device), b.weight.to(device))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, _ = policy_loss(model, b, 1.0, 0.2, 0.28)
+            loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return sampling.seconds, training.seconds
+
+
+def best_rl_step(model, prompts, group, new_tokens, micro, device, autocast, repeats: int) -> tuple[float, float]:
+    """(sampling, training) seconds of the fastest of `repeats` RL steps, after one warm-up step."""
+    engine = Engine(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    runs = [rl_step(model, engine, opt, prompts, group, new_tokens, micro, device, autocast)
+            for _ in range(repeats + 1)][1:]
+    return min(runs, key=sum)
+
+
+def matmul_peak(device, dtype, repeats: int, n: int = 2048) -> float:
+    """FLOP/s of an n x n matrix product, best of `repeats`."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    return 2 * n ** 3 / best_times({"mm": lambda: a @ b}, device, repeats)["mm"]
+
+
 def train_flops_per_token(cfg: ModelConfig, model: Transformer, seq: int) -> float:
     matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     return 6 * matmul + 12 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * seq
@@ -112,6 +176,12 @@ def main():
     ap.add_argument("--train-seq", type=COUNT, default=512, help="tokens per training sequence")
     ap.add_argument("--autocast", default="auto", choices=["auto", "bf16", "none"],
                     help="bf16 autocast for training; auto: on for CUDA and for CPUs with native bf16")
+    # the stages' steps
+    ap.add_argument("--sft-batch", type=COUNT, default=8, help="rows of the SFT step (sft_comt.py's --batch)")
+    ap.add_argument("--sft-len", type=COUNT, default=256, help="longest row of the SFT step, in tokens")
+    ap.add_argument("--rl-prompts", type=COUNT, default=8, help="prompts of the RL step (ccrl.py's --prompts-per-step)")
+    ap.add_argument("--rl-group", type=COUNT, default=8, help="samples per prompt of the RL step (--group-size)")
+    ap.add_argument("--rl-micro", type=COUNT, default=32, help="rows per forward/backward of the RL update")
     # measurement
     ap.add_argument("--repeats", type=COUNT, default=3, help="timed runs per measurement (best kept)")
     ap.add_argument("--skip-hf", action="store_true", help="measure only our engine and training loop")
@@ -163,9 +233,26 @@ def main():
     res["mfu"] = train_flops_per_token(cfg, model, args.train_seq) * train_tokens / t["ours"] / peak if peak else None
     if hf is not None:
         res["hf_train_tokens_per_s"] = train_tokens / t["hf"]
+    del train, hf
+    res |= stage_steps(model.float(), prompts, device, autocast, args)
+    res |= dict(train_gflops=train_flops_per_token(cfg, model, args.train_seq) * res["train_tokens_per_s"] / 1e9,
+                sft_gflops=train_flops_per_token(cfg, model, args.sft_len) * res["sft_tokens_per_s"] / 1e9,
+                matmul_peak_gflops_fp32=matmul_peak(device, torch.float32, args.repeats) / 1e9,
+                matmul_peak_gflops_bf16=matmul_peak(device, torch.bfloat16, args.repeats) / 1e9
+                if device.type == "cuda" or cpu_has_bf16() else None)
 
     print_table(res)
     print(json.dumps(res))
+
+
+def stage_steps(model, prompts, device, autocast, args) -> dict:
+    """The SFT-step and RL-step rows (ours only)."""
+    sft, tokens = sft_step_run(model, args.sft_batch, args.sft_len, device, autocast)
+    t = best_times({"sft": sft}, device, args.repeats)["sft"]
+    sample_s, train_s = best_rl_step(model, prompts[:args.rl_prompts], args.rl_group, args.new_tokens,
+                                     args.rl_micro, device, autocast, args.repeats)
+    return dict(sft_batch=args.sft_batch, sft_len=args.sft_len, sft_step_s=t, sft_tokens_per_s=tokens / t,
+                rl_prompts=args.rl_prompts, rl_group=args.rl_group, rl_sample_s=sample_s, rl_train_s=train_s)
 
 
 def cpu_has_bf16() -> bool:
@@ -192,6 +279,16 @@ def print_table(r: dict):
     print(f"{'train tokens/s':28}{fmt(r['train_tokens_per_s']):>14}{fmt(hf_tr):>14}{ratio:>8}")
     if r["mfu"] is not None:
         print(f"{'  MFU':28}{100 * r['mfu']:>13.1f}%")
+    print(f"{'  GFLOP/s':28}{r['train_gflops']:>14,.1f}")
+    print(f"SFT step ({r['sft_batch']} rows <= {r['sft_len']} tokens): {r['sft_step_s']:.3f} s, "
+          f"{r['sft_tokens_per_s']:,.0f} tokens/s, {r['sft_gflops']:,.1f} GFLOP/s")
+    rows = r["rl_prompts"] * r["rl_group"]
+    print(f"RL step ({r['rl_prompts']} prompts x {r['rl_group']} samples x {r['new_tokens']} tokens): "
+          f"sampling {r['rl_sample_s']:.2f} s + training {r['rl_train_s']:.2f} s "
+          f"({rows * r['new_tokens'] / r['rl_sample_s']:,.0f} sampled tokens/s)")
+    bf16 = r["matmul_peak_gflops_bf16"]
+    print(f"matmul peak: {r['matmul_peak_gflops_fp32']:,.1f} GFLOP/s float32"
+          + (f", {bf16:,.1f} bfloat16" if bf16 else " (no native bfloat16)"))
 
 
 if __name__ == "__main__":
