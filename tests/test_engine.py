@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from conftest import HF_CONFIGS, make_hf_model, ragged_batch
+from conftest import HF_CONFIGS, make_hf_model, ragged_batch, randomize_
 from engine import Engine
-from model import Transformer
+from model import ModelConfig, Transformer
 
 LENGTHS = [7, 1, 12, 4, 9, 12, 2, 5, 10]  # >= 8 prompts of different lengths
 NEW = 12
@@ -145,10 +145,10 @@ def test_full_width_static_step_matches(pair, monkeypatch):
     _, ours, vocab = pair
     _, _, prompts = ragged_batch(LENGTHS, vocab)
     kw = dict(num_samples=2, max_new_tokens=NEW, temperature=1.0, stop_tokens=[5], seed=0)
-    ref = Engine(ours).generate(prompts, **kw)
+    ref = Engine(ours, fused=False).generate(prompts, **kw)  # a graph captures the reference step
     step = Engine._step
     monkeypatch.setattr(Engine, "_step", lambda self, s, sampling, width=None: step(self, s, sampling))
-    out = Engine(ours).generate(prompts, **kw)
+    out = Engine(ours, fused=False).generate(prompts, **kw)
     assert torch.equal(out.tokens, ref.tokens) and torch.equal(out.mask, ref.mask)
     assert torch.allclose(out.logprobs, ref.logprobs, atol=1e-5)
 
@@ -170,3 +170,45 @@ def test_banned_tokens_are_never_drawn_and_logprobs_renormalise(pair):
     assert not torch.isin(sampled.tokens[sampled.mask], torch.tensor(banned)).any()
     again = eng.generate(prompts, max_new_tokens=1, greedy=True)  # the ban does not outlive its call
     assert torch.equal(again.tokens, free.tokens)
+
+
+def assert_same_samples(out, ref):
+    assert torch.equal(out.tokens, ref.tokens) and torch.equal(out.mask, ref.mask)
+    assert torch.equal(out.stopped, ref.stopped)
+    torch.testing.assert_close(out.logprobs, ref.logprobs, atol=1e-5, rtol=0)
+
+
+def test_fused_step_matches_the_reference_step(pair):
+    """The fused decode step (the default off CUDA graphs) against decoding with Transformer.forward:
+    the same greedy tokens, and at T = 0.7 the same samples with the same log-probs."""
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS, vocab)
+    for kw in (dict(greedy=True), dict(num_samples=3, temperature=0.7, stop_tokens=[5, 9], seed=0)):
+        ref = Engine(ours, fused=False).generate(prompts, max_new_tokens=NEW, **kw)
+        out = Engine(ours, fused=True).generate(prompts, max_new_tokens=NEW, **kw)
+        assert out.logprobs.abs().sum() > 0
+        assert_same_samples(out, ref)
+
+
+def test_fused_step_with_output_and_mlp_biases():
+    cfg = ModelConfig(model_type="llama", vocab_size=96, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                      num_attention_heads=6, num_key_value_heads=3, attention_bias=True, mlp_bias=True)
+    model = randomize_(Transformer(cfg)).eval()
+    _, _, prompts = ragged_batch(LENGTHS[:5], cfg.vocab_size)
+    kw = dict(num_samples=2, max_new_tokens=NEW, temperature=0.7, seed=1)
+    assert_same_samples(Engine(model, fused=True).generate(prompts, **kw),
+                        Engine(model, fused=False).generate(prompts, **kw))
+
+
+def test_fused_step_decodes_the_current_weights(pair):
+    """RL updates the weights in place between calls; the next call must sample from the new ones."""
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS[:4], vocab)
+    engine = Engine(ours, fused=True)
+    before = engine.generate(prompts, max_new_tokens=NEW, greedy=True)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    after = engine.generate(prompts, max_new_tokens=NEW, greedy=True)
+    assert not torch.equal(after.tokens, before.tokens)
+    assert_same_samples(after, Engine(ours, fused=False).generate(prompts, max_new_tokens=NEW, greedy=True))
