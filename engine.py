@@ -11,7 +11,9 @@ Algorithm (one `Engine.generate` call):
   4. Decode: one token per row per step, written at cache column P+t; attention covers the whole
      cache under a key mask of valid columns. A row that samples one of its stop tokens keeps
      that token (mask True) and emits nothing after it; the loop ends when every row has stopped
-     or after max_new_tokens tokens.
+     or after max_new_tokens tokens. Eagerly (no CUDA graph) the rows that have stopped are
+     dropped from the batch once a quarter of it has, so a step computes only live rows; each
+     step still draws one uniform per original row, so the samples are those of the full batch.
   Every buffer has a fixed shape and is updated in place, so on CUDA the decode step (forward,
   sampling, bookkeeping) is captured once as a CUDA graph and replayed; on CPU it runs eagerly and
   attends over the filled cache columns only. The graph and its buffers are kept for the next call
@@ -39,7 +41,7 @@ CLI:
     python engine.py --model DIR --prompt "What is 3 + 4?" [--greedy] [--max-new-tokens 64]
 """
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import math
 
@@ -77,10 +79,20 @@ class DecodeState:
     out_tok: torch.Tensor  # (N,M)
     out_logp: torch.Tensor  # (N,M)
     out_mask: torch.Tensor  # (N,M)
+    rows: torch.Tensor  # (n,) the output row of each batch row: arange(N) until stopped rows are dropped
+
+    def without_stopped(self) -> "DecodeState":
+        """The live rows only (new tensors; outputs and counters shared with self)."""
+        keep = (~self.done).nonzero()[:, 0]
+        cache = KVCache.__new__(KVCache)
+        cache.k, cache.v = self.cache.k.index_select(1, keep), self.cache.v.index_select(1, keep)
+        return replace(self, cache=cache, key_mask=self.key_mask[keep], tok=self.tok[keep], pos=self.pos[keep],
+                       done=self.done[keep], stops=self.stops[keep], rows=self.rows[keep])
 
 
-def sample_next(logits, greedy: bool, temperature: float, top_p: float, gen):
-    """logits (N,V) float32 -> token (N,), its log-prob under softmax(logits/temperature) (N,)."""
+def sample_next(logits, greedy: bool, temperature: float, top_p: float, u):
+    """logits (N,V) float32, u (N,1) uniforms in [0,1) (unused when greedy) -> token (N,), its
+    log-prob under softmax(logits/temperature) (N,)."""
     if greedy:
         tok = logits.argmax(-1)
         return tok, logits.log_softmax(-1).gather(-1, tok[:, None])[:, 0]
@@ -91,8 +103,7 @@ def sample_next(logits, greedy: bool, temperature: float, top_p: float, gen):
         outside = p_sorted.cumsum(-1) - p_sorted >= top_p
         probs = torch.zeros_like(probs).scatter_(-1, idx, p_sorted.masked_fill(outside, 0.0))
     cdf = probs.cumsum(-1)  # inverse-CDF draw: one uniform per row
-    u = torch.rand(cdf.shape[0], 1, generator=gen, device=cdf.device) * cdf[:, -1:]
-    tok = torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
+    tok = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)[:, 0].clamp_(max=cdf.shape[1] - 1)
     return tok, logp.gather(-1, tok[:, None])[:, 0]
 
 
@@ -168,15 +179,17 @@ class FusedDecoder:
 
 class Engine:
     def __init__(self, model: Transformer, pad_id: int = 0, cuda_graph: bool | None = None,
-                 fused: bool | None = None):
+                 fused: bool | None = None, drop_stopped: bool = True):
         """cuda_graph: capture the decode step (default: on CUDA). fused: decode with FusedDecoder
-        (default: wherever no graph is captured); False decodes with Transformer.forward."""
+        (default: wherever no graph is captured); False decodes with Transformer.forward.
+        drop_stopped: decode only the rows that have not stopped (eager decoding)."""
         self.model = model
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.pad_id = pad_id
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self.fused = not self.cuda_graph if fused is None else fused
+        self.drop_stopped = drop_stopped and not self.cuda_graph
         self.gen = torch.Generator(self.device)
         self._state, self._key, self._graph, self._decoder = None, None, None, None
 
@@ -215,15 +228,32 @@ class Engine:
         s = self._state_for((N, T_max, M, stops.shape[1], sampling), sampling)
         self._reset(s, cache, mask, G, stops, banned_tokens)
         self._emit(s, logits.repeat_interleave(G, 0), sampling)
-        for i in range(1, M):
-            if i % (8 if self._graph else 1) == 0 and bool(s.done.all()):
-                break
-            self._graph.replay() if self._graph else self._step(s, sampling, width=P + i)
+        if self._graph:
+            for i in range(1, M):
+                if i % 8 == 0 and bool(s.done.all()):
+                    break
+                self._graph.replay()
+        else:
+            self._decode_eagerly(s, sampling, P, M)
 
         used = max(int(s.out_mask.sum(1).max()), 1)
         return Samples(tokens=s.out_tok[:, :used].clone(), mask=s.out_mask[:, :used].clone(),
                        logprobs=s.out_logp[:, :used].clone(), stopped=s.done.clone(),
                        prompt_index=torch.arange(B, device=self.device).repeat_interleave(G))
+
+    def _decode_eagerly(self, s: DecodeState, sampling, P: int, M: int):
+        """Steps 1..M-1 over the filled cache columns; once a quarter of the rows have stopped,
+        continue with the live rows only."""
+        live = s
+        for i in range(1, M):
+            n_live = int((~live.done).sum())
+            if n_live == 0:
+                break
+            if self.drop_stopped and n_live <= 3 * len(live.rows) // 4:
+                live = live.without_stopped()
+            self._step(live, sampling, width=P + i)
+            if live is not s:  # s.done stays the record of every row
+                s.done.index_copy_(0, live.rows, live.done)
 
     # -- one decode step -------------------------------------------------------------------
 
@@ -242,11 +272,14 @@ class Engine:
 
     def _emit(self, s: DecodeState, logits, sampling):
         """Sample one token per row and record it; rows already stopped record padding."""
-        tok, logp = sample_next(logits.masked_fill(s.banned, float("-inf")), *sampling, self.gen)
+        u = None if sampling[0] else torch.rand(s.out_tok.shape[0], 1, generator=self.gen, device=self.device)
+        tok, logp = sample_next(logits.masked_fill(s.banned, float("-inf")), *sampling,
+                                None if u is None else u[s.rows])  # one draw per output row
         live = ~s.done
-        s.out_tok.index_copy_(1, s.step, torch.where(live, tok, self.pad_id)[:, None])
-        s.out_logp.index_copy_(1, s.step, torch.where(live, logp, 0.0)[:, None])
-        s.out_mask.index_copy_(1, s.step, live[:, None])
+        at = (s.rows, s.step)  # (this batch's output rows, this step's column)
+        s.out_tok.index_put_(at, torch.where(live, tok, self.pad_id))
+        s.out_logp.index_put_(at, torch.where(live, logp, 0.0))
+        s.out_mask.index_put_(at, live)
         s.done.logical_or_((tok[:, None] == s.stops).any(-1))
         s.tok.copy_(tok)
         s.step.add_(1)
@@ -272,7 +305,8 @@ class Engine:
             banned=torch.zeros(cfg.vocab_size, dtype=torch.bool, device=dev),
             out_tok=torch.zeros(N, M, dtype=torch.long, device=dev),
             out_logp=torch.zeros(N, M, dtype=torch.float32, device=dev),
-            out_mask=torch.zeros(N, M, dtype=torch.bool, device=dev))
+            out_mask=torch.zeros(N, M, dtype=torch.bool, device=dev),
+            rows=torch.arange(N, device=dev))
         if self.cuda_graph:
             self._graph = self._capture(s, sampling)
         self._state, self._key = s, key

@@ -212,3 +212,21 @@ def test_fused_step_decodes_the_current_weights(pair):
     after = engine.generate(prompts, max_new_tokens=NEW, greedy=True)
     assert not torch.equal(after.tokens, before.tokens)
     assert_same_samples(after, Engine(ours, fused=False).generate(prompts, max_new_tokens=NEW, greedy=True))
+
+
+def test_dropping_stopped_rows_changes_no_sample(pair, monkeypatch):
+    """Eager decoding continues with the live rows only once a quarter of the batch has stopped;
+    the tokens, log-probs and stop flags are those of decoding every row to the end."""
+    _, ours, vocab = pair
+    _, _, prompts = ragged_batch(LENGTHS, vocab)
+    step = Engine._step
+    for kw in (dict(greedy=True), dict(num_samples=3, temperature=0.7, seed=0)):
+        kw |= dict(max_new_tokens=NEW, stop_tokens=list(range(3, 30)))  # rows stop at many different steps
+        ref = Engine(ours, drop_stopped=False).generate(prompts, **kw)
+        rows = []
+        monkeypatch.setattr(Engine, "_step", lambda self, s, *a, **k: rows.append(len(s.rows)) or step(self, s, *a, **k))
+        out = Engine(ours).generate(prompts, **kw)
+        monkeypatch.undo()
+        assert_same_samples(out, ref)
+        assert len(set(ref.lengths.tolist())) > 2 and ref.stopped.any()
+        assert min(rows) < ref.tokens.shape[0]  # rows were dropped on the way
