@@ -11,7 +11,8 @@ Each measurement is warmed up first (on CUDA this captures the engine's graph); 
 Two more rows time what the stages do, ours only, on the same random weights in float32 (as
 sft_comt.py and ccrl.py train them):
   * SFT step: sft_comt.train_step on one global batch of --sft-batch rows of random lengths in
-    [--sft-len/2, --sft-len], loss on the second half of each row (the default stage-1 shape).
+    [--sft-len/2, --sft-len], loss on the second half of each row (the default stage-1 shape),
+    in the micro-batches sft_comt.py would form.
   * RL step: --rl-prompts prompts x --rl-group samples of --new-tokens tokens from the engine,
     then one policy update (ccrl.make_batches + policy_loss, micro-batches of --rl-micro rows,
     AdamW); random weights never stop early, so every sample is --new-tokens long.
@@ -33,7 +34,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from common import COUNT, Timer, pad_rows, pick_device, pick_dtype, seed_everything
+from common import COUNT, Timer, length_groups, pick_device, pick_dtype, seed_everything
 from engine import Engine
 from model import ModelConfig, Transformer
 
@@ -97,18 +98,18 @@ def train_step_run(model, batch, seq, device, autocast, hf=False):
 
 def sft_step_run(model, rows: int, max_len: int, device, autocast):
     """One sft_comt.train_step on `rows` random rows of max_len/2..max_len tokens, loss on their
-    second halves -> (step function, tokens per step)."""
-    from sft_comt import SFTBatch, train_step
+    second halves, in micro-batches as sft_comt.py groups them -> (step function, tokens per step)."""
+    from sft_comt import collate, train_step
     g = torch.Generator().manual_seed(0)
-    lengths = sorted(torch.randint(max(2, max_len // 2), max_len + 1, (rows,), generator=g).tolist())
-    ids = [torch.randint(0, model.config.vocab_size, (n,), generator=g).tolist() for n in lengths]
-    sup = [[False] * (n // 2) + [True] * (n - n // 2) for n in lengths]
-    batch = SFTBatch(*pad_rows(ids, sup, 0)).to(device)
-    n_sup = sum(sum(m[1:]) for m in sup)
+    lengths = torch.randint(max(2, max_len // 2), max_len + 1, (rows,), generator=g).tolist()
+    examples = [(torch.randint(0, model.config.vocab_size, (n,), generator=g).tolist(),
+                 [False] * (n // 2) + [True] * (n - n // 2)) for n in lengths]
+    micro = [collate([examples[i] for i in grp], 0).to(device) for grp in length_groups(lengths, rows)]
+    n_sup = sum(sum(m[1:]) for _, m in examples)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
     model.train()
-    return lambda: train_step(model, opt, [batch], n_sup, 1, 1.0, ctx), sum(lengths)
+    return lambda: train_step(model, opt, micro, n_sup, 1, 1.0, ctx), sum(lengths)
 
 
 def rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micro: int, device, autocast):

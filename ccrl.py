@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_sum,
                     autocast_for, check_checkpoint, close_distributed, cosine_lr, begin_run, load_model,
-                    log_json, mark_given, number, pad_id, pad_rows, restore_train_state, save_checkpoint,
+                    length_groups, log_json, mark_given, number, pad_id, pad_rows, restore_train_state, save_checkpoint,
                     save_or_stop, seed_everything, start_log, target_logprobs, train_state)
 from engine import Engine, stop_ids
 from rewards import group_advantages, judge, mixed_groups, step_stats, token_char_ends
@@ -119,14 +119,12 @@ class RolloutBatch:
 
 def make_batches(seqs, prompt_lens, adv, agg: str, max_new: int, micro: int, pad: int,
                  totals: tuple) -> list[RolloutBatch]:
-    """Micro-batches of the kept samples, shortest first so each pads little; totals = (all completion
-    tokens, all sequences) of the step over every rank, for the loss-aggregation weights (the loss
-    is a weighted sum, so the grouping does not change the update)."""
+    """Micro-batches of the kept samples, rows of similar length together (common.length_groups);
+    totals = (all completion tokens, all sequences) of the step over every rank, for the
+    loss-aggregation weights (the loss is a weighted sum, so the grouping does not change the update)."""
     n_tok, n_seq = totals
-    order = sorted(range(len(seqs)), key=lambda r: len(seqs[r]))
     out = []
-    for i in range(0, len(seqs), micro):
-        rows = order[i:i + micro]
+    for rows in length_groups(list(map(len, seqs)), micro):
         comp = [[False] * prompt_lens[r] + [True] * (len(seqs[r]) - prompt_lens[r]) for r in rows]
         n = [len(seqs[r]) - prompt_lens[r] for r in rows]
         w = [{"token": 1 / n_tok, "seq": 1 / (k * n_seq), "const": 1 / (n_seq * max_new)}[agg] for k in n]

@@ -134,6 +134,26 @@ def pad_id(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
+def length_groups(lengths: list[int], max_rows: int) -> list[list[int]]:
+    """Row indices split into micro-batches of at most max_rows rows of similar length, shortest
+    first. The split minimises the padded cells (rows x longest row, summed) plus, for every
+    micro-batch, one longest row of the whole batch: a micro-batch of its own only pays for rows
+    that would otherwise pad a lot (a long replay document among short examples, say)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    L = [lengths[i] for i in order]
+    cost, cut = [0] + [math.inf] * len(L), [0] * (len(L) + 1)  # best split of the first j rows
+    for j in range(1, len(L) + 1):
+        for i in range(max(0, j - max_rows), j):
+            c = cost[i] + (j - i) * L[j - 1] + L[-1]
+            if c < cost[j]:
+                cost[j], cut[j] = c, i
+    groups, j = [], len(L)
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
 def pad_rows(rows: list[list[int]], masks: list[list[bool]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, mask), both (B,T) with T the longest row: rows right-padded with `pad`, mask True at the
     tokens trained on (each predicted from the tokens before it), False on the padding."""

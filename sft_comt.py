@@ -60,7 +60,7 @@ from tqdm import tqdm
 from base import encode_doc, taboo_words, worked_doc
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for,
                     check_checkpoint, close_distributed, cosine_lr, fitting, begin_run, load_model, log_json,
-                    mark_given, number, pad_id, pad_rows, restore_train_state, save_checkpoint,
+                    length_groups, mark_given, number, pad_id, pad_rows, restore_train_state, save_checkpoint,
                     save_or_stop, seed_everything, start_log, target_logprobs, train_state)
 from engine import Engine, complete
 from rewards import answer_correct, has_plan
@@ -289,9 +289,9 @@ def sft_step(step: int, ddp, opt, examples: list, lengths: tuple, tok, args, dis
     sft, replay = global_batch(step, examples, lengths, args.batch, args.replay, args.seed, tok)
     rows = sft + replay
     n_sup = sum(sum(s[1:]) for _, s in rows)
-    mine = sorted(rows[dist.rank::dist.world], key=lambda e: len(e[0]))
-    micro = [collate(mine[j:j + args.micro_batch], pad_id(tok)).to(device)
-             for j in range(0, len(mine), args.micro_batch)]
+    mine = rows[dist.rank::dist.world]
+    micro = [collate([mine[i] for i in g], pad_id(tok)).to(device)
+             for g in length_groups([len(ids) for ids, _ in mine], args.micro_batch)]
     for g in opt.param_groups:
         g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
     loss, norm = train_step(ddp, opt, micro, n_sup, dist.world, args.grad_clip, autocast)

@@ -84,6 +84,16 @@ def test_loss_is_token_mean_and_accumulation_does_not_change_the_step(tok):
         torch.testing.assert_close(p, params[0], atol=1e-6, rtol=1e-5)
 
 
+def test_length_groups_split_where_padding_costs_more_than_a_micro_batch():
+    from common import length_groups
+    # sorted 91 130 130 131 | 235: padded cells 4*131 + 235 plus two longest rows (1229) beat
+    # one micro-batch (5*235 + 235 = 1410) and three (91 + 3*131 + 235 + 3*235 = 1424)
+    assert length_groups([235, 130, 91, 131, 130], 8) == [[2, 1, 4, 3], [0]]
+    assert length_groups([235, 130, 91, 131, 130], 2) == [[2, 1], [4, 3], [0]]
+    assert length_groups([5, 5, 5, 5], 8) == [[0, 1, 2, 3]]
+    assert length_groups([7], 1) == [[0]]
+
+
 def test_padding_does_not_change_the_loss(tok):
     examples = [encode_example(tok, p, "comt") for p in make_split("train", 3)]
     model = tiny_model(len(tok))
