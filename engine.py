@@ -272,14 +272,18 @@ class Engine:
 
     def _emit(self, s: DecodeState, logits, sampling):
         """Sample one token per row and record it; rows already stopped record padding."""
+        every_row = s.rows.shape[0] == s.out_tok.shape[0]  # always so under a CUDA graph
         u = None if sampling[0] else torch.rand(s.out_tok.shape[0], 1, generator=self.gen, device=self.device)
-        tok, logp = sample_next(logits.masked_fill(s.banned, float("-inf")), *sampling,
-                                None if u is None else u[s.rows])  # one draw per output row
+        if u is not None and not every_row:
+            u = u[s.rows]  # one draw per output row, whichever rows are still decoded
+        tok, logp = sample_next(logits.masked_fill(s.banned, float("-inf")), *sampling, u)
         live = ~s.done
-        at = (s.rows, s.step)  # (this batch's output rows, this step's column)
-        s.out_tok.index_put_(at, torch.where(live, tok, self.pad_id))
-        s.out_logp.index_put_(at, torch.where(live, logp, 0.0))
-        s.out_mask.index_put_(at, live)
+        for out, value in ((s.out_tok, torch.where(live, tok, self.pad_id)),
+                           (s.out_logp, torch.where(live, logp, 0.0)), (s.out_mask, live)):
+            if every_row:  # column s.step of every row
+                out.index_copy_(1, s.step, value[:, None])
+            else:
+                out.index_put_((s.rows, s.step), value)
         s.done.logical_or_((tok[:, None] == s.stops).any(-1))
         s.tok.copy_(tok)
         s.step.add_(1)
