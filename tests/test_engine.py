@@ -224,7 +224,8 @@ def test_dropping_stopped_rows_changes_no_sample(pair, monkeypatch):
         kw |= dict(max_new_tokens=NEW, stop_tokens=list(range(3, 30)))  # rows stop at many different steps
         ref = Engine(ours, drop_stopped=False).generate(prompts, **kw)
         rows = []
-        monkeypatch.setattr(Engine, "_step", lambda self, s, *a, **k: rows.append(len(s.rows)) or step(self, s, *a, **k))
+        monkeypatch.setattr(Engine, "_step",
+                            lambda self, s, *a, **k: rows.append(len(s.rows)) or step(self, s, *a, **k))
         out = Engine(ours).generate(prompts, **kw)
         monkeypatch.undo()
         assert_same_samples(out, ref)
