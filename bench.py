@@ -236,8 +236,9 @@ def main():
         res["hf_train_tokens_per_s"] = train_tokens / t["hf"]
     del train, hf
     res |= stage_steps(model.float(), prompts, device, autocast, args)
+    sft_flops = train_flops_per_token(cfg, model, res["sft_tokens"] / args.sft_batch)  # at the mean row length
     res |= dict(train_gflops=train_flops_per_token(cfg, model, args.train_seq) * res["train_tokens_per_s"] / 1e9,
-                sft_gflops=train_flops_per_token(cfg, model, args.sft_len) * res["sft_tokens_per_s"] / 1e9,
+                sft_gflops=sft_flops * res["sft_tokens_per_s"] / 1e9,
                 matmul_peak_gflops_fp32=matmul_peak(device, torch.float32, args.repeats) / 1e9,
                 matmul_peak_gflops_bf16=matmul_peak(device, torch.bfloat16, args.repeats) / 1e9
                 if device.type == "cuda" or cpu_has_bf16() else None)
@@ -252,8 +253,8 @@ def stage_steps(model, prompts, device, autocast, args) -> dict:
     t = best_times({"sft": sft}, device, args.repeats)["sft"]
     sample_s, train_s = best_rl_step(model, prompts[:args.rl_prompts], args.rl_group, args.new_tokens,
                                      args.rl_micro, device, autocast, args.repeats)
-    return dict(sft_batch=args.sft_batch, sft_len=args.sft_len, sft_step_s=t, sft_tokens_per_s=tokens / t,
-                rl_prompts=args.rl_prompts, rl_group=args.rl_group, rl_sample_s=sample_s, rl_train_s=train_s)
+    return dict(sft_batch=args.sft_batch, sft_len=args.sft_len, sft_tokens=tokens, sft_step_s=t,
+                sft_tokens_per_s=tokens / t, rl_prompts=args.rl_prompts, rl_group=args.rl_group, rl_sample_s=sample_s, rl_train_s=train_s)
 
 
 def cpu_has_bf16() -> bool:
