@@ -50,8 +50,8 @@ from tqdm import tqdm
 
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_sum,
                     autocast_for, check_checkpoint, close_distributed, cosine_lr, begin_run, load_model,
-                    length_groups, log_json, mark_given, number, pad_id, pad_rows, restore_train_state, save_checkpoint,
-                    save_or_stop, seed_everything, start_log, target_logprobs, train_state)
+                    length_groups, log_json, mark_given, number, pad_id, pad_rows, restore_train_state,
+                    save_checkpoint, save_or_stop, seed_everything, start_log, target_logprobs, train_state)
 from engine import Engine, stop_ids
 from rewards import group_advantages, judge, mixed_groups, step_stats, token_char_ends
 from show import example, render_text
