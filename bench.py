@@ -126,7 +126,7 @@ def rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micro: int
         adv = torch.randn(len(seqs), generator=torch.Generator().manual_seed(0)).tolist()
         n_tok = float(s.mask.sum())
         for b in make_batches(seqs, plens, adv, "token", new_tokens, micro, 0, (n_tok, float(len(seqs)))):
-            b = type(b)(b.ids.to(device), b.comp.to(device), b.adv.to(device), b.weight.to(device))
+            b = b.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss, _ = policy_loss(model, b, 1.0, 0.2, 0.28)
             loss.backward()

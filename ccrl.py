@@ -116,6 +116,9 @@ class RolloutBatch:
     weight: torch.Tensor  # (B,) loss-aggregation weight of each of the sequence's tokens
     old_logp: torch.Tensor | None = None  # (N,) log-probs of the completion tokens before the update
 
+    def to(self, device) -> "RolloutBatch":
+        return RolloutBatch(self.ids.to(device), self.comp.to(device), self.adv.to(device), self.weight.to(device))
+
 
 def make_batches(seqs, prompt_lens, adv, agg: str, max_new: int, micro: int, pad: int,
                  totals: tuple) -> list[RolloutBatch]:
@@ -315,8 +318,7 @@ def policy_update(run: "Run", ro: Rollout, kept: Kept, step: int) -> tuple[dict,
         return stats, norm
     batches = make_batches([ro.seqs[r] for r in kept.rows], [ro.prompt_lens[r] for r in kept.rows], kept.adv,
                            args.loss_agg, args.max_new_tokens, args.micro_batch, run.pad, kept.totals)
-    batches = [RolloutBatch(b.ids.to(run.device), b.comp.to(run.device), b.adv.to(run.device),
-                            b.weight.to(run.device)) for b in batches]
+    batches = [b.to(run.device) for b in batches]
     if args.ppo_epochs > 1:
         with torch.no_grad(), run.autocast:
             for b in batches:
