@@ -26,8 +26,9 @@ feature-major, (C,N), so every projection is W @ x with the weight as the large 
 32 rows BLAS ran these 1.3-1.9x faster than x @ W^T on a 2-core CPU); q/k/v and gate/up are one
 product each; the 1/sqrt(D) attention scale is folded into the query weights; RoPE reads a
 cos/sin table. It copies the weights it fuses at the start of every `generate`, so it always
-decodes the current model. `Engine(model, fused=False)` decodes with `Transformer.forward` instead: the reference the
-tests compare the fused step against (same tokens, log-probs to float32 rounding).
+decodes the current model. `Engine(model, fused=False)` decodes with `Transformer.forward`
+instead: the reference the tests compare the fused step against (same tokens, log-probs to
+float32 rounding).
 
 Sampling: greedy (argmax) or softmax(logits / temperature), optionally truncated to the top-p
 nucleus, drawn by inverse CDF (one uniform per row) from the engine's own seeded generator, so a
