@@ -12,10 +12,11 @@ Algorithm, one step
     2. sample --group-size completions of each with the engine at --temperature, keeping the
        per-token log-probs;
     3. judge each (rewards.judge): correctness of the final `Answer:` line, plus for ccrl
-       --conf-weight times the mean over numeric steps of +c/-c (signed) or -(c-z)^2 (brier),
-       where c is the policy's confidence in the step's written result and z whether the step is
-       right (--step-check); with --plan-weight w, either reward loses w when the completion does
-       not open with a digit-free plan;
+       --conf-weight times T, the mean over the numeric steps written and the gold steps never
+       reached of +c/-c (signed; 0 for a right step of a wrong answer) or -(c-z)^2 (brier), a
+       step never reached counting -1, where c is the policy's confidence in the step's written
+       result and z whether the step is right (--step-check); with --plan-weight w, either reward
+       loses w when the completion does not open with a digit-free plan;
     4. advantages per group (z-score or mean-only); with --filter-groups, drop groups whose
        samples are all right or all wrong (binary correctness, never the shaped reward);
     5. update: loss = sum over completion tokens of w * (-min(rho*A, clip(rho, 1-eps_low,

@@ -8,7 +8,7 @@ rationals (Fraction), compared without tolerance.
 
 The CCRL reward (our reconstruction; the paper's exact formula is not public):
 
-    r = correct + lambda * mean over steps s of term(c_s, z_s)
+    r = correct + lambda * T,   T = mean over the steps written and the gold steps never reached
         correct  1 if the final answer equals the gold answer, else 0
         c_s      the policy's confidence in step s's written result: an aggregate (geometric mean
                  by default, or min, or product) of the probabilities of that number's tokens
@@ -16,24 +16,35 @@ The CCRL reward (our reconstruction; the paper's exact formula is not public):
                  values (gold), its arithmetic recomputes (arith), or the final answer is right
                  (outcome); --step-check auto (the default) is gold where the problem has gold
                  intermediate values and arith where it has none
-        term     signed: +c if right, -c if wrong;  brier: -(c - z)^2
-    A completion with no numeric step gets the mean term -1, the worst either form can give.
-    The outcome reward (the baseline) is `correct`. An optional format term (plan_weight, 0 by
-    default) subtracts plan_weight from either reward when the completion does not open with a
+        term     signed: +c if right, -c if wrong, and 0 for a right step of a wrong answer;
+                 brier: -(c - z)^2
+        missing  the gold steps a completion never reaches (gold values beyond the number of
+                 steps written) each count -1: a wrong step written with full confidence, the worst
+                 term of either form
+    A completion with no numeric step (and no gold steps to miss) gets T = -1, the worst either form
+    can give. The outcome reward (the baseline) is `correct`. An optional format term (plan_weight,
+    0 by default) subtracts plan_weight from either reward when the completion does not open with a
     digit-free plan, for RL that would otherwise learn to drop the plan.
 
-Why these two defaults: with arith, a policy that rarely answers right learns to write one
-self-consistent, confident step whatever the question ("apples collected = 12 + 7 = 19", +c);
-with a term of 0 for no steps, it learns to write no numeric step at all (0 beats -c). Both were
-seen in 60 CCRL steps from a CoMT model at 2% accuracy.
+Why T never pays an incomplete or wrong attempt: with a plain mean of +c/-c over the steps written,
+a wrong answer whose few steps are right and confident earns up to +lambda, so stopping early pays
+(seen: CCRL from a CoMT-SFT model shortened its plans, 26.5% -> 53% of them ending before the gold
+program, and lost 8 points). Here a wrong answer's T is at most 0, and every step it leaves out
+costs as much as a confident error, so among wrong answers the best is a complete attempt whose
+wrong steps are written without confidence. With arith, a policy that rarely answers right learned
+to write one self-consistent, confident step whatever the question ("apples collected = 12 + 7 =
+19", +c); with a term of 0 for no steps, to write no numeric step at all. Both were seen in 60 CCRL
+steps from a CoMT model at 2% accuracy.
 
-Worked example (signed, lambda = 0.5): two steps, confidences 0.9 (right) and 0.6 (wrong), final
-answer wrong: r = 0 + 0.5 * (0.9 - 0.6) / 2 = 0.075. Brier: r = 0 + 0.5 * (-(0.1^2) - 0.6^2) / 2
-= -0.0925.
+Worked example (signed, lambda = 0.5): a three-step problem; the completion writes two steps,
+confidences 0.9 (right) and 0.6 (wrong), and a wrong answer: T = (0 - 0.6 - 1) / 3 = -0.5333,
+r = 0 + 0.5 * T = -0.2667. Brier: T = (-(0.1^2) - 0.6^2 - 1) / 3 = -0.4567, r = -0.2283. Had the
+answer been right with both steps right (0.9, 0.6) and nothing missing: T = 0.75, r = 1.375.
 
 Deviation from the paper: the paper names confidence on intermediate numeric tokens and a reward
-that combines it with correctness; the aggregation, the step check, the signed/Brier forms and
-averaging over steps are our choices, each a switch.
+that combines it with correctness; the aggregation, the step check, the signed/Brier forms,
+averaging over steps, charging the steps never reached and paying nothing for a wrong answer's
+right steps are our choices (the first four are switches).
 """
 import math
 import re
@@ -266,24 +277,26 @@ def confidence(logprobs, agg: str = "geo") -> float:
     raise ValueError(f"unknown confidence aggregation {agg!r}; choose geo, min or prod")
 
 
-def confidence_term(confs: list[float], rights: list[bool], form: str = "signed") -> float:
-    """Mean over steps of +c/-c (signed) or -(c - z)^2 (brier); without steps -1, the worst value
-    of either form, so that showing no numeric step never pays more than showing wrong ones.
+def confidence_term(confs: list[float], rights: list[bool], form: str = "signed", missing: int = 0,
+                    answer_ok: bool = True) -> float:
+    """T of the header: the mean over the steps written and the `missing` gold steps never reached of
+    +c / -c (signed; a right step of a wrong answer counts 0) or -(c - z)^2 (brier), a missing step
+    counting -1; without any step -1, the worst value of either form, so that showing no numeric
+    step never pays more than showing wrong ones.
 
     >>> confidence_term([0.9, 0.6], [True, False]), confidence_term([0.9, 0.6], [True, False], "brier")
     (0.15000000000000002, -0.185)
-    >>> confidence_term([], [])
-    -1.0
+    >>> round(confidence_term([0.9, 0.6], [True, False], missing=1, answer_ok=False), 4), confidence_term([], [])
+    (-0.5333, -1.0)
     """
-    if not confs:
-        return -1.0
     if form == "signed":
-        terms = [c if z else -c for c, z in zip(confs, rights)]
+        terms = [(c if answer_ok else 0.0) if z else -c for c, z in zip(confs, rights)]
     elif form == "brier":
         terms = [-(c - float(z)) ** 2 for c, z in zip(confs, rights)]
     else:
         raise ValueError(f"unknown confidence form {form!r}; choose signed or brier")
-    return sum(terms) / len(terms)
+    terms += [-1.0] * missing
+    return sum(terms) / len(terms) if terms else -1.0
 
 
 def answer_span(text: str) -> tuple[int, int] | None:
@@ -311,7 +324,7 @@ class Judgement:
     steps: list[Step]  # each `expr = result`, with the token span [i, j) its confidence read
     step_confs: list[float]
     step_rights: list[bool]
-    conf_term: float  # the mean over steps of +c/-c (signed) or -(c - z)^2 (brier); -1 without steps
+    conf_term: float  # T: the mean over steps written and gold steps missed (rewards' header); -1 without steps
     reward: float  # correct (+ weight * conf_term for ccrl) (- plan_weight without a plan)
 
 
@@ -327,7 +340,7 @@ def judge(text: str, token_logprobs: list[float], char_ends: list[int], gold_ans
     steps = token_spans(segment_steps(text), char_ends)
     confs = [confidence(token_logprobs[s.tokens[0]:s.tokens[1]], agg) for s in steps]
     rights = [step_right(s, check, gold_values, ok) for s in steps]
-    term = confidence_term(confs, rights, form)
+    term = confidence_term(confs, rights, form, missing=max(0, len(gold_values) - len(steps)), answer_ok=ok)
     if reward == "outcome":
         r = float(ok)
     elif reward == "ccrl":

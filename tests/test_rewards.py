@@ -193,6 +193,11 @@ def test_confidence_terms_by_hand():
     assert confidence_term([0.9, 0.6], [True, False], "brier") == pytest.approx(-(0.01 + 0.36) / 2)
     assert confidence_term([0.8], [True], "brier") == pytest.approx(-0.04)
     assert confidence_term([], [], "signed") == confidence_term([], [], "brier") == -1.0  # no step: the worst
+    # a wrong answer's right steps count 0 (signed); each gold step never reached counts -1
+    assert confidence_term([0.9, 0.6], [True, False], answer_ok=False) == pytest.approx(-0.6 / 2)
+    assert confidence_term([0.9, 0.6], [True, False], missing=1, answer_ok=False) == pytest.approx((0 - 0.6 - 1) / 3)
+    assert confidence_term([0.9, 0.6], [True, False], "brier", missing=1) == pytest.approx((-0.01 - 0.36 - 1) / 3)
+    assert confidence_term([], [], missing=2) == -1.0
 
 
 def scored(text, probs, reward="ccrl", **kw):
@@ -214,13 +219,37 @@ def test_every_reward_variant_by_hand():
     assert s.reward == pytest.approx(1 + 0.5 * (0.9 - c2) / 2)  # 1.066886
     s = scored(TEXT, PROBS, gold_answer="20", gold_values=[5, 20], weight=0.5, form="brier")
     assert not s.correct and s.reward == pytest.approx(0.5 * (-(0.1 ** 2) - c2 ** 2) / 2)  # -0.1025
+    s = scored(TEXT, PROBS, gold_answer="21", gold_values=[5, 21], weight=1.0, check="gold", agg="min")
+    assert s.step_rights == [True, True] and s.reward == pytest.approx(1 + (0.9 + 0.5) / 2)
     s = scored(TEXT, PROBS, gold_answer="20", gold_values=[5, 21], weight=1.0, check="gold", agg="min")
-    assert s.step_rights == [True, True] and s.reward == pytest.approx((0.9 + 0.5) / 2)
+    assert s.step_rights == [True, True] and s.reward == 0.0  # right steps pay nothing to a wrong answer
     s = scored(TEXT, PROBS, gold_answer="20", gold_values=[], weight=1.0, check="outcome", agg="prod")
     assert s.step_rights == [False, False] and s.reward == pytest.approx((-0.9 - 0.4) / 2)
     assert scored(TEXT, PROBS, "outcome", gold_answer="21", gold_values=[]).reward == 1.0
     assert scored(TEXT, PROBS, "outcome", gold_answer="20", gold_values=[]).reward == 0.0
     assert scored("Answer: 7", {}, gold_answer="7", gold_values=[]).reward == 0.5  # no steps: 1 + 0.5 * -1
+
+
+# A three-step problem (gold values 5, 20, 40; answer 40) and hand-built completions of it.
+FULL = "a = 2 + 3 = 5\nb = 5 * 4 = 20\nc = 20 * 2 = 40\nAnswer: 40"
+STOPPED = "a = 2 + 3 = 5\nb = 5 * 4 = 20\nAnswer: 20"  # right steps, one step short
+SLIP = "a = 2 + 3 = 5\nb = 5 * 4 = 21\nc = 21 * 2 = 42\nAnswer: 42"  # a confident slip that carries on
+
+
+def test_an_incomplete_attempt_is_never_paid():
+    kw = dict(gold_answer="40", gold_values=[5, 20, 40], weight=0.5)
+    full, stopped, slip = scored(FULL, {}, **kw), scored(STOPPED, {}, **kw), scored(SLIP, {}, **kw)
+    assert full.reward == pytest.approx(1 + 0.5 * 1.0)  # three right steps at confidence 1
+    assert stopped.conf_term == pytest.approx((0 + 0 - 1) / 3) and stopped.reward == pytest.approx(-0.5 / 3)
+    assert slip.conf_term == pytest.approx((0 - 1 - 1) / 3) and slip.reward == pytest.approx(-1 / 3)
+    # leaving two steps out costs what two errors written with full confidence cost
+    one = scored("a = 2 + 3 = 5\nAnswer: 5", {}, **kw)
+    assert one.conf_term == pytest.approx(slip.conf_term) == pytest.approx(-2 / 3)
+    # the same slip written with little confidence costs little: calibration is what a wrong answer can earn
+    unsure = scored(SLIP, {i: 0.1 for i in range(len(SLIP)) if i >= SLIP.index("= 21") + 2}, **kw)
+    assert unsure.step_confs[1:] == pytest.approx([0.1, 0.1]) and unsure.reward == pytest.approx(0.5 * -0.2 / 3)
+    # brier charges a missing step -1 as well
+    assert scored(STOPPED, {}, form="brier", **kw).conf_term == pytest.approx(-1 / 3)
 
 
 def test_plan_term_costs_only_completions_without_a_plan():

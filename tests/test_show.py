@@ -42,7 +42,7 @@ def test_marks_sit_on_exactly_the_tokens_whose_confidence_the_reward_used(which,
 def test_reward_parts_add_up(tok):
     ids = tok(TEXT, add_special_tokens=False)["input_ids"]
     e = example("m", PROBLEM, TEXT, [-0.01 * (i + 1) for i in range(len(ids))], token_char_ends(tok, ids), weight=0.5)
-    term = (e.marks[0].conf - e.marks[1].conf) / 2  # +c for the right step, -c for the wrong one
+    term = (0 - e.marks[1].conf) / 2  # the answer is wrong: 0 for its right step, -c for the wrong one
     assert e.judged.conf_term == pytest.approx(term) and e.judged.reward == pytest.approx(0 + 0.5 * term)
     assert f"correct 0 + 0.5 x confidence term {term:+.3f} = CCRL {0.5 * term:+.3f}; outcome reward 0" in verdict(e)
 
