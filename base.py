@@ -3,7 +3,7 @@ The embedded default's base model: a tokenizer and a small Llama pretrained on a
 standing in for a real pretrained LM that knows the language and arithmetic of the world and can
 carry out a worked solution, but was never taught to plan.
 
-    python base.py                       # rebuilds models/base (the shipped checkpoint; ~57 min on 2 CPU cores)
+    python base.py                       # rebuilds models/base (the shipped checkpoint; ~108 min on 2 CPU cores)
     python base.py --out runs/base2 --steps 400 --seed 1
 
 Tokenizer: byte-level BPE (`tokenizers`) trained on a sample of the corpus, with every digit its
@@ -11,33 +11,53 @@ own token, as the Llama 3 and Qwen tokenizers do, so numbers are read and writte
 Special tokens: <|endoftext|> (end of a document; the stop token) and <|pad|>. Saved with the model,
 so `transformers.AutoTokenizer.from_pretrained("models/base")` opens it.
 
+The rule: the base knows the whole world; post-training sees only the train recipe. Like a
+pretrained LM that has read text of every kind, the base is taught, as general skills, the language
+of every frame and phrasing (the OOD ones included), arithmetic over every split's number range,
+executing a handed plan of up to seven steps, and reading past an irrelevant sentence; it is never
+shown a question of any split, nor a plan as a target. Stages 1 and 2 then train on the train
+recipe alone, so every OOD split is out of distribution for post-training (as GSM-Hard or SVAMP
+are for a model post-trained on GSM8K) while within reach of the base: each split's accuracy "from
+the gold plan" is the ceiling of what its execution allows, "question only" its floor.
+
 Corpus (drawn fresh for every step, one document per row; `corpus_docs` and the tests hold it to this):
-  (a) worked problems, --worked share: "Question: ...\\n", half the time "Plan:\\n<plan>\\n", then
+  (a) worked problems, --worked share: "Question: ...\\nPlan:\\n<plan>\\n", then
       "Solution:\\n<execution>\\nAnswer: N" and the end token, with the loss on "Solution:" and
-      everything after it only, so the model learns to read a plan and execute it, never to write
-      one. Their frames are fresh: the people, the item, the container and the companions are drawn
-      anew for every problem, each a made-up word (40%) or a common word from a pool (60%; the
-      train frames' nouns are among them, their people and every OOD word are not), so no noun
-      or number can be recalled and every one must be read from the question (and the plan).
-      Events and phrasings are the train ones, with 1-5 steps and the train number ranges.
-  (b) story text, --story share: the questions alone of two to four fresh problems of the train
-      recipe (train or fresh frames), full loss: the language of the world.
+      everything after it only: every worked problem carries its plan in the prompt, so the model
+      learns to read a plan and execute it, never to write one, and never to solve a question
+      without one. Their frames are fresh: the people, the item, the container and the companions
+      are drawn anew for every problem, each a made-up word (40%) or a common word from a pool
+      (60%; the nouns of every split's frames are among them, the splits' people are not), so no
+      noun or number can be recalled and every one must be read from the question and the plan.
+      A rising share of them (WORLD_RAMP: none at the first step, 80% at the last) is drawn across
+      the world (world_recipe): any phrasing, 1-7 steps, the train number ranges or (half the time)
+      the wide ones (starts up to 200, added or removed numbers up to 99, values up to 999; factors
+      and divisors 2-9), and one irrelevant sentence a quarter of the time; the others are of the
+      train recipe. Reading each number off the question is learned first where it is easiest:
+      with the whole world from the first step, the same schedule had reached 28% of `test` from
+      the gold plan at its end (docs/notes.md).
+  (b) story text, --story share: two to four questions, one per line, full loss: half of the
+      train recipe in the train frames, half of world_recipe in fresh frames.
   (c) arithmetic, the rest: twelve lines `x op y = z` (a third of them `name = x op y = z`) with
-      +, -, *, exact / in the train ranges (values <= 99, added or removed numbers and factors
-      <= 9), full loss.
+      +, -, *, exact / in the train ranges (values <= 99, added or removed numbers, factors and
+      divisors <= 9) or the wide ones (WIDE_RAMP: 40% of the lines at the first step, 80% at the
+      last), full loss.
   Never in the corpus: a question of any split (the fresh frames' people are never a split's, and
-  train-frame questions at the splits' standard sizes or in the test hash bucket are skipped), an
-  OOD frame or phrasing, more than five steps, a number beyond the train ranges, a plan as a target.
+  train-frame questions at the splits' standard sizes or in the val or test hash bucket are
+  skipped), a plan as a target.
 
 Model: the Llama architecture of model.py (tied embeddings, GQA), AdamW with warm-up and cosine
 decay, next-token loss on the supervised tokens. The ten digit tokens start with a Fourier code of
 their value (cos, sin of 2 pi f d / 10, f = 1..5) in their first ten embedding dimensions: a
 stand-in for a real model's number sense that makes the units digit of a sum quick to learn.
 
-Every --eval-every steps and at the end it logs greedy accuracies:
-  arithmetic     held-out single lines `name = x op y =` in the train number range
-  planned        `test` problems prompted with the question, the gold plan and "Solution:"
-  plain          `test` problems prompted with the question alone
+Every --eval-every steps it logs greedy accuracies on --eval-n held-out items each (on the way
+test only, at the end test and every OOD split):
+  arithmetic      single lines `name = x op y =` in the train ranges and in the wide ones
+  from_plan       the split's problems prompted with the question, the gold plan and "Solution:"
+                  (the ceiling of what execution allows)
+  question_only   the same problems prompted with the question alone (the floor: a base that was
+                  never shown how to plan should do poorly here; stage 1 adds the plan)
 The directory gets config.json, model.safetensors, the tokenizer and build.json (the command, the
 arguments and the final figures).
 """
@@ -60,13 +80,14 @@ from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, STATE_FILE, Dist
 from engine import Engine, complete
 from model import ModelConfig, Transformer
 from rewards import answer_correct
-from tasks import (CHAIN_EVENTS, OOD_FRAMES, OPS, SPLITS, START_EVENTS, TRAIN_FRAMES, TRAIN_RECIPE, Frame,
-                   generate_problem, in_test_bucket, make_split, meta_text, prompt_text)
+from tasks import (CHAIN_EVENTS, OOD_FRAMES, OOD_SPLITS, OPS, SPLITS, START_EVENTS, TRAIN_FRAMES, TRAIN_RECIPE, Frame,
+                   Recipe, generate_problem, hash_bucket, make_split, meta_text, prompt_text)
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
+PLANNED_NEW_TOKENS, PLAIN_NEW_TOKENS = 192, 320  # a 7-step execution of large numbers; a plan and its execution
 DEFAULT_OUT = "models/base"
-STANDARD_SIZES = {"train": 8000, "test": 500, "ood_template": 500, "ood_steps": 500, "ood_numbers": 500,
-                  "ood_distractor": 500}
+STANDARD_SIZES = {"train": 8000, "val": 500, "test": 500, "ood_template": 500, "ood_steps": 500,
+                  "ood_numbers": 500, "ood_distractor": 500}
 
 # -----------------------------------------------------------------------------
 # Fresh frames: the people and nouns of a worked problem, drawn anew for every problem
@@ -85,21 +106,23 @@ ITEMS = ("apples muffins stickers marbles books pencils cookies flowers pears pl
          "donuts cakes pies biscuits crackers pretzels waffles pancakes sandwiches apricots figs coconuts "
          "walnuts almonds peanuts raisins candies lollipops chocolates magnets batteries bolts nails screws "
          "springs wheels paints brushes sponges towels pillows blankets lamps clocks photos posters maps "
-         "tickets badges medals trophies pins patches").split()
+         "tickets badges medals trophies pins patches seashells coins lanterns").split()
 GROUPS = ("bag box jar sheet shelf tray plate vase basket bowl bin tin pouch sack case chest drawer cup pot "
-          "carton pack bundle row stack tub barrel folder album wallet tube cart wagon packet bottle jug dish").split()
+          "carton pack bundle row stack tub barrel folder album wallet tube cart wagon packet bottle jug dish bucket purse "
+          "crate").split()
 MATES = ("friend neighbor classmate cousin student teammate guest aunt brother sister uncle kid player worker "
          "chef artist helper nurse farmer baker singer dancer painter writer runner camper hiker scout pupil "
-         "partner member").split()
+         "partner member diver sailor villager").split()
 PLURAL = {"box": "boxes", "shelf": "shelves", "pouch": "pouches", "dish": "dishes"}
 
 
-def taboo_words() -> set[str]:
-    """Words a fresh frame never uses: every word of the OOD frames, and the train frames' people
-    (every question of a split names one of them first, so no fresh problem can be one)."""
-    words = {p.lower() for f in TRAIN_FRAMES for p in f.people}
-    for f in OOD_FRAMES:
-        words |= {w.lower() for w in (*f.people, f.item, *f.group, *f.mates)}
+def taboo_words(ood_nouns: bool = False) -> set[str]:
+    """Words a fresh frame never uses: the people of every split's frames (every question of a split
+    names one of them first, so no fresh problem can be one); with ood_nouns also the OOD frames'
+    nouns (stage 1's replay, which keeps to the train recipe)."""
+    words = {p.lower() for f in TRAIN_FRAMES + OOD_FRAMES for p in f.people}
+    if ood_nouns:
+        words |= {w.lower() for f in OOD_FRAMES for w in (f.item, *f.group, *f.mates)}
     return words
 
 
@@ -118,8 +141,8 @@ def fresh_word(rng: random.Random, pool: list[str], taboo: set[str], used: set[s
 
 def fresh_frame(rng: random.Random, taboo: set[str], real: float = 0.6) -> Frame:
     """Three people, an item, a container and companions, each drawn from a pool of common words
-    (the train frames' nouns among them) or made up: combinations no split uses, so every noun
-    must be read from the question."""
+    (the nouns of every split's frames among them) or made up: combinations no split uses, so every
+    noun must be read from the question."""
     used = set()
     people = tuple(fresh_word(rng, PEOPLE, taboo, used, real).capitalize() for _ in range(3))
     item = fresh_word(rng, ITEMS, taboo, used, real)
@@ -132,25 +155,58 @@ def fresh_frame(rng: random.Random, taboo: set[str], real: float = 0.6) -> Frame
 # -----------------------------------------------------------------------------
 # Corpus: (prefix, target) text pairs; the loss covers the target only
 
+WORLD_STEPS = (1, 2, 3, 4, 5, 6, 7)  # chains up to ood_steps' longest
+WIDE = dict(start=(2, 200), delta=(1, 99), max_value=999)  # number ranges that hold ood_numbers' and train's
+WIDE_SHARE, DISTRACTOR_SHARE = 0.5, 0.25  # of world_recipe's problems
+WORLD_RAMP = (0.0, 0.8)  # share of worked problems drawn by world_recipe at the first and the last step
+WIDE_RAMP = (0.4, 0.8)  # share of arithmetic lines in the wide ranges, the same way
 
-def worked_doc(rng: random.Random, taboo: set[str], plan_share: float = 0.5) -> tuple[str, str]:
-    """A fresh-frame worked problem of 1-5 steps: (question [+ plan], "Solution:..." + answer)."""
-    recipe = replace(TRAIN_RECIPE, frames=(fresh_frame(rng, taboo),), steps=(1, 2, 3, 4, 5))
-    p = None
-    while p is None:
-        p = generate_problem(rng, recipe)
-    prefix = f"Question: {p['question']}\n" + (f"Plan:\n{p['plan']}\n" if rng.random() < plan_share else "")
-    return prefix, f"Solution:\n{p['solution']}\nAnswer: {p['answer']}"
+
+def ramp(bounds: tuple[float, float], progress: float) -> float:
+    """The share at `progress` (0 at the first step, 1 at the last), linear between the bounds."""
+    return bounds[0] + (bounds[1] - bounds[0]) * min(max(progress, 0.0), 1.0)
+
+
+def world_recipe(rng: random.Random, frame: Frame) -> Recipe:
+    """The recipe of one corpus problem, drawn across the whole world: every phrasing, 1-7 steps,
+    the train number ranges or (WIDE_SHARE of the time) the wide ones, and an irrelevant sentence
+    DISTRACTOR_SHARE of the time."""
+    ranges = WIDE if rng.random() < WIDE_SHARE else dict(start=TRAIN_RECIPE.start, delta=TRAIN_RECIPE.delta,
+                                                          max_value=TRAIN_RECIPE.max_value)
+    return Recipe((frame,), slice(0, 3), WORLD_STEPS, factor=TRAIN_RECIPE.factor,
+                  distractor=rng.random() < DISTRACTOR_SHARE, **ranges)
+
+
+def train_recipe_in(frame: Frame) -> Recipe:
+    return replace(TRAIN_RECIPE, frames=(frame,))
+
+
+def drawn(rng: random.Random, recipe: Recipe) -> dict:
+    """A problem of the recipe (generate_problem, tried again until a program completes)."""
+    while (p := generate_problem(rng, recipe)) is None:
+        pass
+    return p
+
+
+def worked_doc(rng: random.Random, taboo: set[str], world: bool = True) -> tuple[str, str]:
+    """A fresh-frame worked problem: ("Question: ...\\nPlan:\\n<plan>\\n", "Solution:\\n<execution>\\nAnswer: N").
+    world: drawn by world_recipe; else by the train recipe (the corpus's early problems, stage 1's replay)."""
+    frame = fresh_frame(rng, taboo)
+    p = drawn(rng, world_recipe(rng, frame) if world else train_recipe_in(frame))
+    return f"Question: {p['question']}\nPlan:\n{p['plan']}\n", f"Solution:\n{p['solution']}\nAnswer: {p['answer']}"
 
 
 def story_doc(rng: random.Random, taboo: set[str], exclude: set[str]) -> tuple[str, str]:
-    """Two to four questions of the train recipe in train or fresh frames, one per line."""
+    """Two to four questions, one per line: of the train recipe in the train frames (never one of a
+    split: not in `exclude`, not in the val or test hash bucket), or of world_recipe in a fresh frame."""
     out = []
     while len(out) < rng.randint(2, 4):
-        frames = TRAIN_FRAMES if rng.random() < 0.5 else (fresh_frame(rng, taboo),)
-        p = generate_problem(rng, replace(TRAIN_RECIPE, frames=frames))
-        if p and p["question"] not in exclude and not in_test_bucket(p["question"]):
-            out.append(p["question"])
+        if rng.random() < 0.5:
+            p = generate_problem(rng, TRAIN_RECIPE)
+            if p and p["question"] not in exclude and hash_bucket(p["question"]) == "train":
+                out.append(p["question"])
+        else:
+            out.append(drawn(rng, world_recipe(rng, fresh_frame(rng, taboo)))["question"])
     return "", "\n".join(out)
 
 
@@ -163,56 +219,63 @@ def quantity_names() -> list[str]:
     return names
 
 
-def arithmetic_line(rng: random.Random, name: str) -> tuple[str, str]:
-    """('name = x op y =', ' z'), or 'x op y =' without a name: one exact integer step in the train
-    ranges (values <= 99; added or removed numbers, factors and divisors <= 9)."""
+def arithmetic_line(rng: random.Random, name: str, wide: bool = False) -> tuple[str, str]:
+    """('name = x op y =', ' z'), or 'x op y =' without a name: one exact integer step. Train ranges:
+    values <= 99, added or removed numbers, factors and divisors <= 9; wide: values <= 999, added or
+    removed numbers <= 99, factors and divisors <= 9 (every split's steps are of one of the two)."""
+    top, step = (WIDE["max_value"], WIDE["delta"][1]) if wide else (TRAIN_RECIPE.max_value, TRAIN_RECIPE.delta[1])
     op = rng.choice("+-*/")
     if op == "+":
-        y = rng.randint(1, 9)
-        x = rng.randint(1, 99 - y)
+        y = rng.randint(1, step)
+        x = rng.randint(1, top - y)
     elif op == "-":
-        x = rng.randint(2, 99)
-        y = rng.randint(1, min(9, x - 1))
+        x = rng.randint(2, top)
+        y = rng.randint(1, min(step, x - 1))
     elif op == "*":
         y = rng.randint(2, 9)
-        x = rng.randint(1, 99 // y)
+        x = rng.randint(1, top // y)
     else:
         y = rng.randint(2, 9)
-        x = y * rng.randint(1, 99 // y)
+        x = y * rng.randint(1, top // y)
     return f"{name} = " * bool(name) + f"{x} {op} {y} =", f" {OPS[op](x, y)}"
 
 
-def arithmetic_doc(rng: random.Random, names: list[str], taboo: set[str]) -> tuple[str, str]:
-    """Twelve arithmetic lines `x op y = z`, a third of them named (train-frame or made-up names)."""
+def arithmetic_doc(rng: random.Random, names: list[str], taboo: set[str], wide: float) -> tuple[str, str]:
+    """Twelve arithmetic lines `x op y = z`, a `wide` share of them in the wide ranges, a third of them
+    named (train-frame or made-up names)."""
     lines = []
     for _ in range(12):
         u = rng.random()
         name = ("" if u > 1 / 3 else rng.choice(names) if u < 0.15 else
                 f"{fresh_word(rng, [], taboo, set(), 0.0)}s after {rng.choice(CHAIN_EVENTS)[1]}")
-        lines.append("".join(arithmetic_line(rng, name)))
+        lines.append("".join(arithmetic_line(rng, name, wide=rng.random() < wide)))
     return "", "\n".join(lines)
 
 
 class Corpus:
-    """The document mix: shares of worked problems and story text, the rest arithmetic."""
+    """The document mix: shares of worked problems and story text, the rest arithmetic. `progress`
+    (0 at the first step, 1 at the last; set per window by Batches) moves worked problems from the
+    train recipe towards the whole world and arithmetic towards the wide ranges (WORLD_RAMP,
+    WIDE_RAMP): reading numbers off a question is learned first where it is easiest."""
 
-    def __init__(self, worked: float, story: float, exclude: set[str]):
-        self.worked, self.story, self.exclude = worked, story, exclude
+    def __init__(self, worked: float, story: float, exclude: set[str], progress: float = 0.5):
+        self.worked, self.story, self.exclude, self.progress = worked, story, exclude, progress
         self.taboo = taboo_words()
         self.names = quantity_names()
 
     def doc(self, rng: random.Random) -> tuple[str, str]:
         u = rng.random()
         if u < self.worked:
-            return worked_doc(rng, self.taboo)
+            return worked_doc(rng, self.taboo, world=rng.random() < ramp(WORLD_RAMP, self.progress))
         if u < self.worked + self.story:
             return story_doc(rng, self.taboo, self.exclude)
-        return arithmetic_doc(rng, self.names, self.taboo)
+        return arithmetic_doc(rng, self.names, self.taboo, ramp(WIDE_RAMP, self.progress))
 
 
-def corpus_docs(n: int, seed: int, worked: float = 0.55, story: float = 0.1, exclude=frozenset()) -> list:
-    """n (prefix, target) documents of the corpus, deterministic by seed."""
-    rng, corpus = random.Random(f"docs-{seed}"), Corpus(worked, story, set(exclude))
+def corpus_docs(n: int, seed: int, worked: float = 0.5, story: float = 0.1, exclude=frozenset(),
+                progress: float = 0.5) -> list:
+    """n (prefix, target) documents of the corpus at `progress`, deterministic by seed."""
+    rng, corpus = random.Random(f"docs-{seed}"), Corpus(worked, story, set(exclude), progress)
     return [corpus.doc(rng) for _ in range(n)]
 
 
@@ -252,8 +315,9 @@ class Batches:
     window's index, sorted by length (rows of a batch have similar lengths; one document per row,
     right-padded) and the window's batches shuffled."""
 
-    def __init__(self, corpus: Corpus, tok, seed: int, batch: int, max_len: int, window: int = 16):
+    def __init__(self, corpus: Corpus, tok, seed: int, batch: int, max_len: int, steps: int, window: int = 16):
         self.corpus, self.tok, self.seed, self.batch, self.max_len, self.window = corpus, tok, seed, batch, max_len, window
+        self.steps = steps
         self.cached = (None, [])
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,6 +325,7 @@ class Batches:
         w = step // self.window
         if self.cached[0] != w:
             rng = random.Random(f"corpus-{self.seed}-{w}")
+            self.corpus.progress = w * self.window / max(self.steps - 1, 1)
             docs = [encode_doc(self.tok, *self.corpus.doc(rng)) for _ in range(self.batch * self.window)]
             docs = sorted(((i[:self.max_len], s[:self.max_len]) for i, s in docs), key=lambda d: len(d[0]))
             chunks = [docs[k:k + self.batch] for k in range(0, len(docs), self.batch)]
@@ -294,20 +359,37 @@ def init_digit_embeddings(model, tok, scale: float = 0.1):
 # Evaluation
 
 
-def evaluate_base(model, tok, n: int, seed: int = 0) -> dict:
-    """Greedy accuracies (see the header) on n held-out items each."""
-    engine = Engine(model, pad_id=pad_id(tok))
-    rng = random.Random(f"heldout-{seed}")
+EVAL_SPLITS = ("test",) + OOD_SPLITS  # the splits whose results tables the base is a row of
+
+
+def accuracy(engine, tok, prompts: list[str], problems: list, max_new: int) -> float:
+    """Greedy accuracy of completions of the prompts (texts) against the problems' answers."""
+    outs = complete(engine, tok, [tok(x)["input_ids"] for x in prompts], max_new)
+    return sum(answer_correct(o, p.answer) for o, p in zip(outs, problems)) / len(problems)
+
+
+def arithmetic_accuracy(engine, tok, n: int, wide: bool, seed: int = 0) -> float:
+    """Greedy accuracy on n held-out named lines `name = x op y =` of the train or the wide ranges."""
+    rng = random.Random(f"heldout-{seed}-{'wide' if wide else 'train'}")
     names = quantity_names()
-    lines = [arithmetic_line(rng, rng.choice(names)) for _ in range(n)]
-    outs = complete(engine, tok, [tok(q)["input_ids"] for q, _ in lines], 4)
-    arith = sum(o.strip().split("\n")[0].strip() == a.strip() for o, (_, a) in zip(outs, lines)) / n
-    test = make_split("test", n)
-    acc = lambda prompts, new: sum(answer_correct(o, p.answer) for o, p in zip(
-        complete(engine, tok, [tok(x)["input_ids"] for x in prompts], new), test)) / n
-    planned = acc([prompt_text(p) + meta_text(p) for p in test], 96)
-    plain = acc([prompt_text(p) for p in test], 128)
-    return dict(arithmetic_acc=arith, test_planned_acc=planned, test_plain_acc=plain)
+    lines = [arithmetic_line(rng, rng.choice(names), wide) for _ in range(n)]
+    outs = complete(engine, tok, [tok(q)["input_ids"] for q, _ in lines], 6)
+    return sum(o.strip().split("\n")[0].strip() == a.strip() for o, (_, a) in zip(outs, lines)) / n
+
+
+def evaluate_base(model, tok, n: int, splits=EVAL_SPLITS, seed: int = 0) -> dict:
+    """Greedy accuracies on n held-out items each (see the header): arithmetic lines of the train and
+    the wide ranges, and each of `splits` from the gold plan and from the question alone."""
+    engine = Engine(model, pad_id=pad_id(tok))
+    out = dict(arithmetic={r: arithmetic_accuracy(engine, tok, n, r == "wide", seed) for r in ("train", "wide")},
+               from_plan={}, question_only={})
+    for split in splits:
+        problems = make_split(split, n, seed)
+        out["from_plan"][split] = accuracy(engine, tok, [prompt_text(p) + meta_text(p) for p in problems],
+                                           problems, PLANNED_NEW_TOKENS)
+        out["question_only"][split] = accuracy(engine, tok, [prompt_text(p) for p in problems], problems,
+                                               PLAIN_NEW_TOKENS)
+    return out
 
 
 # -----------------------------------------------------------------------------
@@ -320,7 +402,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=DEFAULT_OUT, help="output Hugging Face directory")
     ap.add_argument("--seed", type=int, default=0, help="seed for corpus, weights and data order")
     # corpus and tokenizer
-    ap.add_argument("--worked", type=SHARE, default=0.55, help="share of worked fresh-frame problems")
+    ap.add_argument("--worked", type=SHARE, default=0.5, help="share of worked fresh-frame problems")
     ap.add_argument("--story", type=SHARE, default=0.1, help="share of story documents (the rest: arithmetic)")
     ap.add_argument("--vocab", type=COUNT, default=1024, help="BPE vocabulary size")
     ap.add_argument("--tokenizer-docs", type=COUNT, default=20_000, help="documents the tokenizer is trained on")
@@ -330,14 +412,14 @@ def parse_args(argv=None):
     ap.add_argument("--heads", type=COUNT, default=8, help="attention heads")
     ap.add_argument("--kv-heads", type=COUNT, default=4, help="key/value heads")
     # optimisation
-    ap.add_argument("--steps", type=COUNT, default=5000, help="optimizer steps")
+    ap.add_argument("--steps", type=COUNT, default=6500, help="optimizer steps")
     ap.add_argument("--batch", type=COUNT, default=16, help="documents per step")
-    ap.add_argument("--max-len", type=COUNT, default=512, help="longest document in tokens (longer ones are cut)")
+    ap.add_argument("--max-len", type=COUNT, default=768, help="longest document in tokens (longer ones are cut)")
     ap.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate")
     ap.add_argument("--warmup", type=NONNEG_INT, default=200, help="warm-up steps")
     ap.add_argument("--weight-decay", type=NONNEG, default=0.1, help="AdamW weight decay")
-    ap.add_argument("--eval-every", type=NONNEG_INT, default=500, help="steps between evaluations (0: only at the end)")
-    ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="items per accuracy")
+    ap.add_argument("--eval-every", type=NONNEG_INT, default=1000, help="steps between evaluations (0: only at the end)")
+    ap.add_argument("--eval-n", type=COUNT, default=200, help="items per accuracy")
     ap.add_argument("--log-every", type=COUNT, default=100, help="steps between JSON log lines")
     ap.add_argument("--save-every", type=COUNT, default=500, help="steps between checkpoints")
     ap.add_argument("--resume", action="store_true", help="continue the build in --out from its checkpoint, "
@@ -385,7 +467,7 @@ def main(argv=None):
     if state:
         start, totals = restore_train_state(state, opt)
     log_path = start_log(args, state, Dist())
-    batch_at = Batches(corpus, tok, args.seed, args.batch, args.max_len)
+    batch_at = Batches(corpus, tok, args.seed, args.batch, args.max_len, args.steps)
 
     def checkpoint(step):
         save_checkpoint(args.out, model, tok, train_state(step, opt, totals, args))
@@ -400,8 +482,8 @@ def main(argv=None):
         if step % args.log_every == 0 or done == args.steps:
             log_json(row, log_path)
         if (args.eval_every and done % args.eval_every == 0) or done == args.steps:
-            model.eval()
-            totals["metrics"] = evaluate_base(model, tok, args.eval_n)
+            model.eval()  # on the way only test (the OOD splits cost minutes); at the end every split
+            totals["metrics"] = evaluate_base(model, tok, args.eval_n, EVAL_SPLITS if done == args.steps else ("test",))
             log_json(dict(eval=True, step=done, **totals["metrics"]), log_path)
         if save_or_stop(done, args, stop, Dist(), torch.device("cpu"), checkpoint, "base.py"):
             return

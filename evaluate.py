@@ -24,13 +24,27 @@ once and shared by all checkpoints. Per checkpoint x split:
   first_wrong_conf    among wrong answers with a wrong step, the share whose first wrong step was
                       confident (> threshold): the overconfident mistake that cascades
 
-Output: a Markdown table of accuracy (checkpoints x splits) and one of calibration on stdout, every
-number in --json, and next to it <stem>_reliability.png (answer- and step-level reliability
-diagram per checkpoint, all splits pooled) and <stem>_accuracy.png (accuracy by split). With
+  plan_correct        (synthetic splits) the plan's operations (operator and the quantity each
+                      produces) are the gold program's; plan_followed: the execution carries out the
+                      operations of its own plan (tasks.plan_verdict)
+  wrong answers       (synthetic splits) split three ways, as shares of all problems (they add up
+                      to 1 - acc): wrong_plan (a wrong or missing plan), not_followed (a right plan
+                      the execution departs from), executed_wrongly (a right plan followed, a wrong
+                      number somewhere)
+
+With --gold-plan every prompt also holds the problem's gold plan and the "Solution:" marker (the
+base model's ceiling: how well it executes a plan it is handed); the plan verdicts then judge the
+execution against that plan.
+
+Output: Markdown tables (accuracy, calibration, plans) on stdout; every number and, per problem,
+what the experiment's intervals resample (right or wrong, steps, overconfident steps, plan
+verdicts) in --json; next to it <stem>_reliability.png (answer- and step-level reliability
+diagrams, one column per split) and <stem>_accuracy.png (accuracy by split). With
 --show N: the first N problems of every split with each checkpoint's completion, every numeric
-step marked by its confidence and right/wrong, the verdict and the CCRL reward parts (lambda 0.5;
-colours on a terminal, `21[0.97 ✗]` marks otherwise), also as <stem>_examples.html (show.py).
-Problems too long for a model's context are skipped with a count (`skipped` in the JSON).
+step marked by its confidence and right/wrong, the verdict, the plan verdicts and the CCRL reward
+parts (lambda 0.5; colours on a terminal, `21[0.97 ✗]` marks otherwise), also as
+<stem>_examples.html (show.py). Problems too long for a model's context are skipped with a count
+(`skipped` in the JSON).
 """
 import argparse
 import json
@@ -45,7 +59,7 @@ from common import COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_mo
 from engine import Engine, stop_ids
 from rewards import Judgement, answer_correct, judge, step_stats, token_char_ends
 from show import example_of, html_page, render_text
-from tasks import SPLITS, encode_prompt, load_problems, prompts_that_fit
+from tasks import SPLITS, WRONG_KINDS, encode_prompt, load_problems, meta_text, plan_verdict, prompts_that_fit
 
 # -----------------------------------------------------------------------------
 # Metrics (pure functions; the tests check them against hand-computed values)
@@ -100,7 +114,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def judge_record(text: str, ids: list[int], logprobs: list[float], p, tok, args) -> dict:
     """What evaluate reads of rewards.judge for one completion."""
-    return record_of(judge_for_eval(text, logprobs, token_char_ends(tok, ids), p, args), len(ids))
+    j = judge_for_eval(text, logprobs, token_char_ends(tok, ids), p, args)
+    return record_of(j, len(ids), plan_verdict(planned_text(text, p, args), p, j.correct))
 
 
 def judge_for_eval(text: str, logprobs: list[float], char_ends: list[int], p, args) -> Judgement:
@@ -108,15 +123,30 @@ def judge_for_eval(text: str, logprobs: list[float], char_ends: list[int], p, ar
     return judge(text, logprobs, char_ends, p.answer, p.intermediates, agg=args.conf_agg, check=args.step_check)
 
 
-def record_of(j: Judgement, tokens: int) -> dict:
+def planned_text(text: str, p, args) -> str:
+    """The text whose plan the plan verdicts read: the completion, after the gold plan with --gold-plan."""
+    return meta_text(p) + text if getattr(args, "gold_plan", False) else text
+
+
+def record_of(j: Judgement, tokens: int, verdict: dict | None) -> dict:
     return dict(ok=j.correct, ok_lenient=j.correct_lenient, tokens=tokens, plan=j.plan, conf=j.answer_conf,
-                step_confs=j.step_confs, step_rights=j.step_rights)
+                step_confs=j.step_confs, step_rights=j.step_rights, **(verdict or {}))
+
+
+def prompt_ids(tok, p, gold_plan: bool) -> list[int]:
+    """The prompt's token ids; with gold_plan the gold plan and "Solution:" marker follow the question."""
+    ids = encode_prompt(tok, p)
+    if not gold_plan:
+        return ids
+    if not p.plan:
+        raise SystemExit(f"--gold-plan: problem {p.id} has no plan (the synthetic splits have one)")
+    return ids + tok(meta_text(p), add_special_tokens=False)["input_ids"]
 
 
 def run_split(engine, tok, problems, args, name: str, split: str) -> tuple[list[dict], list[int]]:
     """Greedy records, one per problem, and (with --samples k) the right count of k samples each.
     The first --show records also hold the completion as a show.Example."""
-    prompts = [encode_prompt(tok, p) for p in problems]
+    prompts = [prompt_ids(tok, p, getattr(args, "gold_plan", False)) for p in problems]
     stops = stop_ids(tok, engine.model)
     records, right_counts = [], []
     k = args.samples
@@ -129,9 +159,10 @@ def run_split(engine, tok, problems, args, name: str, split: str) -> tuple[list[
             text = tok.decode(ids, skip_special_tokens=True)
             ends = token_char_ends(tok, ids)
             j = judge_for_eval(text, lps, ends, p, args)
-            records.append(record_of(j, len(ids)))
+            verdict = plan_verdict(planned_text(text, p, args), p, j.correct)
+            records.append(record_of(j, len(ids), verdict))
             if len(records) <= args.show:  # the same judgement, marked
-                records[-1]["example"] = example_of(name, p, text, j, ends)
+                records[-1]["example"] = example_of(name, p, text, j, ends, verdict=verdict)
         if k > 1:
             s = engine.generate(prompts[i:i + args.batch], num_samples=k, max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, stop_tokens=stops, seed=args.seed + i)
@@ -161,11 +192,43 @@ def summarise(records: list[dict], right_counts: list[int], args) -> dict:
                                        args.overconf_threshold)["overconf_err"],
                first_wrong_conf=(sum(c > args.overconf_threshold for c in first_wrong) / len(first_wrong)
                                  if first_wrong else float("nan")))
+    out.update(plan_summary(records))
+    out["per_problem"] = dict(ok=[int(r["ok"]) for r in records], steps=[len(r["step_rights"]) for r in records],
+                              overconf=[overconfident_steps(r, args.overconf_threshold) for r in records],
+                              **{k: [r.get(k) for r in records] for k in ("plan_correct", "plan_followed")})
     if right_counts:
         k = args.samples
         out[f"pass@{k}"] = sum(pass_at_k(k, c, k) for c in right_counts) / n
         out["pass@1"] = sum(pass_at_k(k, c, 1) for c in right_counts) / n
     return out
+
+
+def overconfident_steps(r: dict, threshold: float) -> int:
+    """The record's wrong steps written with confidence above the threshold."""
+    return sum(c > threshold and not z for c, z in zip(r["step_confs"], r["step_rights"]))
+
+
+WRONG_KEYS = dict(zip(WRONG_KINDS, ("wrong_plan", "not_followed", "executed_wrongly")))
+
+
+def plan_summary(records: list[dict]) -> dict:
+    """plan_correct and plan_followed (shares of the problems) and the wrong answers split three ways
+    (shares of all problems); nan for problems without a program.
+
+    >>> r = [dict(plan_correct=True, plan_followed=True, wrong_kind=None),
+    ...      dict(plan_correct=False, plan_followed=True, wrong_kind="wrong plan"),
+    ...      dict(plan_correct=True, plan_followed=False, wrong_kind="plan not followed"),
+    ...      dict(plan_correct=True, plan_followed=True, wrong_kind="executed wrongly")]
+    >>> plan_summary(r)
+    {'plan_correct': 0.75, 'plan_followed': 0.75, 'wrong_plan': 0.25, 'not_followed': 0.25, 'executed_wrongly': 0.25}
+    """
+    judged = [r for r in records if r.get("plan_correct") is not None]
+    if not judged:
+        return dict(plan_correct=float("nan"), plan_followed=float("nan"), **{k: float("nan") for k in WRONG_KEYS.values()})
+    n = len(judged)
+    out = dict(plan_correct=sum(r["plan_correct"] for r in judged) / n,
+               plan_followed=sum(r["plan_followed"] for r in judged) / n)
+    return out | {key: sum(r["wrong_kind"] == kind for r in judged) / n for kind, key in WRONG_KEYS.items()}
 
 
 # -----------------------------------------------------------------------------
@@ -188,40 +251,34 @@ def markdown_tables(results: dict) -> str:
     for ck, per in results.items():
         for split, m in per.items():
             lines.append(f"| {ck} | {split} | " + " | ".join(fmt(m[c]) for c in cols + extra) + " |")
+    plans = ["plan_correct", "plan_followed", *WRONG_KEYS.values()]
+    lines += ["", "| checkpoint | split | " + " | ".join(plans) + " |", "|---" * (len(plans) + 2) + "|"]
+    for ck, per in results.items():
+        for split, m in per.items():
+            lines.append(f"| {ck} | {split} | " + " | ".join(fmt(m[c]) for c in plans) + " |")
     return "\n".join(lines)
 
 
-def plot(results: dict, pooled: dict, bins: int, stem: str) -> list[str]:
-    """<stem>_reliability.png and <stem>_accuracy.png; returns their paths."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("plots need matplotlib (pip install -r requirements.txt)") from None
+def plot(results: dict, curves: dict, bins: int, stem: str) -> list[str]:
+    """<stem>_reliability.png (curves[level][split][checkpoint] = (confidences, rights): one panel per
+    level and split) and <stem>_accuracy.png; returns their paths."""
+    plt = pyplot()
     paths = [f"{stem}_reliability.png", f"{stem}_accuracy.png"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+    splits = list(next(iter(results.values())))
     colors = {ck: f"C{i}" for i, ck in enumerate(results)}  # the same colour for a checkpoint in every panel
-    for ax, level in zip(axes, ("answer", "step")):
-        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="perfect calibration")
-        for ck, (confs, right) in pooled[level].items():
-            rel = reliability(confs, right, bins)
-            if not rel:
-                ax.plot([], [], color=colors[ck], label=f"{ck} (no {level}s)")
-                continue
-            ax.plot([b[4] for b in rel], [b[3] for b in rel], color=colors[ck],
-                    label=f"{ck} (ECE {ece(confs, right, bins):.3f}, n={len(confs)})")
-            ax.scatter([b[4] for b in rel], [b[3] for b in rel], s=[8 + 200 * b[2] / len(confs) for b in rel],
-                       color=colors[ck], zorder=3)  # marker area ~ the bin's share of items
-        ax.set(title=f"{level}-level reliability, all splits", xlabel="confidence (bin mean; marker area: bin share)",
-               xlim=(0, 1), ylim=(0, 1.02))
-        ax.legend(fontsize=7, loc="upper left")
-    axes[0].set_ylabel("accuracy in bin")
+    fig, axes = plt.subplots(2, len(splits), figsize=(3.2 * len(splits) + 0.6, 6.6), sharex=True, sharey=True,
+                             squeeze=False)
+    for row, level in enumerate(("answer", "step")):
+        for col, split in enumerate(splits):
+            reliability_panel(axes[row][col], curves[level][split], colors, bins, f"{split}: {level}s")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy in bin")
+    for ax in axes[-1]:
+        ax.set_xlabel("confidence (marker area: bin share)")
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=120)
+    fig.savefig(paths[0], dpi=110)
     plt.close(fig)
 
-    splits = list(next(iter(results.values())))
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(splits)), 4))
     width = 0.8 / len(results)
     for j, (ck, per) in enumerate(results.items()):
@@ -236,6 +293,32 @@ def plot(results: dict, pooled: dict, bins: int, stem: str) -> list[str]:
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)
     return paths
+
+
+def pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("plots need matplotlib (pip install -r requirements.txt)") from None
+    return plt
+
+
+def reliability_panel(ax, per_ckpt: dict, colors: dict, bins: int, title: str):
+    """One reliability diagram: accuracy against mean confidence per bin, one curve per checkpoint."""
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":")
+    for ck, (confs, right) in per_ckpt.items():
+        rel = reliability(confs, right, bins)
+        if not rel:
+            ax.plot([], [], color=colors[ck], label=f"{ck}: none")
+            continue
+        xs, ys = [b[4] for b in rel], [b[3] for b in rel]
+        ax.plot(xs, ys, color=colors[ck], label=f"{ck}: ECE {ece(confs, right, bins):.2f}, n={len(confs)}")
+        ax.scatter(xs, ys, s=[6 + 150 * b[2] / len(confs) for b in rel], color=colors[ck], zorder=3)
+    ax.set(title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=6, loc="upper left")
 
 
 # -----------------------------------------------------------------------------
@@ -262,8 +345,9 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Evaluate checkpoints: accuracy and calibration by split.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--ckpt", nargs="+", required=True, help="checkpoint directories (Hugging Face format)")
-    ap.add_argument("--splits", default=",".join(s for s in SPLITS if s != "train"),
-                    help="synthetic splits, comma-separated (ignored with --data)")
+    ap.add_argument("--splits", default=",".join(s for s in SPLITS if s not in ("train", "val")),
+                    help="synthetic splits, comma-separated (ignored with --data; val is the split to choose "
+                    "settings on)")
     ap.add_argument("--data", default=None, help="real data instead, comma-separated: benchmark names (gsm8k, "
                     "svamp, gsm8k:test, ...), JSONL paths or hub:NAME[:CONFIG]:SPLIT")
     ap.add_argument("--n", type=COUNT, default=200, help="problems per split (real data: the first N; 0 = all)")
@@ -286,6 +370,8 @@ def parse_args(argv=None):
     ap.add_argument("--show", type=NONNEG_INT, default=0, help="print N problems per split with every checkpoint's "
                     "completion, each numeric step marked by confidence and right/wrong, and the reward parts; also "
                     "written to <json stem>_examples.html with the plots")
+    ap.add_argument("--gold-plan", action="store_true", help="prompt with the question, the problem's gold plan and "
+                    "the 'Solution:' marker (how well a model executes a plan it is handed; synthetic splits)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = ap.parse_args(argv)
     for ck in args.ckpt:
@@ -317,7 +403,7 @@ def main(argv=None):
     data = load_data(args)
     toks = [check_checkpoint(ck, "--ckpt") for ck in args.ckpt]  # every one readable before any is run
     results, seconds, shown = {}, {}, {}  # shown: split -> per checkpoint, its --show examples
-    pooled = {"answer": {}, "step": {}}
+    curves = {"answer": {s: {} for s in data}, "step": {s: {} for s in data}}  # level -> split -> ckpt -> points
     names = [os.path.basename(os.path.normpath(ck)) for ck in args.ckpt]
     if len(set(names)) < len(names):  # same folder names in different places: use the paths
         names = [os.path.normpath(ck) for ck in args.ckpt]
@@ -325,25 +411,22 @@ def main(argv=None):
         t1 = time.time()
         engine = Engine(load_model(ck, device=device).eval(), pad_id=pad_id(tok))
         results[name] = {}
-        a_conf, a_ok, s_conf, s_ok = [], [], [], []
         for split, problems in data.items():
             kept = prompts_that_fit(tok, problems, args.max_new_tokens, engine.model.config.max_position_embeddings,
                                     f"{split} problems")
             records, counts = run_split(engine, tok, kept, args, name, split)
             shown.setdefault(split, []).append([r["example"] for r in records[:args.show]])
             results[name][split] = dict(summarise(records, counts, args), skipped=len(problems) - len(kept))
-            a_conf += [r["conf"] for r in records]
-            a_ok += [r["ok"] for r in records]
-            s_conf += [c for r in records for c in r["step_confs"]]
-            s_ok += [z for r in records for z in r["step_rights"]]
-        pooled["answer"][name], pooled["step"][name] = (a_conf, a_ok), (s_conf, s_ok)
+            curves["answer"][split][name] = ([r["conf"] for r in records], [r["ok"] for r in records])
+            curves["step"][split][name] = ([c for r in records for c in r["step_confs"]],
+                                           [z for r in records for z in r["step_rights"]])
         seconds[name] = round(time.time() - t1, 1)
     print(markdown_tables(results))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(dict(args=vars(args), results=results, seconds=seconds), f, indent=1,
                   default=lambda x: None)
-    pngs = [] if args.no_plots else plot(results, pooled, args.bins, os.path.splitext(args.json)[0])
+    pngs = [] if args.no_plots else plot(results, curves, args.bins, os.path.splitext(args.json)[0])
     page = show_examples(shown, pngs, os.path.splitext(args.json)[0] + "_examples.html") if args.show else None
     log_json(dict(summary=True, json=args.json, plots=pngs, examples=page, checkpoints=len(args.ckpt),
                   splits=len(data), problems=sum(len(p) for p in data.values()), seconds=round(time.time() - t0, 1)))

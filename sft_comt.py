@@ -152,12 +152,13 @@ def global_batch(step: int, examples: list, lengths: tuple[int, ...], batch: int
 
 
 def replay_examples(tok, step: int, n: int, seed: int) -> list[tuple[list[int], list[bool]]]:
-    """n documents of the base's pretraining corpus for step `step` (a pure function of the step,
-    so resume needs no state): worked problems in fresh frames, of the kind whose plan is in the
-    prompt (the corpus's other kind would teach skipping the plan), supervised on "Solution:" and
-    after it (base.worked_doc)."""
-    rng, taboo = random.Random(f"replay-{seed}-{step}"), taboo_words()
-    return [encode_doc(tok, *worked_doc(rng, taboo, plan_share=1.0)) for _ in range(n)]
+    """n documents of the kind the base was pretrained on, for step `step` (a pure function of the
+    step, so resume needs no state): worked problems in fresh frames with their plan in the prompt,
+    supervised on "Solution:" and after it (base.worked_doc), drawn from the train recipe only
+    (train phrasings, 2-5 steps, train number ranges, no distractor, no OOD frame's noun), so that
+    stage 1 sees nothing of an OOD split."""
+    rng, taboo = random.Random(f"replay-{seed}-{step}"), taboo_words(ood_nouns=True)
+    return [encode_doc(tok, *worked_doc(rng, taboo, world=False)) for _ in range(n)]
 
 
 def collate(examples: list[tuple[list[int], list[bool]]], pad: int) -> SFTBatch:

@@ -15,8 +15,9 @@ the neighbours are marked too, because the confidence read them). Three renderin
     HTML                   the same colours in a self-contained page (inline CSS, no scripts);
                            the model's text is escaped
 
-Under each completion: the answer's verdict and the reward parts CCRL would give it
-(correct + lambda x confidence term), beside the outcome reward.
+Under each completion: the answer's verdict, the plan's (right or wrong, followed or not; synthetic
+problems) and the reward parts CCRL would give it (correct + lambda x confidence term), beside the
+outcome reward.
 """
 import base64
 import html
@@ -107,6 +108,7 @@ class Example:
     marks: list[Mark]
     judged: Judgement  # with the CCRL reward of the completion
     weight: float  # lambda
+    plan: dict | None = None  # tasks.plan_verdict of the completion (problems with a program)
 
 
 def example(name: str, problem, text: str, logprobs: list[float], char_ends: list[int], weight: float = 0.5,
@@ -117,14 +119,24 @@ def example(name: str, problem, text: str, logprobs: list[float], char_ends: lis
     return example_of(name, problem, text, j, char_ends, weight)
 
 
-def example_of(name: str, problem, text: str, j: Judgement, char_ends: list[int], weight: float = 0.5) -> Example:
-    """An Example from a completion already judged with the CCRL reward at this weight."""
-    return Example(name, problem.question, problem.answer, text, marks(j, char_ends), j, weight)
+def example_of(name: str, problem, text: str, j: Judgement, char_ends: list[int], weight: float = 0.5,
+               verdict: dict | None = None) -> Example:
+    """An Example from a completion already judged with the CCRL reward at this weight (and its plan
+    verdict, where the problem has a program)."""
+    return Example(name, problem.question, problem.answer, text, marks(j, char_ends), j, weight, verdict)
+
+
+def plan_words(v: dict | None) -> str:
+    """'; plan right, followed' and the like ('' without a verdict)."""
+    if v is None:
+        return ""
+    words = f"; plan {'right' if v['plan_correct'] else 'wrong'}, {'followed' if v['plan_followed'] else 'not followed'}"
+    return words + (f" ({v['wrong_kind']})" if v.get("wrong_kind") else "")
 
 
 def verdict(e: Example) -> str:
-    return (f"answer {'right' if e.judged.correct else 'wrong'} (gold {e.gold}); reward parts: correct "
-            f"{int(e.judged.correct)} + {e.weight} x confidence term {e.judged.conf_term:+.3f} = CCRL "
+    return (f"answer {'right' if e.judged.correct else 'wrong'} (gold {e.gold}){plan_words(e.plan)}; reward parts: "
+            f"correct {int(e.judged.correct)} + {e.weight} x confidence term {e.judged.conf_term:+.3f} = CCRL "
             f"{e.judged.reward:+.3f}; outcome reward {int(e.judged.correct)}")
 
 
@@ -139,7 +151,10 @@ geometric mean of the probabilities of the tokens that wrote it, pale when unsur
 A green number is right (it is one of the problem's gold intermediate values, or its arithmetic
 recomputes where the problem has none), a red one wrong; the small label repeats the confidence and
 the verdict. A sure red number is the overconfident error CCRL penalises: its reward is the answer's
-correctness plus lambda times the mean over steps of +confidence (right) or -confidence (wrong)."""
+correctness plus lambda times the mean over steps of +confidence (a right step of a right answer),
+0 (a right step of a wrong answer) or -confidence (a wrong step), each gold step never reached
+counting -1. Under each completion: whether its plan is right (its operations are the problem's program) and
+whether its execution follows that plan."""
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.4em} h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ccc}

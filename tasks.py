@@ -15,18 +15,29 @@ problem. From the same program come
     answer    the last step's result; `intermediates` holds every step's result in order.
 
 Splits (each a recipe; sizes are arguments, generation is deterministic by (seed, split, n)):
-    train, test     train frames and phrasings, 2-5 steps, train number ranges. A question goes to
-                    test iff a stable hash of its text falls in test's tenth, so the two never share
-                    a question whatever their sizes.
+    train, val, test
+                    train frames and phrasings, 2-5 steps, train number ranges (starts <= 20, added or
+                    removed numbers <= 9, factors and divisors 2-9, every intermediate <= 99), no
+                    distractor. A stable hash of the question's text puts it in test (one tenth), val
+                    (one tenth: problems to choose settings on) or train, so the three never share a
+                    question whatever their sizes.
     ood_template    frames (people, items, containers) and phrasings of every event and of the final
                     question that train never uses
     ood_steps       6-7 steps (train has at most 5)
-    ood_numbers     given numbers outside the train ranges (train: starts <= 20, added or removed
-                    numbers <= 9, factors <= 9, every intermediate <= 99; here starts 21-200, added
-                    or removed numbers 10-200, factors 10-20, intermediates <= 9,999)
+    ood_numbers     starts 21-200 and added or removed numbers 10-99 (train: <= 20 and <= 9),
+                    intermediates up to 999 (train: 99); factors and divisors stay one digit (2-9),
+                    as in train. Changed from factors 10-20, added or removed numbers up to 200 and
+                    intermediates up to 9,999, which the shipped base could not compute even from
+                    the gold plan: a model of the default's size does not learn a 3-digit x 2-digit
+                    product in one line, and learned 3-digit +/- 3-digit lines far more slowly than
+                    3-digit +/- 2-digit ones (held-out accuracy 7% against 85% after the same 3,000
+                    steps of arithmetic). The point stays large numbers, as in GSM-Hard.
     ood_distractor  a train-like problem plus one irrelevant sentence with a number (GSM-NoOp style)
 No question text appears in two splits: the OOD recipes differ from train in words, step counts or
-numbers, and train/test are split by hash.
+numbers, and train/val/test are split by hash. Post-training (sft_comt.py, ccrl.py) sees only the
+train recipe, so every OOD split is out of distribution for it; the base model's pretraining corpus
+(base.py) covers the whole world (every frame's nouns and every phrasing, up to 7 steps, the OOD
+number ranges, distractors) but never a question of any split.
 
 Text formats (our reconstruction; the paper's formats are not public)
     prompt    "Question: <question>\n"
@@ -228,18 +239,22 @@ class Recipe:
 TRAIN_RECIPE = Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (2, 20), (2, 9), (1, 9), 99)
 RECIPES = {
     "train": TRAIN_RECIPE,
+    "val": TRAIN_RECIPE,
     "test": TRAIN_RECIPE,
     "ood_template": Recipe(OOD_FRAMES, slice(2, 3), (2, 3, 4, 5), (2, 20), (2, 9), (1, 9), 99),
     "ood_steps": Recipe(TRAIN_FRAMES, slice(0, 2), (6, 7), (2, 20), (2, 9), (1, 9), 99),
-    "ood_numbers": Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (21, 200), (10, 20), (10, 200), 9_999),
+    "ood_numbers": Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (21, 200), (2, 9), (10, 99), 999),
     "ood_distractor": Recipe(TRAIN_FRAMES, slice(0, 2), (2, 3, 4, 5), (2, 20), (2, 9), (1, 9), 99, True),
 }
 SPLITS = tuple(RECIPES)
-TEST_SHARE = 10  # one question in TEST_SHARE (by hash) belongs to test, the rest to train
+OOD_SPLITS = tuple(s for s in SPLITS if s.startswith("ood_"))
+HASHED = ("test", "val")  # hash buckets 0 and 1 of 10; a train-recipe question in neither is train's
 
 
-def in_test_bucket(question: str) -> bool:
-    return int(hashlib.md5(question.encode()).hexdigest(), 16) % TEST_SHARE == 0
+def hash_bucket(question: str) -> str:
+    """Which of train, val and test a question of the train recipe belongs to (a stable hash)."""
+    k = int(hashlib.md5(question.encode()).hexdigest(), 16) % 10
+    return HASHED[k] if k < len(HASHED) else "train"
 
 
 def fill(template: str, **slots) -> str:
@@ -284,9 +299,9 @@ def generate_problem(rng: random.Random, r: Recipe):
     n_steps = rng.choice(r.steps)
 
     op, name, (g1, g2), phrasings = rng.choice(START_EVENTS)
-    if op == "*":
+    if op == "*":  # containers times a count per container: a factor, and another (train) or a start count
         a, b = rng.randint(r.factor[0], r.factor[1]), rng.randint(r.factor[0], r.factor[1])
-        if r.start[0] > 20:  # ood_numbers: a large count per container
+        if r.start[1] > 20:  # large numbers (ood_numbers, base.py's corpus): a large count per container
             b = rng.randint(*r.start)
     else:  # a start count plus a smaller addition
         a, b = rng.randint(*r.start), rng.randint(max(2, r.delta[0]), r.delta[1])
@@ -339,11 +354,68 @@ def make_split(split: str, n: int, seed: int = 0) -> list[Problem]:
         p = generate_problem(rng, RECIPES[split])
         if p is None or p["question"] in seen:
             continue
-        if split in ("train", "test") and in_test_bucket(p["question"]) != (split == "test"):
+        if RECIPES[split] is TRAIN_RECIPE and hash_bucket(p["question"]) != split:
             continue
         seen.add(p["question"])
         out.append(Problem(id=f"{split}-{len(out):05d}", split=split, **p))
     return out
+
+
+# -----------------------------------------------------------------------------
+# Programs: the operations a plan names, an execution carries out and a problem needs. An
+# operation is its operator and the quantity it produces ("+", "apples after buying"): the plan
+# line "Second, add ... to get the apples after buying." and the execution line
+# "apples after buying = 21 + 2 = 23" both name it.
+
+PLAN_STEP = re.compile(r"^\w+, (?P<verb>add|subtract|multiply|divide) .*? to get the (?P<name>[^\n]+?)\.$", re.M)
+EXECUTION_STEP = re.compile(r"^(?P<name>[^=\n]+?) = -?\d[\d,.]* (?P<op>[-+*/]) -?\d[\d,.]* =", re.M)
+VERB_OP = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
+WRONG_KINDS = ("wrong plan", "plan not followed", "executed wrongly")
+
+
+def plan_program(text: str) -> list[tuple[str, str]] | None:
+    """The (operator, quantity) of each step of the plan that opens `text` (the lines between
+    "Plan:" and "Solution:"); None when the text does not open with "Plan:".
+
+    >>> plan_program("Plan:\\nFirst, add the a and the b to get the c.\\nThe answer is the c.\\nSolution:\\n")
+    [('+', 'c')]
+    """
+    head = (text or "").lstrip()
+    if not head.startswith("Plan:"):
+        return None
+    head = head.split("Solution:", 1)[0]
+    return [(VERB_OP[m["verb"]], m["name"].strip()) for m in PLAN_STEP.finditer(head)]
+
+
+def execution_program(text: str) -> list[tuple[str, str]]:
+    """The (operator, quantity) of each `name = x op y = z` line after the "Solution:" marker (of
+    the whole text when it has none).
+
+    >>> execution_program("Solution:\\napples after buying = 21 + 2 = 23\\nAnswer: 23")
+    [('+', 'apples after buying')]
+    """
+    body = (text or "").split("Solution:", 1)[-1]
+    return [(m["op"], m["name"].strip()) for m in EXECUTION_STEP.finditer(body)]
+
+
+def gold_program(p: "Problem") -> list[tuple[str, str]] | None:
+    """The operations of a synthetic problem's program; None for problems without one (real data)."""
+    return execution_program(p.solution) if p.source == "synthetic" and p.solution else None
+
+
+def plan_verdict(text: str, p: "Problem", correct: bool) -> dict | None:
+    """For a problem with a program: whether the plan `text` opens with is the gold program
+    (plan_correct), whether its execution carries out that plan (plan_followed) and, for a wrong
+    answer, which of WRONG_KINDS it is: a wrong (or missing) plan, a right plan the execution does
+    not follow, or a right plan followed with a wrong number somewhere. None for a problem without
+    a program. (To judge a completion written after the gold plan, pass meta_text(p) + completion.)"""
+    gold = gold_program(p)
+    if gold is None:
+        return None
+    plan = plan_program(text)
+    right_plan, followed = plan == gold, plan is not None and execution_program(text) == plan
+    kind = None if correct else WRONG_KINDS[0] if not right_plan else WRONG_KINDS[1] if not followed else WRONG_KINDS[2]
+    return dict(plan_correct=right_plan, plan_followed=followed, wrong_kind=kind)
 
 
 # -----------------------------------------------------------------------------

@@ -167,3 +167,67 @@ def test_docstring_examples_hold():
     import evaluate
     import show
     assert doctest.testmod(evaluate).failed == 0 and doctest.testmod(show).failed == 0
+
+
+# A hand-built problem of the synthetic world and completions of it, one of each kind.
+GOLD_PLAN = ("Plan:\nFirst, multiply the number of bags by the apples per bag to get the apples in the bags.\n"
+             "Second, add the apples in the bags and the apples bought to get the apples after buying.\n"
+             "Third, subtract the apples used from the apples after buying to get the apples after using.\n"
+             "The answer is the apples after using.\nSolution:\n")
+GOLD_SOLUTION = "apples in the bags = 3 * 4 = 12\napples after buying = 12 + 2 = 14\napples after using = 14 - 5 = 9"
+APPLES = Problem(id="a", question="Mia has 3 bags with 4 apples in each bag. Mia buys 2 more apples. Mia uses 5 of "
+                 "the apples. How many apples does Mia have now?", answer="9", plan=GOLD_PLAN[6:-11],
+                 solution=GOLD_SOLUTION, intermediates=[12, 14, 9])
+WRONG_PLAN = GOLD_PLAN.replace("Second, add the apples in the bags and the apples bought to get the apples after "
+                               "buying.", "Second, subtract the apples sold from the apples in the bags to get the "
+                               "apples after selling.").replace("after buying to get", "after selling to get")
+COMPLETIONS = {  # kind: (completion, right answer, plan correct, plan followed)
+    "right plan followed": (GOLD_PLAN + GOLD_SOLUTION + "\nAnswer: 9", True, True, True),
+    "executed wrongly": (GOLD_PLAN + GOLD_SOLUTION[:-1] + "8\nAnswer: 8", False, True, True),
+    "wrong plan followed": (WRONG_PLAN + "apples in the bags = 3 * 4 = 12\napples after selling = 12 - 2 = 10\n"
+                            "apples after using = 10 - 5 = 5\nAnswer: 5", False, False, True),
+    "right plan not followed": (GOLD_PLAN + "apples in the bags = 3 * 4 = 12\napples after using = 12 - 5 = 7\n"
+                                "Answer: 7", False, True, False),
+}
+
+
+@pytest.mark.parametrize("kind", COMPLETIONS)
+def test_plan_verdicts_on_hand_built_completions(kind, tok):
+    text, ok, correct, followed = COMPLETIONS[kind]
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    r = judge_record(text, ids, [0.0] * len(ids), APPLES, tok, ARGS)
+    assert (r["ok"], r["plan_correct"], r["plan_followed"]) == (ok, correct, followed)
+    want = {"right plan followed": None, "executed wrongly": "executed wrongly", "wrong plan followed": "wrong plan",
+            "right plan not followed": "plan not followed"}[kind]
+    assert r["wrong_kind"] == want
+
+
+def test_wrong_answers_split_three_ways_and_add_up(tok):
+    records = []
+    for text, *_ in COMPLETIONS.values():
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        records.append(judge_record(text, ids, [0.0] * len(ids), APPLES, tok, ARGS))
+    m = summarise(records, [], ARGS)
+    assert (m["plan_correct"], m["plan_followed"]) == (0.75, 0.75)
+    assert (m["wrong_plan"], m["not_followed"], m["executed_wrongly"]) == (0.25, 0.25, 0.25)
+    assert m["wrong_plan"] + m["not_followed"] + m["executed_wrongly"] == 1 - m["acc"]
+    assert m["per_problem"]["plan_correct"] == [True, True, False, True]
+
+
+def test_gold_plan_prompts_judge_the_execution_against_the_gold_plan(tok):
+    args = SimpleNamespace(**vars(ARGS), gold_plan=True)
+    for solution, followed in ((GOLD_SOLUTION + "\nAnswer: 9", True), (COMPLETIONS["right plan not followed"][0]
+                                                                      .removeprefix(GOLD_PLAN), False)):
+        ids = tok(solution, add_special_tokens=False)["input_ids"]
+        r = judge_record(solution, ids, [0.0] * len(ids), APPLES, tok, args)
+        assert r["plan_correct"] and r["plan_followed"] == followed
+    from evaluate import prompt_ids
+    assert tok.decode(prompt_ids(tok, APPLES, True)).endswith(GOLD_PLAN)
+
+
+def test_real_problems_get_no_plan_verdict(tok):
+    p = Problem(id="g", question="q", answer="9", solution="3*4 = <<3*4=12>>12\n#### 9", source="gsm8k")
+    text = GOLD_PLAN + GOLD_SOLUTION + "\nAnswer: 9"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    r = judge_record(text, ids, [0.0] * len(ids), p, tok, ARGS)
+    assert "plan_correct" not in r and math.isnan(summarise([r], [], ARGS)["plan_correct"])
