@@ -16,17 +16,22 @@ Arms (the SFT arms start from --base, the shipped models/base by default):
     comt_ccrl   ccrl.py --reward ccrl from comt_sft   (CoMT + CCRL)
     comt_grpo   ccrl.py --reward outcome from comt_sft (with cot_ccrl: the rest of the 2x2, --arms)
     cot_ccrl    ccrl.py --reward ccrl from cot_sft
-Per seed, the seed sets the SFT data order and the RL prompts and samples; the base, the training
-problems and the evaluation problems are the same for every arm and seed. Each stage runs as its own
-process (exactly the README commands, plus --eval-n 0: evaluate.py measures every arm afterwards,
-and budget flags when given); its final JSON summary line is kept, and its wall time is appended to
-its log, so --resume and --from-logs rebuild every number from the logs.
+Per seed, the seed sets the SFT data order and the RL prompts and samples; the base, the evaluation
+problems and the budgets are the same for every arm and seed. Each stage runs as its own process
+(exactly the README commands, plus --eval-n 0: evaluate.py measures every arm afterwards, and
+budget flags when given); its final JSON summary line is kept, and its wall time is appended to
+its log, so --resume and --from-logs rebuild every number from the logs. The base model itself is
+evaluated once (greedy, so the same in every seed), from the gold plan (`evaluate.py --gold-plan`:
+the ceiling of what its execution allows) and from the question alone (the floor).
 
 Outputs: runs under --out/seed<k>/<arm>, evaluate.py's JSON per seed, and --results .md / .json:
-mean +- std over seeds per arm x split (strict and lenient accuracy), test accuracy per seed,
-calibration (answer ECE, step overconfident-error rate) and plan rate, supervised tokens and
-wall time per stage. The .md holds the tables
-the README quotes; the PNGs are evaluate.py's, for the first seed.
+mean +- std over seeds per arm x split with the base's two rows, paired differences between arms
+(the paper's claims: CoMT+CCRL against CoT+GRPO, CoMT-SFT against CoT-SFT, each RL stage against
+its init; accuracy per split, and overconfident step errors) per seed with a 95% bootstrap interval
+over problems (paired_interval), plan correct / plan followed and the three kinds of wrong answer,
+calibration, supervised tokens and wall time per stage; <results>_accuracy.png (mean +- std over
+seeds, the base's ceiling and floor marked) and the first seed's reliability diagrams. The .md
+holds every table; --update-readme puts the main ones into the README.
 """
 import argparse
 import json
@@ -110,6 +115,30 @@ def finished_or_run(cmd: list[str], log_path: str, ckpt: str | None, keep: bool)
     return run_stage(cmd, log_path), True
 
 
+BASE_ROWS = {  # evaluate.py runs of the base model: the key (its JSON in --out), the row label, the flags
+    "base_plan": ("base, from the gold plan", ["--gold-plan"]),
+    "base_plain": ("base, question only", []),
+}
+
+
+def eval_flags(args) -> list[str]:
+    return QUICK["eval"] if args.quick else ["--n", str(args.eval_n)]
+
+
+def base_rows(args, keep: bool) -> tuple[dict, float]:
+    """The base model evaluated from the gold plan and from the question alone, once (greedy, so
+    the same for every seed): ({row: {split: metrics}}, the seconds it took)."""
+    rows, seconds = {}, 0.0
+    for key, (_, flags) in BASE_ROWS.items():
+        path = os.path.join(args.out, f"{key}.json")
+        cmd = ["evaluate.py", "--ckpt", args.base, *flags, "--json", path, "--no-plots", *eval_flags(args)]
+        record, _ = finished_or_run(cmd, os.path.join(args.out, f"{key}.log"), None, keep)
+        with open(path) as f:
+            rows[key] = next(iter(json.load(f)["results"].values()))
+        seconds += record["wall_seconds"]
+    return rows, seconds
+
+
 def runs_from_logs(args) -> list[dict]:
     """The per-seed records of a finished run, from its logs and eval.json files."""
     per_seed = []
@@ -142,13 +171,15 @@ def pm(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
 
 
 def aggregate(per_seed: list[dict]) -> dict:
-    """{arm: {split: {metric: [values over seeds]}}, stage costs per arm: {key: [values]}}."""
+    """{arm: {split: {metric: [values over seeds]}}, stage costs per arm: {key: [values]}} (the
+    per-problem lists stay in the runs; the intervals read them there)."""
     evals, costs = {}, {}
     for run in per_seed:
         for arm, per_split in run["eval"].items():
             for split, m in per_split.items():
                 for k, v in m.items():
-                    evals.setdefault(arm, {}).setdefault(split, {}).setdefault(k, []).append(v)
+                    if k != "per_problem":
+                        evals.setdefault(arm, {}).setdefault(split, {}).setdefault(k, []).append(v)
         for arm, s in run["stages"].items():
             c = costs.setdefault(arm, {})
             for k in ("sup_tokens", "sup_tokens_per_example", "train_seconds", "wall_seconds"):
@@ -156,44 +187,199 @@ def aggregate(per_seed: list[dict]) -> dict:
     return dict(eval=evals, costs=costs)
 
 
-def report(agg: dict, seeds: list[int], command: str) -> str:
+# -----------------------------------------------------------------------------
+# How sure each claim is: paired differences between arms, with a bootstrap interval
+
+CLAIMS = (  # (the comparison, arm, the arm it is compared with, metric); see RATIOS
+    ("CoMT-SFT + CCRL minus CoT-SFT + GRPO, accuracy", "comt_ccrl", "cot_grpo", "acc"),
+    ("CoMT-SFT minus CoT-SFT, accuracy", "comt_sft", "cot_sft", "acc"),
+    ("CCRL minus its init (CoMT-SFT), accuracy", "comt_ccrl", "comt_sft", "acc"),
+    ("GRPO minus its init (CoT-SFT), accuracy", "cot_grpo", "cot_sft", "acc"),
+    ("CCRL minus its init, overconfident step errors", "comt_ccrl", "comt_sft", "overconf_err"),
+    ("CoMT-SFT + CCRL minus CoT-SFT + GRPO, overconfident step errors", "comt_ccrl", "cot_grpo", "overconf_err"),
+)
+RATIOS = {"acc": ("ok", None), "overconf_err": ("overconf", "steps")}  # metric = sum(numerator) / sum(denominator)
+
+
+def paired_interval(a_num, a_den, b_num, b_den, n_boot: int = 10_000, seed: int = 0) -> dict:
+    """Arms a and b on the same problems in S seeds: (S,N) arrays of each problem's numerator and
+    denominator (a metric is sum(num) / sum(den) over a seed's problems). Returns the per-seed
+    differences a - b, their mean, and the 2.5th and 97.5th percentiles of that mean over n_boot
+    resamples of the N problems, the same resample in every seed and for both arms (every seed and
+    arm answered the same problems, so a hard problem stays hard in every resample).
+
+    >>> r = paired_interval([[1, 0, 0, 0]], [[1, 1, 1, 1]], [[0, 0, 0, 0]], [[1, 1, 1, 1]])
+    >>> r["per_seed"], r["mean"], r["low"], r["high"]  # a resample's mean is X/4, X ~ Binomial(4, 1/4)
+    ([0.25], 0.25, 0.0, 0.75)
+    """
+    import numpy as np
+    a_num, a_den, b_num, b_den = (np.asarray(x, dtype=float) for x in (a_num, a_den, b_num, b_den))
+    ratio = lambda num, den: num.sum(-1) / den.sum(-1)
+    idx = np.random.default_rng(seed).integers(0, a_num.shape[1], size=(n_boot, a_num.shape[1]))  # (B,N)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample (or a seed) with no steps: nan
+        per_seed = ratio(a_num, a_den) - ratio(b_num, b_den)  # (S,)
+        boot = (ratio(a_num[:, idx], a_den[:, idx]) - ratio(b_num[:, idx], b_den[:, idx])).mean(0)  # (B,)
+    low, high = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (float("nan"),) * 2
+    return dict(per_seed=[float(x) for x in per_seed], mean=float(per_seed.mean()), low=float(low), high=float(high))
+
+
+def claim_arrays(per_seed: list[dict], arm: str, split: str, metric: str):
+    """(numerators, denominators), each (S,N), of one arm's metric on one split over the seeds."""
+    num, den = RATIOS[metric]
+    rows = [run["eval"][arm][split]["per_problem"] for run in per_seed]
+    return [r[num] for r in rows], [r[den] if den else [1] * len(r[num]) for r in rows]
+
+
+def claims(per_seed: list[dict], splits: list[str]) -> list[dict]:
+    """Every CLAIMS comparison whose arms ran, on every split, with paired_interval's figures."""
+    arms = set(per_seed[0]["eval"])
+    out = []
+    for what, a, b, metric in CLAIMS:
+        if {a, b} <= arms:
+            for split in splits:
+                r = paired_interval(*claim_arrays(per_seed, a, split, metric), *claim_arrays(per_seed, b, split, metric))
+                out.append(dict(claim=what, split=split, metric=metric, **r))
+    return out
+
+
+def reading(c: dict) -> str:
+    """'within noise' where the interval covers 0, else the sign that holds."""
+    if c["low"] != c["low"]:
+        return "–"
+    if c["low"] <= 0 <= c["high"]:
+        return "within noise"
+    return "higher" if c["low"] > 0 else "lower"
+
+
+# -----------------------------------------------------------------------------
+# Tables and the chart
+
+
+def pts(x: float) -> str:
+    return "–" if x != x else f"{100 * x:+.1f}"
+
+
+def accuracy_table(ev: dict, base: dict, splits: list[str], key: str = "acc") -> list[str]:
+    lines = ["| arm | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for row, (label, _) in BASE_ROWS.items():
+        if row in base:
+            lines.append(f"| {label} | " + " | ".join(f"{100 * base[row][s][key]:.1f}" for s in splits) + " |")
+    for arm in ARMS:
+        if arm in ev:
+            lines.append(f"| {arm} | " + " | ".join(pm(ev[arm][s][key]) for s in splits) + " |")
+    return lines
+
+
+def plan_tables(ev: dict, base: dict, splits: list[str]) -> list[str]:
+    """Plan correct / plan followed, and the wrong answers split three ways, arms x splits."""
+    head = ["| arm | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    one = lambda m, k: 100 * (sum(m[k]) / len(m[k]) if isinstance(m[k], list) else m[k])  # mean over seeds
+    rows = [(BASE_ROWS["base_plan"][0], base["base_plan"])] if "base_plan" in base else []
+    rows += [(arm, ev[arm]) for arm in ARMS if arm in ev]
+    out = ["Plans, % of problems: plan correct (its operations are the gold program's) / plan followed (the "
+           "execution carries out its own plan); means over seeds", ""] + head
+    out += [f"| {name} | " + " | ".join(f"{one(m[s], 'plan_correct'):.0f} / {one(m[s], 'plan_followed'):.0f}"
+                                        for s in splits) + " |" for name, m in rows]
+    out += ["", "Wrong answers, % of problems: wrong plan / right plan not followed / right plan followed but "
+            "executed wrongly (they add up to 100 - accuracy)", ""] + head
+    out += [f"| {name} | " + " | ".join(" / ".join(f"{one(m[s], k):.0f}" for k in ("wrong_plan", "not_followed",
+                                                                                   "executed_wrongly"))
+                                        for s in splits) + " |" for name, m in rows]
+    return out
+
+
+def claims_grid(found: list[dict], splits: list[str]) -> list[str]:
+    """The claims as comparisons x splits: mean [95% interval], * where the interval excludes 0."""
+    out = ["| comparison | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for what in dict.fromkeys(c["claim"] for c in found):
+        cells = {c["split"]: c for c in found if c["claim"] == what}
+        out.append(f"| {what} | " + " | ".join(
+            f"{pts(c['mean'])} [{pts(c['low'])}, {pts(c['high'])}]" + ("*" if reading(c) in ("higher", "lower") else "")
+            for c in (cells[s] for s in splits)) + " |")
+    return out
+
+
+def claims_table(found: list[dict], seeds: list[int]) -> list[str]:
+    out = ["| comparison | split | " + " | ".join(f"seed {k}" for k in seeds) + " | mean | 95% interval | reading |",
+           "|---" * (len(seeds) + 5) + "|"]
+    for c in found:
+        out.append(f"| {c['claim']} | {c['split']} | " + " | ".join(map(pts, c["per_seed"]))
+                   + f" | {pts(c['mean'])} | [{pts(c['low'])}, {pts(c['high'])}] | {reading(c)} |")
+    return out
+
+
+def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: str) -> tuple[str, str]:
+    """(the full results Markdown, the shorter block the README shows)."""
     ev, costs = agg["eval"], agg["costs"]
     splits = list(next(iter(ev.values())))
-    out = [f"Produced by `{command}` ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"
-           + ("; mean ± std over seeds." if len(seeds) > 1 else "."), "",
-           "Greedy accuracy, % (strict: the `Answer:` line; lenient: the last number)", "",
-           "| arm | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
-    for arm in ARMS:
-        if arm in ev:
-            out.append(f"| {arm} | " + " | ".join(pm(ev[arm][s]["acc"]) for s in splits) + " |")
-    out += ["", "| arm (lenient) | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
-    for arm in ARMS:
-        if arm in ev:
-            out.append(f"| {arm} | " + " | ".join(pm(ev[arm][s]["acc_lenient"]) for s in splits) + " |")
-    out += ["", "`test` accuracy by seed, % (the RL arms' gain over the SFT arm they start from is per seed)", "",
-            "| arm | " + " | ".join(f"seed {k}" for k in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
-    for arm in ARMS:
-        if arm in ev and "test" in ev[arm]:
-            out.append(f"| {arm} | " + " | ".join(f"{100 * a:.1f}" for a in ev[arm]["test"]["acc"]) + " |")
-    out += ["", "Calibration and format on `test`, %: answer ECE, step accuracy, overconfident step errors (wrong "
-            "steps with confidence > 0.9, share of all steps), wrong answers whose first wrong step was confident, "
-            "outputs that open with a digit-free plan", "",
-            "| arm | answer ECE | step acc | overconf err | first wrong step confident | plan rate |",
-            "|---|---|---|---|---|---|"]
+    head = [f"Produced by `{command}` ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"
+            + ("; mean ± std over seeds." if len(seeds) > 1 else "."), ""]
+    acc = ["Greedy accuracy, % (strict: the `Answer:` line). The base rows are the shipped base model, greedy, so "
+           "the same in every seed: from the gold plan (the ceiling execution allows) and from the question "
+           "alone (the floor)", ""] + accuracy_table(ev, base, splits)
+    calib = ["Calibration and format on `test`, %: answer ECE, step accuracy, overconfident step errors (wrong "
+             "steps with confidence > 0.9, share of all steps), wrong answers whose first wrong step was confident, "
+             "outputs that open with a digit-free plan", "",
+             "| arm | answer ECE | step acc | overconf err | first wrong step confident | plan rate |",
+             "|---|---|---|---|---|---|"]
     for arm in ARMS:
         if arm in ev and "test" in ev[arm]:
             m = ev[arm]["test"]
-            out.append(f"| {arm} | {pm(m['ece'])} | {pm(m['step_acc'])} | {pm(m['overconf_err'])} | "
-                       f"{pm(m['first_wrong_conf'])} | {pm(m['plan_rate'])} |")
-    out += ["", "Cost per stage (this arm's own stage; RL arms add their SFT's; SFT tokens exclude the replay, "
-            "which is the same for both arms)", "",
-            "| arm | supervised tokens | per example | train s | wall s |", "|---|---|---|---|---|"]
+            calib.append(f"| {arm} | {pm(m['ece'])} | {pm(m['step_acc'])} | {pm(m['overconf_err'])} | "
+                         f"{pm(m['first_wrong_conf'])} | {pm(m['plan_rate'])} |")
+    how = ("a 95% interval from 10,000 bootstrap resamples of the problems (the same resample in every seed; "
+           "`experiment.paired_interval`)")
+    sure = [f"Paired differences between arms, percentage points: the mean over seeds and {how}; * where the "
+            "interval excludes 0 (elsewhere the difference is within noise). Per seed: below the tables", ""]
+    sure += claims_grid(found, splits)
+    plans = plan_tables(ev, base, splits)
+    readme = head + acc + [""] + sure + [""] + plans + [""] + calib
+    extra = ["", f"The paired differences per seed, with their mean and {how}", ""] + claims_table(found, seeds)
+    extra += ["", "Greedy accuracy, lenient (the last number when there is no `Answer:` line), %", ""]
+    extra += accuracy_table(ev, base, splits, "acc_lenient")
+    extra += ["", "`test` accuracy by seed, % (the RL arms' gain over the SFT arm they start from is per seed)", "",
+              "| arm | " + " | ".join(f"seed {k}" for k in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for arm in ARMS:
+        if arm in ev and "test" in ev[arm]:
+            extra.append(f"| {arm} | " + " | ".join(f"{100 * a:.1f}" for a in ev[arm]["test"]["acc"]) + " |")
+    extra += ["", "Overconfident step errors by split, % of steps", "", "| arm | " + " | ".join(splits) + " |",
+              "|---" * (len(splits) + 1) + "|"]
+    extra += [f"| {arm} | " + " | ".join(pm(ev[arm][s]["overconf_err"]) for s in splits) + " |"
+              for arm in ARMS if arm in ev]
+    extra += ["", "Cost per stage (this arm's own stage; RL arms add their SFT's; SFT tokens exclude the replay, "
+              "which is the same for both arms)", "",
+              "| arm | supervised tokens | per example | train s | wall s |", "|---|---|---|---|---|"]
     for arm in ARMS:
         if arm in costs:
             c = costs[arm]
-            out.append(f"| {arm} | {pm(c['sup_tokens'], 1, 0)} | {pm(c['sup_tokens_per_example'], 1, 1)} | "
-                       f"{pm(c['train_seconds'], 1)} | {pm(c['wall_seconds'], 1)} |")
-    return "\n".join(out) + "\n"
+            extra.append(f"| {arm} | {pm(c['sup_tokens'], 1, 0)} | {pm(c['sup_tokens_per_example'], 1, 1)} | "
+                         f"{pm(c['train_seconds'], 1)} | {pm(c['wall_seconds'], 1)} |")
+    return "\n".join(readme + extra) + "\n", "\n".join(readme) + "\n"
+
+
+def accuracy_chart(ev: dict, base: dict, path: str):
+    """Accuracy by split: each arm's mean over seeds with its std as an error bar, and the base
+    model's ceiling (from the gold plan) and floor (question only) marked on every split."""
+    from evaluate import pyplot
+    plt = pyplot()
+    splits, arms = list(next(iter(ev.values()))), [a for a in ARMS if a in ev]
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(splits)), 4.2))
+    width = 0.8 / len(arms)
+    for j, arm in enumerate(arms):
+        xs = [i + (j - (len(arms) - 1) / 2) * width for i in range(len(splits))]
+        stats = [mean_std(ev[arm][s]["acc"]) for s in splits]
+        ax.bar(xs, [m for m, _ in stats], width, yerr=[sd for _, sd in stats], capsize=3, label=arm)
+    for row, style in (("base_plan", dict(color="black", ls="-")), ("base_plain", dict(color="grey", ls="--"))):
+        if row in base:
+            for i, s in enumerate(splits):
+                ax.hlines(base[row][s]["acc"], i - 0.45, i + 0.45, lw=2, label=BASE_ROWS[row][0] if i == 0 else None,
+                          **style)
+    ax.set_xticks(range(len(splits)), splits, rotation=15)
+    ax.set(ylabel="greedy accuracy (mean ± std over seeds)", ylim=(0, 1), title="accuracy by split")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def update_readme(md: str, path: str = "README.md", start: str = "<!-- results:start -->",
@@ -251,11 +437,13 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     if args.from_logs:
         per_seed = runs_from_logs(args)
-        return finish(args, per_seed, read_build(args.base), command, total_wall(per_seed))
+        base, seconds = base_rows(args, keep=True)
+        return finish(args, per_seed, base, read_build(args.base), command, total_wall(per_seed) + seconds)
     if not os.path.isfile(os.path.join(args.base, "config.json")):
         run_stage(["base.py", "--out", args.base, *(QUICK["base"] if args.quick else [])],
                   os.path.join(args.out, "base.log"))
     base_summary = read_build(args.base)
+    base, base_seconds = base_rows(args, keep=args.resume)
     # the stages skip their own quick evaluation: evaluate.py measures every arm afterwards
     sft_flags = QUICK["sft"] if args.quick else ["--steps", str(args.sft_steps)] * bool(args.sft_steps) + ["--eval-n", "0"]
     rl_flags = QUICK["rl"] if args.quick else ["--steps", str(args.rl_steps)] * bool(args.rl_steps) + ["--eval-n", "0"]
@@ -278,12 +466,12 @@ def main(argv=None):
         eval_json = os.path.join(root, "eval.json")
         stages["eval"], _ = finished_or_run(
             ["evaluate.py", "--ckpt", *(os.path.join(root, a) for a in args.arms), "--json", eval_json,
-             *(QUICK["eval"] if args.quick else ["--n", str(args.eval_n)]),
+             *eval_flags(args),
              *([] if seed == args.seeds[0] else ["--no-plots"])],
             os.path.join(root, "eval.log"), None, args.resume and not ran)
         with open(eval_json) as f:
             per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
-    finish(args, per_seed, base_summary, command, total_wall(per_seed))
+    finish(args, per_seed, base, base_summary, command, total_wall(per_seed) + base_seconds)
 
 
 def produced_by(args) -> str:
@@ -300,25 +488,29 @@ def total_wall(per_seed: list[dict]) -> float:
     return sum(s["wall_seconds"] for run in per_seed for s in run["stages"].values())
 
 
-def finish(args, per_seed: list[dict], base_summary: dict, command: str, total_seconds: float | None):
-    """Aggregate over seeds, write --results .md/.json (+ the first seed's PNGs), print the tables."""
+def finish(args, per_seed: list[dict], base: dict, base_summary: dict, command: str, total_seconds: float):
+    """Aggregate over seeds, write --results .md/.json and the PNGs (the accuracy chart over seeds,
+    the first seed's reliability diagrams), print the tables."""
     agg = aggregate(per_seed)
-    md = report(agg, args.seeds, command)
+    splits = list(next(iter(agg["eval"].values())))
+    found = claims(per_seed, splits)
+    md, readme = report(agg, base, found, args.seeds, command)
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     with open(args.results + ".md", "w") as f:
         f.write(md)
     with open(args.results + ".json", "w") as f:
-        json.dump(dict(command=command, seeds=args.seeds, base=base_summary, runs=per_seed, aggregate=agg,
-                       total_seconds=total_seconds and round(total_seconds, 1)), f, indent=1, default=lambda x: None)
-    first = os.path.join(args.out, f"seed{args.seeds[0]}", "eval")
-    for png in ("_reliability.png", "_accuracy.png"):
-        if os.path.isfile(first + png):
-            shutil.copy(first + png, args.results + png)
+        json.dump(dict(command=command, seeds=args.seeds, base_build=base_summary, base=base, claims=found,
+                       runs=per_seed, aggregate=agg, total_seconds=round(total_seconds, 1)), f, indent=1,
+                  default=lambda x: None)
+    accuracy_chart(agg["eval"], base, args.results + "_accuracy.png")
+    first = os.path.join(args.out, f"seed{args.seeds[0]}", "eval_reliability.png")
+    if os.path.isfile(first):
+        shutil.copy(first, args.results + "_reliability.png")
     if args.update_readme:
-        update_readme(md)
+        update_readme(readme)
     print(md)
     print(json.dumps(dict(summary=True, results=args.results + ".md", seeds=len(args.seeds),
-                          total_seconds=total_seconds and round(total_seconds, 1))))
+                          total_seconds=round(total_seconds, 1))))
 
 
 if __name__ == "__main__":

@@ -76,3 +76,31 @@ def test_arms_bring_the_sft_arms_they_start_from():
     assert with_parents(DEFAULT_ARMS) == DEFAULT_ARMS
     with pytest.raises(SystemExit, match="unknown ccrl"):
         with_parents(["ccrl"])
+
+
+def test_paired_interval_against_the_exact_bootstrap_distribution():
+    """Four problems, arm a right on the first only and b on none: a resample's difference is X/4 with
+    X ~ Binomial(4, 1/4) (how often the first problem is drawn), so P(X >= 3) = 13/256 = 5.1% and
+    P(X = 4) = 0.4%: the 2.5th and 97.5th percentiles are 0 and 3/4. With a second seed in which the
+    arms tie, the mean over seeds halves every resample: [0, 3/8]."""
+    from experiment import paired_interval
+    ones = [[1, 1, 1, 1]]
+    r = paired_interval([[1, 0, 0, 0]], ones, [[0, 0, 0, 0]], ones)
+    assert (r["per_seed"], r["mean"], r["low"], r["high"]) == ([0.25], 0.25, 0.0, 0.75)
+    r = paired_interval([[1, 0, 0, 0], [1, 1, 0, 0]], ones * 2, [[0, 0, 0, 0], [1, 1, 0, 0]], ones * 2)
+    assert (r["per_seed"], r["mean"], r["low"], r["high"]) == ([0.25, 0.0], 0.125, 0.0, 0.375)
+
+
+def test_paired_interval_of_a_ratio_resamples_numerator_and_denominator_together():
+    """Overconfident steps per step: problem 1 has 2 of its 4 steps overconfident (a) against 0 (b),
+    problem 2 none of 1. Resamples: {1,1} 4/8 = 1/2, {1,2} and {2,1} 2/5, {2,2} 0, each 1/4 likely,
+    so the 2.5th and 97.5th percentiles are 0 and 1/2 (a ratio of sums, not a mean of ratios)."""
+    from experiment import paired_interval
+    r = paired_interval([[2, 0]], [[4, 1]], [[0, 0]], [[4, 1]], n_boot=20_000)
+    assert r["mean"] == pytest.approx(0.4) and (r["low"], r["high"]) == (0.0, 0.5)
+
+
+def test_a_claim_reads_within_noise_where_its_interval_covers_zero():
+    from experiment import reading
+    assert reading(dict(low=-0.01, high=0.05)) == "within noise"
+    assert reading(dict(low=0.01, high=0.05)) == "higher" and reading(dict(low=-0.05, high=-0.01)) == "lower"
