@@ -259,8 +259,13 @@ def pts(x: float) -> str:
     return "–" if x != x else f"{100 * x:+.1f}"
 
 
+def table_head(columns: list[str]) -> list[str]:
+    """A Markdown table's header and separator lines."""
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
 def accuracy_table(ev: dict, base: dict, splits: list[str], key: str = "acc") -> list[str]:
-    lines = ["| arm | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    lines = table_head(["arm", *splits])
     for row, (label, _) in BASE_ROWS.items():
         if row in base:
             lines.append(f"| {label} | " + " | ".join(f"{100 * base[row][s][key]:.1f}" for s in splits) + " |")
@@ -272,7 +277,7 @@ def accuracy_table(ev: dict, base: dict, splits: list[str], key: str = "acc") ->
 
 def plan_tables(ev: dict, base: dict, splits: list[str]) -> list[str]:
     """Plan correct / plan followed, and the wrong answers split three ways, arms x splits."""
-    head = ["| arm | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    head = table_head(["arm", *splits])
     one = lambda m, k: 100 * (sum(m[k]) / len(m[k]) if isinstance(m[k], list) else m[k])  # mean over seeds
     rows = [(BASE_ROWS["base_plan"][0], base["base_plan"])] if "base_plan" in base else []
     rows += [(arm, ev[arm]) for arm in ARMS if arm in ev]
@@ -290,7 +295,7 @@ def plan_tables(ev: dict, base: dict, splits: list[str]) -> list[str]:
 
 def claims_grid(found: list[dict], splits: list[str]) -> list[str]:
     """The claims as comparisons x splits: mean [95% interval], * where the interval excludes 0."""
-    out = ["| comparison | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    out = table_head(["comparison", *splits])
     for what in dict.fromkeys(c["claim"] for c in found):
         cells = {c["split"]: c for c in found if c["claim"] == what}
         out.append(f"| {what} | " + " | ".join(
@@ -300,8 +305,7 @@ def claims_grid(found: list[dict], splits: list[str]) -> list[str]:
 
 
 def claims_table(found: list[dict], seeds: list[int]) -> list[str]:
-    out = ["| comparison | split | " + " | ".join(f"seed {k}" for k in seeds) + " | mean | 95% interval | reading |",
-           "|---" * (len(seeds) + 5) + "|"]
+    out = table_head(["comparison", "split", *(f"seed {k}" for k in seeds), "mean", "95% interval", "reading"])
     for c in found:
         out.append(f"| {c['claim']} | {c['split']} | " + " | ".join(map(pts, c["per_seed"]))
                    + f" | {pts(c['mean'])} | [{pts(c['low'])}, {pts(c['high'])}] | {reading(c)} |")
@@ -338,12 +342,11 @@ def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: 
     extra += ["", "Greedy accuracy, lenient (the last number when there is no `Answer:` line), %", ""]
     extra += accuracy_table(ev, base, splits, "acc_lenient")
     extra += ["", "`test` accuracy by seed, % (the RL arms' gain over the SFT arm they start from is per seed)", "",
-              "| arm | " + " | ".join(f"seed {k}" for k in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+              *table_head(["arm", *(f"seed {k}" for k in seeds)])]
     for arm in ARMS:
         if arm in ev and "test" in ev[arm]:
             extra.append(f"| {arm} | " + " | ".join(f"{100 * a:.1f}" for a in ev[arm]["test"]["acc"]) + " |")
-    extra += ["", "Overconfident step errors by split, % of steps", "", "| arm | " + " | ".join(splits) + " |",
-              "|---" * (len(splits) + 1) + "|"]
+    extra += ["", "Overconfident step errors by split, % of steps", "", *table_head(["arm", *splits])]
     extra += [f"| {arm} | " + " | ".join(pm(ev[arm][s]["overconf_err"]) for s in splits) + " |"
               for arm in ARMS if arm in ev]
     extra += ["", "Cost per stage (this arm's own stage; RL arms add their SFT's; SFT tokens exclude the replay, "
