@@ -24,9 +24,9 @@ once and shared by all checkpoints. Per checkpoint x split:
   first_wrong_conf    among wrong answers with a wrong step, the share whose first wrong step was
                       confident (> threshold): the overconfident mistake that cascades
 
-  plan_correct        (synthetic splits) the plan's operations (operator and the quantity each
-                      produces) are the gold program's; plan_followed: the execution carries out the
-                      operations of its own plan (tasks.plan_verdict)
+  plan_correct        (synthetic splits) the plan's operator sequence is the gold program's (the
+                      names it gives the results are not compared); plan_followed: the execution
+                      carries out its own plan's steps, operator and named result (tasks.plan_verdict)
   wrong answers       (synthetic splits) split three ways, as shares of all problems (they add up
                       to 1 - acc): wrong_plan (a wrong or missing plan), not_followed (a right plan
                       the execution departs from), executed_wrongly (a right plan followed, a wrong

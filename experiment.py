@@ -281,7 +281,7 @@ def plan_tables(ev: dict, base: dict, splits: list[str]) -> list[str]:
     one = lambda m, k: 100 * (sum(m[k]) / len(m[k]) if isinstance(m[k], list) else m[k])  # mean over seeds
     rows = [(BASE_ROWS["base_plan"][0], base["base_plan"])] if "base_plan" in base else []
     rows += [(arm, ev[arm]) for arm in ARMS if arm in ev]
-    out = ["Plans, % of problems: plan correct (its operations are the gold program's) / plan followed (the "
+    out = ["Plans, % of problems: plan correct (its operator sequence is the gold program's) / plan followed (the "
            "execution carries out its own plan); means over seeds", ""] + head
     out += [f"| {name} | " + " | ".join(f"{one(m[s], 'plan_correct'):.0f} / {one(m[s], 'plan_followed'):.0f}"
                                         for s in splits) + " |" for name, m in rows]

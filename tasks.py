@@ -404,8 +404,11 @@ def gold_program(p: "Problem") -> list[tuple[str, str]] | None:
 
 
 def plan_verdict(text: str, p: "Problem", correct: bool) -> dict | None:
-    """For a problem with a program: whether the plan `text` opens with is the gold program
-    (plan_correct), whether its execution carries out that plan (plan_followed) and, for a wrong
+    """For a problem with a program: whether the plan `text` opens with has the gold program's
+    operator sequence (plan_correct: the same steps in the same order; what a step's result is called
+    is wording, so a plan that adds "the apples received" where the question's event is buying is
+    right when it adds there), whether its execution carries out that plan step by step, operator
+    and the quantity each step produces (plan_followed) and, for a wrong
     answer, which of WRONG_KINDS it is: a wrong (or missing) plan, a right plan the execution does
     not follow, or a right plan followed with a wrong number somewhere. None for a problem without
     a program. (To judge a completion written after the gold plan, pass meta_text(p) + completion.)"""
@@ -413,7 +416,8 @@ def plan_verdict(text: str, p: "Problem", correct: bool) -> dict | None:
     if gold is None:
         return None
     plan = plan_program(text)
-    right_plan, followed = plan == gold, plan is not None and execution_program(text) == plan
+    right_plan = plan is not None and [op for op, _ in plan] == [op for op, _ in gold]
+    followed = plan is not None and execution_program(text) == plan
     kind = None if correct else WRONG_KINDS[0] if not right_plan else WRONG_KINDS[1] if not followed else WRONG_KINDS[2]
     return dict(plan_correct=right_plan, plan_followed=followed, wrong_kind=kind)
 

@@ -188,6 +188,9 @@ COMPLETIONS = {  # kind: (completion, right answer, plan correct, plan followed)
                             "apples after using = 10 - 5 = 5\nAnswer: 5", False, False, True),
     "right plan not followed": (GOLD_PLAN + "apples in the bags = 3 * 4 = 12\napples after using = 12 - 5 = 7\n"
                                 "Answer: 7", False, True, False),
+    "right operations, misnamed event, followed": (GOLD_PLAN.replace("bought", "received").replace(
+        "after buying", "after receiving") + GOLD_SOLUTION.replace("after buying", "after receiving") + "\nAnswer: 9",
+        True, True, True),
 }
 
 
@@ -198,7 +201,7 @@ def test_plan_verdicts_on_hand_built_completions(kind, tok):
     r = judge_record(text, ids, [0.0] * len(ids), APPLES, tok, ARGS)
     assert (r["ok"], r["plan_correct"], r["plan_followed"]) == (ok, correct, followed)
     want = {"right plan followed": None, "executed wrongly": "executed wrongly", "wrong plan followed": "wrong plan",
-            "right plan not followed": "plan not followed"}[kind]
+            "right plan not followed": "plan not followed", "right operations, misnamed event, followed": None}[kind]
     assert r["wrong_kind"] == want
 
 
@@ -208,10 +211,10 @@ def test_wrong_answers_split_three_ways_and_add_up(tok):
         ids = tok(text, add_special_tokens=False)["input_ids"]
         records.append(judge_record(text, ids, [0.0] * len(ids), APPLES, tok, ARGS))
     m = summarise(records, [], ARGS)
-    assert (m["plan_correct"], m["plan_followed"]) == (0.75, 0.75)
-    assert (m["wrong_plan"], m["not_followed"], m["executed_wrongly"]) == (0.25, 0.25, 0.25)
-    assert m["wrong_plan"] + m["not_followed"] + m["executed_wrongly"] == 1 - m["acc"]
-    assert m["per_problem"]["plan_correct"] == [True, True, False, True]
+    assert (m["plan_correct"], m["plan_followed"]) == (4 / 5, 4 / 5)
+    assert (m["wrong_plan"], m["not_followed"], m["executed_wrongly"]) == (1 / 5, 1 / 5, 1 / 5)
+    assert m["wrong_plan"] + m["not_followed"] + m["executed_wrongly"] == pytest.approx(1 - m["acc"])
+    assert m["per_problem"]["plan_correct"] == [True, True, False, True, True]
 
 
 def test_gold_plan_prompts_judge_the_execution_against_the_gold_plan(tok):
