@@ -62,7 +62,6 @@ The directory gets config.json, model.safetensors, the tokenizer and build.json 
 arguments and the final figures).
 """
 import argparse
-import json
 import math
 import os
 import random
@@ -74,9 +73,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, STATE_FILE, Dist, StopRequest, check_checkpoint,
-                    cosine_lr, load_model, log_json, mark_given, pad_id, restore_train_state, resume_run,
-                    save_checkpoint, save_or_stop, saved_args, seed_everything, start_log, train_state)
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, STATE_FILE, STOPPED, Dist, StopRequest,
+                    check_checkpoint, cosine_lr, load_model, log_json, mark_given, pad_id, restore_train_state,
+                    resume_run, save_checkpoint, save_or_stop, saved_args, seed_everything, start_log, train_state,
+                    write_json)
 from engine import Engine, complete
 from model import ModelConfig, Transformer
 from rewards import answer_correct
@@ -424,7 +424,8 @@ def parse_args(argv=None):
     ap.add_argument("--save-every", type=COUNT, default=500, help="steps between checkpoints")
     ap.add_argument("--resume", action="store_true", help="continue the build in --out from its checkpoint, "
                     "with the arguments saved there (other values are refused, except --steps and the runtime flags)")
-    ap.add_argument("--stop-at", type=COUNT, default=None, help="save and stop after this step (--resume continues)")
+    ap.add_argument("--stop-at", type=COUNT, default=None, help=f"save and stop after this step (exit status "
+                    f"{STOPPED}; --resume continues)")
     ap.set_defaults(device="cpu")  # trains in float32 on the CPU
     args = ap.parse_args(argv)
     if args.worked + args.story > 1:
@@ -444,7 +445,7 @@ def build_model(args, tok) -> Transformer:
 
 def main(argv=None):
     args = parse_args(argv)
-    state = None
+    args._script, state = "base.py", None
     if args.resume:
         args, state = resume_run(args, Dist())
         print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)", flush=True)
@@ -485,8 +486,7 @@ def main(argv=None):
             model.eval()  # on the way only test (the OOD splits cost minutes); at the end every split
             totals["metrics"] = evaluate_base(model, tok, args.eval_n, EVAL_SPLITS if done == args.steps else ("test",))
             log_json(dict(eval=True, step=done, **totals["metrics"]), log_path)
-        if save_or_stop(done, args, stop, Dist(), torch.device("cpu"), checkpoint, "base.py"):
-            return
+        save_or_stop(done, args, stop, Dist(), torch.device("cpu"), checkpoint)
     bar.close()
     finish_build(args, model, tok, totals, row["loss"], log_path)
 
@@ -521,8 +521,7 @@ def finish_build(args, model, tok, totals: dict, loss: float, log_path: str):
     summary = dict(summary=True, command=totals["command"], args=settings, params=model.num_params(), vocab=len(tok),
                    tokens_trained=totals["tokens"], supervised_tokens=totals["sup_tokens"],
                    train_seconds=round(totals["seconds"], 1), final_loss=loss, **totals["metrics"])
-    with open(os.path.join(args.out, "build.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(summary, os.path.join(args.out, "build.json"), indent=2)
     os.remove(os.path.join(args.out, STATE_FILE))  # a finished build ships without optimizer state
     log_json(summary, log_path)
 

@@ -50,12 +50,12 @@ import torch
 from tqdm import tqdm
 
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_sum,
-                    autocast_for, check_checkpoint, close_distributed, cosine_lr, begin_run, load_model,
-                    length_groups, log_json, mark_given, number, pad_id, pad_rows, restore_train_state,
+                    autocast_for, check_checkpoint, close_distributed, cosine_lr, begin_run, fingerprint, load_model,
+                    length_groups, log_json, mark_given, number, pad_id, pad_rows, restore_train_state, RunLog,
                     save_checkpoint, save_or_stop, seed_everything, start_log, target_logprobs, train_state)
 from engine import Engine, stop_ids
 from rewards import group_advantages, judge, mixed_groups, step_stats, token_char_ends
-from show import example, render_text
+from show import example, render_text, visible
 from tasks import RECIPES, encode_prompt, make_split, problems_for_cli, prompts_that_fit
 
 # -----------------------------------------------------------------------------
@@ -280,8 +280,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 def log_examples(examples: list, step: int, out: str):
     """Append a step's --log-examples samples to OUT/examples.txt, steps marked by confidence."""
     if examples:
-        with open(os.path.join(out, "examples.txt"), "a") as f:
-            f.write("".join(f"=== step {step}: {e.question}\n{render_text(e, ansi=False)}\n"
+        with open(RunLog(out, "examples.txt"), "a") as f:
+            f.write("".join(f"=== step {step}: {visible(e.question)}\n{render_text(e, ansi=False)}\n"
                             for e in examples))
 
 
@@ -376,7 +376,7 @@ class Run:
     problems: list
     test: list
     totals: dict  # seconds, sample_seconds, evals: carried in the checkpoint
-    log_path: str | None
+    log_path: RunLog | None  # main rank only
 
 
 def set_up(args, dist: Dist, device, state: dict | None) -> Run:
@@ -392,15 +392,16 @@ def set_up(args, dist: Dist, device, state: dict | None) -> Run:
     ctx = model.config.max_position_embeddings
     problems = prompts_that_fit(tok, problems, args.max_new_tokens, ctx, "training problems")
     test = prompts_that_fit(tok, test, args.max_new_tokens, ctx, "test problems") if test else test
-    ref = None
+    ref, checks = None, dict(data=fingerprint([(p.id, p.question, p.answer) for p in problems]))
     if args.kl_coef > 0:  # the reference is the initial policy, not the checkpoint
         ref = (load_model(args.init, device=device) if state else copy.deepcopy(model)).eval().requires_grad_(False)
+        checks["reference"] = fingerprint(ref)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     totals = dict(seconds=0.0, sample_seconds=0.0, evals=[])
     if state:
         _, totals = restore_train_state(state, opt)
     return Run(args, dist, device, tok, pad_id(tok), model, ref, Engine(model, pad_id=pad_id(tok)), opt,
-               autocast_for(args, device), problems, test, totals, start_log(args, state, dist))
+               autocast_for(args, device), problems, test, totals, start_log(args, state, dist, checks))
 
 
 def log_greedy_eval(run: Run, step: int):
@@ -448,7 +449,7 @@ def summary(run: Run) -> dict:
 
 
 def main(argv=None):
-    args, dist, device, state = begin_run(parse_args(argv))
+    args, dist, device, state = begin_run(parse_args(argv), "ccrl.py")
     run = set_up(args, dist, device, state)
     start = state["step"] if state else 0
     if dist.main:
@@ -473,9 +474,7 @@ def main(argv=None):
         done = step + 1
         if done % args.eval_every == 0 or done == args.steps:
             log_greedy_eval(run, done)
-        if save_or_stop(done, args, stop, dist, device, checkpoint, "ccrl.py"):
-            close_distributed(dist)
-            return
+        save_or_stop(done, args, stop, dist, device, checkpoint)
     bar.close()
     if dist.main:
         log_json(summary(run), run.log_path)

@@ -1,6 +1,7 @@
 """
 Small helpers every script shares: device and dtype choice, seeding, torchrun (DDP) set-up,
-kill-safe checkpoints with training state and a lock on the run directory, JSONL logging.
+kill-safe checkpoints with training state, which run directories a run may claim and a lock on
+them, strict-JSON logging.
 """
 import argparse
 import json
@@ -113,12 +114,36 @@ class Timer:
         self.seconds = time.perf_counter() - self.t0
 
 
+def jsonable(x):
+    """x as strict JSON values: NaN and infinities (a metric with nothing to measure) become None
+    (null), NumPy and tensor scalars plain numbers. Strict JSON has no NaN, and parsers reject it.
+
+    >>> jsonable({"acc": float("nan"), "n": [1, float("inf"), 0.5]})
+    {'acc': None, 'n': [1, None, 0.5]}
+    """
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.generic, torch.Tensor)):
+        x = x.item()
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    return x
+
+
+def write_json(obj, path: str, indent: int | None = 1):
+    """obj as strict JSON (jsonable) into the file `path`."""
+    with open(path, "w") as f:
+        json.dump(jsonable(obj), f, indent=indent, allow_nan=False, default=str)
+
+
 def log_json(row: dict, path: str | None = None, stream=None):
     """Print one JSON line to stream (default: the current sys.stdout) and append it to `path` when
     given. Printed through tqdm, so a progress bar on the terminal is cleared first and redrawn
     below the line instead of being smeared through it."""
     from tqdm import tqdm
-    line = json.dumps(row, default=float)
+    line = json.dumps(jsonable(row), allow_nan=False)
     tqdm.write(line, file=stream or sys.stdout)
     if path:
         with open(path, "a") as f:
@@ -226,8 +251,8 @@ def close_distributed(d: Dist):
 
 
 # -----------------------------------------------------------------------------
-# Checkpoints: a Hugging Face directory (the run's --out) holding model, tokenizer, train_state.pt
-# and the run's log.jsonl.
+# Checkpoints: a Hugging Face directory (the run's --out) holding model, tokenizer, train_state.pt,
+# the run's log.jsonl and run.json (which script's run it is).
 #
 # A save writes the new checkpoint into OUT/.partial and commits it by renaming its train_state.pt
 # into place there (atomic); then it moves the files into OUT one by one, train_state.pt last, and
@@ -235,14 +260,24 @@ def close_distributed(d: Dist):
 #   no OUT/.partial/train_state.pt  -> OUT is the previous complete checkpoint; the partial is dropped
 #   OUT/.partial/train_state.pt     -> the save was committed; its remaining files are moved in
 # finish_interrupted_save does exactly that, and every run does it before it reads or writes OUT.
-# The logs are never moved: each checkpoint records their lengths, and --resume cuts them back to
-# those (lines logged after the checkpoint are written again by the resumed steps). A lock on OUT
-# (held until the process ends, however it ends) refuses a second run on the same directory.
+# The logs are not moved: each checkpoint records their lengths, and --resume cuts them back to
+# those (lines logged after the checkpoint are written again by the resumed steps). One exception:
+# a new run over a finished one logs into OUT/.partial until its first checkpoint commits, and that
+# commit replaces the old run whole (RunLog), so a new run stopped early leaves the old one intact.
+#
+# A run claims OUT only when it is absent, empty, or a run of the same script (run.json; for a run
+# written before run.json existed, build.json or the flags in its training state), and never the
+# model it starts from. Nothing is read with pickle's code execution (weights_only) and no symlink
+# inside OUT is written through. A lock on OUT (held until the process ends, however it ends)
+# refuses a second run on the same directory.
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
 LOG_FILES = (LOG_FILE, "examples.txt")  # what a run appends to as it goes (ccrl.py --log-examples writes the second)
+RUN_FILE = "run.json"
 PARTIAL = ".partial"
+STOPPED = 3  # exit status of a run that saved and stopped before its last step (a signal, or --stop-at)
+OWN_FLAG = {"worked": "base.py", "format": "sft_comt.py", "reward": "ccrl.py"}  # a flag only that script has
 _locks: dict[str, int] = {}  # real path of a claimed --out -> its open descriptor (holds the lock)
 
 
@@ -263,34 +298,70 @@ def lock_out(out: str):
     _locks[key] = fd
 
 
+class RunLog(os.PathLike):
+    """Where a log file of the run in `out` is appended: OUT/.partial/<name> while a new run that
+    replaces a finished one has not committed its first checkpoint, else OUT/<name>."""
+
+    def __init__(self, out: str, name: str = LOG_FILE):
+        self.out, self.name = out, name
+
+    def __fspath__(self) -> str:
+        staged = os.path.isfile(os.path.join(self.out, PARTIAL, LOG_FILE))
+        return os.path.join(self.out, PARTIAL, self.name) if staged else os.path.join(self.out, self.name)
+
+
 def finish_interrupted_save(out: str):
-    """Complete a committed save that was cut short, or drop one that never committed."""
+    """Complete a committed save that was cut short, or drop one that never committed. A committed
+    first checkpoint of a run that replaces another (its logs are in the partial) removes the old
+    run's files first."""
     partial = os.path.join(out, PARTIAL)
     if not os.path.isdir(partial):
         return
     if not os.path.isfile(os.path.join(partial, STATE_FILE)):
         shutil.rmtree(partial)
         return
-    for name in sorted(os.listdir(partial), key=lambda n: n == STATE_FILE):  # train_state.pt last
+    names = os.listdir(partial)
+    if LOG_FILE in names:
+        for name in os.listdir(out):
+            path = os.path.join(out, name)
+            if name not in (RUN_FILE, PARTIAL) and os.path.isfile(path) and not os.path.islink(path):
+                os.remove(path)
+    for name in sorted(names, key=lambda n: n == STATE_FILE):  # train_state.pt last
         os.replace(os.path.join(partial, name), os.path.join(out, name))
     os.rmdir(partial)
 
 
 def save_checkpoint(out: str, model, tokenizer, state: dict):
     """Replace the checkpoint in `out` with model, tokenizer and training state (see above: a kill at
-    any point leaves the old checkpoint or the new one). Non-finite weights are never saved."""
+    any point leaves the old checkpoint or the new one). Non-finite weights are never saved; a failed
+    write (a full disk) is one line and leaves the old checkpoint."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise SystemExit(f"non-finite weights: not saving; the last checkpoint in {out} is untouched "
                          f"(try a lower --lr)")
-    finish_interrupted_save(out)
     partial = os.path.join(out, PARTIAL)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    paths = {name: os.path.join(out, name) for name in LOG_FILES}
-    state = dict(state, log_bytes={name: os.path.getsize(p) for name, p in paths.items() if os.path.isfile(p)})
-    torch.save(state, os.path.join(partial, STATE_FILE + ".tmp"))
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        readable = 0o666 & ~current_umask()
+        for name in os.listdir(partial):  # some writers create their file 0600
+            os.chmod(os.path.join(partial, name), readable)
+        sizes = {name: os.path.getsize(os.fspath(RunLog(out, name))) for name in LOG_FILES
+                 if os.path.isfile(os.fspath(RunLog(out, name)))}
+        torch.save(dict(state, log_bytes=sizes), os.path.join(partial, STATE_FILE + ".tmp"))
+    except (OSError, RuntimeError) as e:
+        for name in os.listdir(partial) if os.path.isdir(partial) else []:
+            if name not in LOG_FILES:
+                os.remove(os.path.join(partial, name))
+        raise SystemExit(f"cannot write a checkpoint in {out} ({why(e)}); the last complete checkpoint there is "
+                         f"untouched") from None
     os.replace(os.path.join(partial, STATE_FILE + ".tmp"), os.path.join(partial, STATE_FILE))  # the commit
     finish_interrupted_save(out)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def why(e: Exception) -> str:
@@ -301,7 +372,7 @@ def check_checkpoint(path: str, flag: str, hint: str = ""):
     """The tokenizer of checkpoint directory `path`, once its config, tokenizer and weight files are
     known to be readable (the weights' headers only: cheap). Anything wrong (no such directory, a
     corrupted config.json, truncated weights, an architecture model.py does not support) exits with
-    one line naming the flag and the file."""
+    one line naming the flag and the file. An unfinished run is used, with a warning first."""
     from safetensors import safe_open
     from transformers import AutoTokenizer
 
@@ -315,6 +386,10 @@ def check_checkpoint(path: str, flag: str, hint: str = ""):
             ModelConfig.from_hf_dict(json.load(f))
     except Exception as e:  # json and our own UnsupportedModelError alike
         raise SystemExit(f"{flag} {path}: cannot read config.json ({why(e)})") from None
+    state = load_train_state(path, mmap=True) if flag != "--out" else None  # (--out: the run resumes itself)
+    if state and state.get("step", 0) < state.get("args", {}).get("steps", 0):
+        print(f"{flag} {path}: an unfinished run (stopped after step {state['step']} of {state['args']['steps']}); "
+              f"using it as it is (finish it first with --out {path} --resume)", file=sys.stderr, flush=True)
     weights = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not weights:
         raise SystemExit(f"{flag} {path}: no *.safetensors weights")
@@ -352,25 +427,68 @@ def fitting(items: list, lengths: list[int], limit: int, what: str) -> list:
     return keep
 
 
-def load_train_state(out: str, mmap: bool = False) -> dict | None:
-    """The training state of the checkpoint in `out`; None when there is none."""
-    path = os.path.join(out, STATE_FILE)
+def load_train_state(out: str, mmap: bool = False, partial: bool = False) -> dict | None:
+    """The training state of the checkpoint in `out` (or of the save committed in OUT/.partial);
+    None when there is none. Read with weights_only: a crafted file cannot run code."""
+    path = os.path.join(out, PARTIAL, STATE_FILE) if partial else os.path.join(out, STATE_FILE)
     if not os.path.isfile(path):
         return None
     try:
-        return torch.load(path, weights_only=False, mmap=mmap)
+        return torch.load(path, weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated or foreign file: torch raises several kinds
         raise SystemExit(f"{path}: not a readable training state ({why(e)}); start a new run in another --out") \
             from None
 
 
+def run_owner(out: str) -> str | None:
+    """The script whose run `out` holds (see above); None when it holds none."""
+    try:
+        with open(os.path.join(out, RUN_FILE)) as f:
+            return str(json.load(f)["script"])
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if os.path.isfile(os.path.join(out, "build.json")):
+        return "base.py"
+    state = load_train_state(out, mmap=True) or load_train_state(out, mmap=True, partial=True)
+    flags = state.get("args", {}) if isinstance(state, dict) else {}
+    return next((script for flag, script in OWN_FLAG.items() if flag in flags), None)
+
+
+def refuse_foreign_out(args):
+    """Exit in one line, before anything is written, when --out is not this script's to use: it holds
+    something else than a run of this script, a symlink, or is the model the run starts from."""
+    out, script = args.out, args._script
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SystemExit(f"--out {out}: is a file, not a directory")
+    start = getattr(args, "init", None) or getattr(args, "model", None)
+    if start and not args.resume and os.path.exists(out) and os.path.exists(start) and os.path.samefile(out, start):
+        raise SystemExit(f"--out {out}: is the checkpoint this run starts from; choose another --out")
+    entries = os.listdir(out) if os.path.isdir(out) else []
+    inside = [os.path.join(out, n) for n in entries]
+    if os.path.isdir(os.path.join(out, PARTIAL)):
+        inside += [os.path.join(out, PARTIAL, n) for n in os.listdir(os.path.join(out, PARTIAL))]
+    links = [p for p in inside if os.path.islink(p)]
+    if links:
+        raise SystemExit(f"--out {out}: holds a symbolic link ({links[0]}); a run writes only regular files of its "
+                         f"own, so choose another --out")
+    owner = run_owner(out) if entries else script
+    if owner != script:
+        what = f"a run of {owner}" if owner else f"files that are not a run ({', '.join(sorted(entries)[:3])})"
+        raise SystemExit(f"--out {out}: holds {what}; {script} writes only into a new or empty directory or one of "
+                         f"its own runs, so choose another --out")
+
+
 def claim_out(args, d: Dist) -> dict | None:
-    """Take --out for this run: lock it, finish a save a kill cut short, and return the training state
-    to resume (--resume). A new run is refused where it would overwrite an unfinished one."""
+    """Take --out for this run: refuse a directory that is not this script's, lock it, finish a save a
+    kill cut short, and return the training state to resume (--resume). A new run is refused where it
+    would overwrite an unfinished one."""
     missing = f"--resume: no checkpoint to resume in {args.out} (missing {STATE_FILE})"
     if args.resume and not os.path.isdir(args.out):
         raise SystemExit(missing)
     if d.main:
+        refuse_foreign_out(args)
         lock_out(args.out)
         finish_interrupted_save(args.out)
     barrier(d)
@@ -398,19 +516,50 @@ def trim_logs(out: str, state: dict):
             os.truncate(path, size)
 
 
-def start_log(args, state: dict | None, d: Dist) -> str | None:
-    """The log path of this run on the main rank (None on the others). A new run claims --out here,
-    once its inputs have been checked (a refused run leaves nothing behind), and starts an empty log
-    (a finished run it replaces leaves no lines in it); a resumed run was claimed by resume_run."""
-    if state is None:
+CHECKS = {"data": "the training data (--data, --targets or the file they name)",
+          "reference": "the KL reference model (the --init directory)"}
+
+
+def fingerprint(value) -> str:
+    """A short hash of JSON-able data, or of a model's weights."""
+    import hashlib
+    h = hashlib.sha256()
+    if isinstance(value, torch.nn.Module):
+        for name, t in value.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    else:
+        h.update(json.dumps(value, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def start_log(args, state: dict | None, d: Dist, checks: dict | None = None) -> RunLog | None:
+    """The log of this run on the main rank (None on the others), once every input has been checked.
+    `checks`: fingerprints of what the run trains on (CHECKS), recorded in each checkpoint; a resumed
+    run whose inputs changed is refused here, before a byte of its directory changes, and only then
+    are its logs cut back to the checkpoint. A new run claims --out here; over a finished run of this
+    script it logs into OUT/.partial (RunLog), so the old run stays whole until the first checkpoint."""
+    args._checks = dict(checks or {})
+    if state is not None:
+        changed = [what for key, what in CHECKS.items()
+                   if key in args._checks and state.get("checks", {}).get(key, args._checks[key]) != args._checks[key]]
+        if changed:
+            raise SystemExit(f"--resume {args.out}: {' and '.join(changed)} changed since the checkpoint; restore "
+                             f"them, or start a new run in another --out")
+    else:
         claim_out(args, d)
     if not d.main:
         return None
-    if state is None:
-        for name in LOG_FILES:
-            if name == LOG_FILE or os.path.exists(os.path.join(args.out, name)):
-                open(os.path.join(args.out, name), "w").close()
-    return os.path.join(args.out, LOG_FILE)
+    if state is not None:
+        trim_logs(args.out, state)
+    else:
+        old = [n for n in os.listdir(args.out) if n not in (RUN_FILE, PARTIAL)]
+        folder = os.path.join(args.out, PARTIAL) if old else args.out
+        os.makedirs(folder, exist_ok=True)
+        open(os.path.join(folder, LOG_FILE), "w").close()
+        with open(os.path.join(args.out, RUN_FILE), "w") as f:
+            json.dump(dict(script=args._script), f)
+    return RunLog(args.out)
 
 
 def add_run_args(ap, save_every: int):
@@ -423,7 +572,7 @@ def add_run_args(ap, save_every: int):
                     "the arguments saved there (other values are refused, except --steps to extend the run and "
                     "the runtime flags)")
     ap.add_argument("--stop-at", type=COUNT, default=None, help="save and stop after this step, as if interrupted "
-                    "(for time-boxed jobs; --resume continues)")
+                    f"(exit status {STOPPED}; for time-boxed jobs; --resume continues)")
 
 
 # flags that may differ from the checkpoint's on --resume: where the run is and how it is run, and
@@ -447,7 +596,8 @@ def saved_args(args) -> dict:
 def resume_run(args, d: Dist) -> tuple:
     """(the arguments of the checkpoint in args.out, its training state). The run continues in the
     --out given, wherever the checkpoint was first written (a copy or a moved run resumes in place);
-    flags given that differ from the checkpoint's are refused, except those in RESUMABLE."""
+    a run of another script, and flags given that differ from the checkpoint's, are refused, except
+    those in RESUMABLE. The logs are cut back to the checkpoint later, by start_log."""
     state = claim_out(args, d)
     saved, given = state["args"], getattr(args, "_given", set())
     changed = sorted(k for k in given - set(RESUMABLE) if k in saved and saved[k] != getattr(args, k))
@@ -459,14 +609,16 @@ def resume_run(args, d: Dist) -> tuple:
                          "Flags that may change on resume: " + ", ".join(map(flag, RESUMABLE)))
     kept = {k: getattr(args, k) for k in given & set(RESUMABLE)}
     merged = {**saved, **kept, "out": args.out, "resume": True, "stop_at": args.stop_at, "device": args.device}
-    if d.main:
-        trim_logs(args.out, state)
-    return type(args)(**merged), state
+    resumed = type(args)(**merged)
+    resumed._script = args._script
+    return resumed, state
 
 
-def begin_run(args) -> tuple:
-    """(args, dist, device, state) of a training script: join torchrun when launched by it; with
-    --resume, the checkpoint's arguments and training state (None for a new run)."""
+def begin_run(args, script: str) -> tuple:
+    """(args, dist, device, state) of a training script (`script`: its file name, which the run
+    directory records): join torchrun when launched by it; with --resume, the checkpoint's arguments
+    and training state (None for a new run). Nothing in --out changes before start_log."""
+    args._script = script
     dist, device = init_distributed(args.device)
     state = None
     if args.resume:
@@ -477,8 +629,8 @@ def begin_run(args) -> tuple:
 
 
 def train_state(step: int, opt, totals: dict, args) -> dict:
-    return dict(step=step, optimizer=opt.state_dict(), totals=totals, args=saved_args(args),
-                rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
+    return dict(step=step, optimizer=opt.state_dict(), totals=totals, args=saved_args(args), script=args._script,
+                checks=getattr(args, "_checks", {}), rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
 
 
 def restore_train_state(state: dict, opt) -> tuple[int, dict]:
@@ -489,15 +641,19 @@ def restore_train_state(state: dict, opt) -> tuple[int, dict]:
     return state["step"], state["totals"]
 
 
-def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save, script: str) -> bool:
+def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save):
     """After step `done`: checkpoint every --save-every steps, at the end, and when stopping (a
-    signal on any rank, or --stop-at). True when the run should exit now."""
-    halt = stop.agreed(d, device) or done == args.stop_at
+    signal on any rank, or --stop-at before the last step); a stopped run then exits with STOPPED,
+    so that `a && b` does not carry on from an unfinished model."""
+    halt = stop.agreed(d, device) or (done == args.stop_at and done < args.steps)
     if done % args.save_every == 0 or done == args.steps or halt:
         save(done)
-    if halt and d.main:
-        print(f"stopped after step {done}; continue with: python {script} --out {args.out} --resume")
-    return halt
+    if halt:
+        if d.main:
+            print(f"stopped after step {done} of {args.steps} (exit status {STOPPED}); continue with: python "
+                  f"{args._script} --out {args.out} --resume", flush=True)
+        close_distributed(d)
+        raise SystemExit(STOPPED)
 
 
 def autocast_for(args, device: torch.device):

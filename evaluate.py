@@ -47,7 +47,6 @@ parts (lambda 0.5; colours on a terminal, `21[0.97 ✗]` marks otherwise), also 
 (`skipped` in the JSON).
 """
 import argparse
-import json
 import math
 import os
 import sys
@@ -55,10 +54,11 @@ import time
 
 from tqdm import tqdm
 
-from common import COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pad_id, pick_device
+from common import (COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pad_id, pick_device,
+                    write_json)
 from engine import Engine, stop_ids
 from rewards import Judgement, answer_correct, judge, step_stats, token_char_ends
-from show import example_of, html_page, render_text
+from show import example_of, html_page, render_text, visible
 from tasks import SPLITS, WRONG_KINDS, encode_prompt, load_problems, meta_text, plan_verdict, prompts_that_fit
 
 # -----------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def show_examples(shown: dict, images: list[str], path: str) -> str:
     blocks = []
     for split, per_ckpt in shown.items():
         for i, exs in enumerate(zip(*per_ckpt)):
-            print(f"\n=== {split}, problem {i + 1}: {exs[0].question}")
+            print(f"\n=== {split}, problem {i + 1}: {visible(exs[0].question)}")
             for e in exs:
                 print(render_text(e, ansi))
             blocks.append((split, exs[0].question, list(exs)))
@@ -350,7 +350,7 @@ def parse_args(argv=None):
                     "settings on)")
     ap.add_argument("--data", default=None, help="real data instead, comma-separated: benchmark names (gsm8k, "
                     "svamp, gsm8k:test, ...), JSONL paths or hub:NAME[:CONFIG]:SPLIT")
-    ap.add_argument("--n", type=COUNT, default=200, help="problems per split (real data: the first N; 0 = all)")
+    ap.add_argument("--n", type=NONNEG_INT, default=200, help="problems per split (real data: the first N; 0 = all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic problems and of sampling")
     ap.add_argument("--max-new-tokens", type=COUNT, default=320, help="completion length limit (the longest "
                     "default OOD response, plan included, is about 300 tokens)")
@@ -377,6 +377,16 @@ def parse_args(argv=None):
     for ck in args.ckpt:
         if not os.path.isfile(os.path.join(ck, "config.json")):
             ap.error(f"--ckpt {ck}: not a checkpoint directory (no config.json)")
+    if args.n == 0 and not args.data:
+        ap.error("--n 0 (every row) is for real data (--data); a synthetic split is generated: give --n a count")
+    folder = os.path.dirname(os.path.abspath(args.json))
+    try:  # before the evaluation, not after it
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--json {args.json}: cannot create {folder} ({e.strerror})")
+    if os.path.isdir(args.json) or not os.access(folder, os.W_OK) or (os.path.exists(args.json)
+                                                                     and not os.access(args.json, os.W_OK)):
+        ap.error(f"--json {args.json}: not a file that can be written")
     return args
 
 
@@ -422,10 +432,7 @@ def main(argv=None):
                                            [z for r in records for z in r["step_rights"]])
         seconds[name] = round(time.time() - t1, 1)
     print(markdown_tables(results))
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(dict(args=vars(args), results=results, seconds=seconds), f, indent=1,
-                  default=lambda x: None)
+    write_json(dict(args=vars(args), results=results, seconds=seconds), args.json)
     pngs = [] if args.no_plots else plot(results, curves, args.bins, os.path.splitext(args.json)[0])
     page = show_examples(shown, pngs, os.path.splitext(args.json)[0] + "_examples.html") if args.show else None
     log_json(dict(summary=True, json=args.json, plots=pngs, examples=page, checkpoints=len(args.ckpt),

@@ -5,7 +5,7 @@ same budgets, several seeds, then one evaluation of everything.
     python experiment.py                  # 3 seeds -> results/default.md, results/default.json (+ PNGs)
     python experiment.py --update-readme  # the same, and the README's results tables replaced by them
     python experiment.py --quick          # tiny budgets, one seed, in runs/exp_quick (a smoke test; CI)
-    python experiment.py --resume         # continue an interrupted run: finished stages are kept
+    python experiment.py --resume         # continue an interrupted run: stages finished by the same command are kept
     python experiment.py --seeds 0 1 --rl-steps 50 --out runs/exp2 --results results/exp2
     python experiment.py --seeds 0 --arms cot_grpo comt_ccrl comt_grpo cot_ccrl --results results/arms2x2
 
@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 
-from common import COUNT
+from common import COUNT, STOPPED, lock_out, write_json
 
 ARMS = {  # arm: (script, its flags, the arm it starts from); the first four are the paper's comparison
     "cot_sft": ("sft_comt.py", ["--format", "cot"], None),
@@ -53,6 +53,7 @@ ARMS = {  # arm: (script, its flags, the arm it starts from); the first four are
     "cot_ccrl": ("ccrl.py", ["--reward", "ccrl"], "cot_sft"),
 }
 DEFAULT_ARMS = ["cot_sft", "comt_sft", "cot_grpo", "comt_ccrl"]
+DEFAULT_BASE, EVAL_N = "models/base", 200
 QUICK = dict(base=["--tokenizer-docs", "1500", "--vocab", "400", "--steps", "20", "--eval-n", "4", "--dim", "64",
                    "--layers", "2", "--heads", "2", "--kv-heads", "1", "--batch", "4"],
              sft=["--steps", "4", "--n-train", "64", "--eval-n", "4", "--eval-max-new", "16"],
@@ -77,36 +78,47 @@ def read_build(base: str) -> dict:
 
 
 def stage_record(log_path: str) -> dict | None:
-    """The final JSON summary line a stage printed to its log, with the wall time run_stage appended
-    after it; None when the stage never finished (no log, or killed before its last line)."""
+    """The final JSON summary line a stage printed to its log, with the wall time and the command
+    run_stage appended after it; None when the stage never finished (no log, or stopped or killed
+    before its last line)."""
     if not os.path.isfile(log_path):
         return None
-    summary, wall = None, None
+    summary, end = None, None
     with open(log_path) as f:
         for line in f:
             if line.startswith("{") and '"summary": true' in line:
                 summary = json.loads(line)
             elif line.startswith('{"stage_wall_seconds"'):
-                wall = json.loads(line)["stage_wall_seconds"]
-    return None if summary is None or wall is None else dict(summary, wall_seconds=wall)
+                end = json.loads(line)
+    if summary is None or end is None:
+        return None
+    return dict(summary, wall_seconds=end["stage_wall_seconds"], stage_command=end.get("command"))
 
 
 def run_stage(cmd: list[str], log_path: str) -> dict:
-    """Run one stage with its output in log_path, append its wall time there; return its record."""
+    """Run one stage with its output in log_path, append its wall time and command there; return its
+    record. A stage that fails or is stopped ends the experiment (--resume reruns it)."""
     t0 = time.time()
     print("$ " + " ".join(cmd), flush=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, *cmd], stdout=log, stderr=subprocess.STDOUT, text=True)
         if proc.wait():
-            raise SystemExit(f"stage failed (exit {proc.returncode}): {' '.join(cmd)}; see {log_path}")
-        log.write(json.dumps(dict(stage_wall_seconds=round(time.time() - t0, 1))) + "\n")
+            how = "was stopped before its end" if proc.returncode == STOPPED else "failed"
+            raise SystemExit(f"stage {how} (exit {proc.returncode}): {' '.join(cmd)}; see {log_path}; "
+                             f"`python experiment.py --resume` (with the same flags) runs it again")
+        log.write(json.dumps(dict(stage_wall_seconds=round(time.time() - t0, 1), command=cmd)) + "\n")
     return stage_record(log_path)
 
 
 def finished_or_run(cmd: list[str], log_path: str, ckpt: str | None, keep: bool) -> tuple[dict, bool]:
-    """(the stage's record, whether it ran now). With keep (--resume), a stage whose log is complete
-    and whose checkpoint (if any) is on disk is not run again; anything else runs from scratch."""
+    """(the stage's record, whether it ran now). With keep (--resume), a stage whose log is complete,
+    was run by this same command and whose checkpoint (if any) is on disk is not run again; anything
+    else runs from scratch."""
     record = stage_record(log_path) if keep else None
+    if record is not None and record["stage_command"] != cmd:
+        print(f"rerun: {log_path} was made by another command ({' '.join(record['stage_command'] or ['?'])})",
+              flush=True)
+        record = None
     if record is not None and (ckpt is None or os.path.isfile(os.path.join(ckpt, "config.json"))):
         print(f"kept: {log_path} ({record['wall_seconds']} s)", flush=True)
         return record, False
@@ -155,19 +167,31 @@ def runs_from_logs(args) -> list[dict]:
     return per_seed
 
 
+def measured(xs: list) -> list[float]:
+    """The values that were measured: None and nan (nothing to measure, e.g. no wrong step) left out."""
+    return [x for x in xs if x is not None and x == x]
+
+
 def mean_std(xs: list[float]) -> tuple[float, float]:
-    xs = [x for x in xs if x is not None and x == x]  # None and nan (no value to measure) are left out
+    xs = measured(xs)
     if not xs:
         return float("nan"), float("nan")
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 def pm(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    """mean ± std over seeds; the bare value for one seed."""
+    """mean ± std over seeds; the bare value for one seed; "(k of n seeds)" when some seeds had nothing
+    to measure.
+
+    >>> pm([0.5, 0.7]), pm([0.5, float("nan"), 0.7]), pm([None])
+    ('60.0 ± 14.1', '60.0 ± 14.1 (2 of 3 seeds)', '–')
+    """
     m, s = mean_std(xs)
     if m != m:
         return "–"
-    return f"{scale * m:,.{digits}f}" + (f" ± {scale * s:,.{digits}f}" if len(xs) > 1 else "")
+    k = len(measured(xs))
+    return (f"{scale * m:,.{digits}f}" + (f" ± {scale * s:,.{digits}f}" if len(xs) > 1 else "")
+            + (f" ({k} of {len(xs)} seeds)" if k < len(xs) else ""))
 
 
 def aggregate(per_seed: list[dict]) -> dict:
@@ -412,7 +436,7 @@ def parse_args(argv=None):
                     "results/default; quick: <out>/results)")
     ap.add_argument("--sft-steps", type=COUNT, default=None, help="steps of the SFT arms (default: sft_comt.py's)")
     ap.add_argument("--rl-steps", type=COUNT, default=None, help="steps of the RL arms (default: ccrl.py's)")
-    ap.add_argument("--eval-n", type=COUNT, default=200, help="problems per split in the final evaluation")
+    ap.add_argument("--eval-n", type=COUNT, default=EVAL_N, help="problems per split in the final evaluation")
     ap.add_argument("--resume", action="store_true", help="keep the stages of an earlier run in --out that finished "
                     "(complete log and checkpoint) and run the rest: continues an interrupted experiment")
     ap.add_argument("--from-logs", action="store_true", help="train nothing: rebuild the results from a finished "
@@ -429,7 +453,7 @@ def parse_args(argv=None):
         args.base = args.base or os.path.join(args.out, "base")
         args.results = args.results or os.path.join(args.out, "results")
     args.out = args.out or "runs/exp"
-    args.base = args.base or "models/base"
+    args.base = args.base or DEFAULT_BASE
     args.results = args.results or "results/default"
     return args
 
@@ -437,7 +461,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     command = produced_by(args)
-    os.makedirs(args.out, exist_ok=True)
+    lock_out(args.out)  # one experiment per --out: two would delete each other's stages
     if args.from_logs:
         per_seed = runs_from_logs(args)
         base, seconds = base_rows(args, keep=True)
@@ -478,11 +502,14 @@ def main(argv=None):
 
 
 def produced_by(args) -> str:
-    """The command that trains these runs (--resume and --from-logs change nothing in them)."""
+    """The command that made these numbers: every flag that shapes them (--resume, --from-logs and
+    where the files go change nothing in them)."""
     extra = [" --quick"] * args.quick
     extra += [" --seeds " + " ".join(map(str, args.seeds))] * (not args.quick and args.seeds != [0, 1, 2])
     extra += [" --arms " + " ".join(args.arms)] * (args.arms != DEFAULT_ARMS)
     extra += [f" --sft-steps {args.sft_steps}"] * bool(args.sft_steps) + [f" --rl-steps {args.rl_steps}"] * bool(args.rl_steps)
+    extra += [f" --eval-n {args.eval_n}"] * (args.eval_n != EVAL_N and not args.quick)
+    extra += [f" --base {args.base}"] * (args.base != DEFAULT_BASE and not args.quick)
     return "python experiment.py" + "".join(extra)
 
 
@@ -501,10 +528,8 @@ def finish(args, per_seed: list[dict], base: dict, base_summary: dict, command: 
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     with open(args.results + ".md", "w") as f:
         f.write(md)
-    with open(args.results + ".json", "w") as f:
-        json.dump(dict(command=command, seeds=args.seeds, base_build=base_summary, base=base, claims=found,
-                       runs=per_seed, aggregate=agg, total_seconds=round(total_seconds, 1)), f, indent=1,
-                  default=lambda x: None)
+    write_json(dict(command=command, seeds=args.seeds, base_build=base_summary, base=base, claims=found,
+                    runs=per_seed, aggregate=agg, total_seconds=round(total_seconds, 1)), args.results + ".json")
     accuracy_chart(agg["eval"], base, args.results + "_accuracy.png")
     first = os.path.join(args.out, f"seed{args.seeds[0]}", "eval_reliability.png")
     if os.path.isfile(first):

@@ -59,11 +59,12 @@ from tqdm import tqdm
 
 from base import encode_doc, taboo_words, worked_doc
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for,
-                    check_checkpoint, close_distributed, cosine_lr, fitting, begin_run, load_model, log_json,
+                    check_checkpoint, close_distributed, cosine_lr, fingerprint, fitting, begin_run, load_model, log_json,
                     length_groups, mark_given, number, pad_id, pad_rows, restore_train_state, save_checkpoint,
                     save_or_stop, seed_everything, start_log, target_logprobs, train_state)
 from engine import Engine, complete
 from rewards import answer_correct, has_plan
+from show import visible
 from tasks import RECIPES, clean_solution, encode_example, encode_prompt, make_split, problems_for_cli
 
 DEFAULT_BASE = "models/base"
@@ -326,7 +327,7 @@ def summary(args, totals: dict, n_examples: int, loss: float) -> dict:
 
 
 def main(argv=None):
-    args, dist, device, state = begin_run(parse_args(argv))
+    args, dist, device, state = begin_run(parse_args(argv), "sft_comt.py")
     if state:
         args.model = args.out
     tok = check_checkpoint(args.model, "--out" if state else "--model", f", e.g. the shipped {DEFAULT_BASE}, one "
@@ -351,7 +352,7 @@ def main(argv=None):
         print(f"{args.format} SFT: {len(examples):,} examples from {args.data}, {args.steps} steps x {args.batch} "
               f"({round(args.replay * args.batch)} of them replay), {model.num_params() / 1e6:.2f}M parameters, "
               f"{device}, {dist.world} rank(s)")
-    log_path = start_log(args, state, dist)
+    log_path = start_log(args, state, dist, dict(data=fingerprint(examples)))
 
     def checkpoint(step):
         if dist.main:
@@ -368,16 +369,14 @@ def main(argv=None):
         done = step + 1
         if dist.main and (step % args.log_every == 0 or done == args.steps):
             log_json(row, log_path)
-        if save_or_stop(done, args, stop, dist, device, checkpoint, "sft_comt.py"):
-            close_distributed(dist)
-            return
+        save_or_stop(done, args, stop, dist, device, checkpoint)
     bar.close()
     if dist.main:
         out = summary(args, totals, len(examples), row["loss"])
         if args.eval_n and args.data in RECIPES:
             model.eval()
             res = quick_eval(model, tok, args)
-            print("example (test problem, greedy):\n" + res.pop("example").strip())
+            print("example (test problem, greedy):\n" + visible(res.pop("example").strip()))
             out.update({k: round(v, 3) for k, v in res.items()})
         log_json(out, log_path)
     close_distributed(dist)

@@ -22,6 +22,7 @@ outcome reward.
 import base64
 import html
 import os
+import unicodedata
 from dataclasses import dataclass
 
 from rewards import Judgement, judge
@@ -74,14 +75,25 @@ def heat(conf: float) -> int:
     return next(colour for bound, colour in HEAT if conf < bound)
 
 
+def visible(text: str) -> str:
+    """Model and data text made safe to print: control and format characters other than newline and
+    tab (a terminal escape sequence, a right-to-left override) written out as \\xNN / \\uNNNN.
+
+    >>> visible("ok\\x1b]0;title\\x07 \\u202e\\n")
+    'ok\\\\x1b]0;title\\\\x07 \\\\u202e\\n'
+    """
+    return "".join(c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf") else
+                   (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}") for c in text)
+
+
 def render_plain(text: str, ms: list[Mark]) -> str:
-    return "".join(p + label(m) if m else p for p, m in pieces(text, ms))
+    return "".join(visible(p) + label(m) if m else visible(p) for p, m in pieces(text, ms))
 
 
 def render_ansi(text: str, ms: list[Mark]) -> str:
     fg = lambda m: "32" if m.right else "31"
-    return "".join(f"\x1b[1;{fg(m)};48;5;{heat(m.conf)}m{p}\x1b[0m\x1b[2m{label(m)}\x1b[0m" if m else p
-                   for p, m in pieces(text, ms))
+    return "".join(f"\x1b[1;{fg(m)};48;5;{heat(m.conf)}m{visible(p)}\x1b[0m\x1b[2m{label(m)}\x1b[0m" if m
+                   else visible(p) for p, m in pieces(text, ms))
 
 
 def render_html(text: str, ms: list[Mark]) -> str:
@@ -189,3 +201,9 @@ def html_page(title: str, blocks: list[tuple[str, str, list[Example]]], images: 
                          f'<div class="v">{html.escape(verdict(e))}</div></div>')
         parts.append("</div>")
     return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":  # a library of evaluate.py and ccrl.py; run alone it explains itself
+    import argparse
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    print(__doc__.strip())

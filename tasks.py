@@ -483,8 +483,8 @@ def read_jsonl(path: str, source: str | None = None) -> list[Problem]:
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
+            try:  # a number with a fraction part is kept as its text, so a gold answer is read exactly
+                row = json.loads(line, parse_float=str)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
             out.append(problem_from_row(row, source, where))
@@ -514,7 +514,11 @@ def load_hub(spec: str) -> list[Problem]:
     except ImportError:
         raise SystemExit("hub datasets need the `datasets` package: pip install datasets") from None
     name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
-    rows = datasets.load_dataset(name, config, split=split)
+    try:
+        rows = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # offline, no such dataset or split, a broken cache: datasets raises many kinds
+        raise ValueError(f"cannot load it ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); without "
+                         f"a network, give NAME as a local dataset folder or use a JSONL file") from None
     return [problem_from_row(dict(r), name, f"{spec}[{i}]") for i, r in enumerate(rows)]
 
 
@@ -530,6 +534,8 @@ def load_problems(spec: str, data_dir: str | None = None, n: int | None = None, 
         return make_split(spec, n, seed)
     if spec.startswith("hub:"):
         rows = load_hub(spec)
+    elif os.path.isdir(spec):
+        raise ValueError("is a directory; give a .jsonl file in it, a benchmark name or hub:NAME[:CONFIG]:SPLIT")
     elif spec.endswith(".jsonl") or os.path.isfile(spec):
         rows = read_jsonl(spec)
     else:

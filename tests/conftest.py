@@ -113,3 +113,11 @@ def model_dir(tmp_path_factory, tok):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def stopped(main, argv: list):
+    """Run a stage's main(argv) that should save and stop before its last step: exit status STOPPED."""
+    from common import STOPPED
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == STOPPED, e.value.code

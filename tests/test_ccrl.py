@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ccrl import kl_estimate, make_batches, policy_loss, token_logprobs
+from common import STOPPED, fingerprint, load_model
 from conftest import tiny_model
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
@@ -140,10 +141,12 @@ def test_kl_estimators_match_exact_kl():
     assert (kl_estimate(logp, logq, "k3") >= 0).all()
 
 
-def run_ccrl(args, check=True):
+def run_ccrl(args, check=True, expect=0):
+    """ccrl.py in a subprocess; with check, its exit status must be `expect` (STOPPED: stopped early)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "ccrl.py", *args], cwd=ROOT, capture_output=True, text=True, check=check,
-                          env=env)
+    res = subprocess.run([sys.executable, "ccrl.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert not check or res.returncode == expect, f"ccrl.py: exit {res.returncode}:\n{res.stderr[-3000:]}"
+    return res
 
 
 def log_rows(out):
@@ -165,7 +168,8 @@ def test_run_logs_metrics_and_resumes_exactly(model_dir, tmp_path):
                                 "grad_norm", "tokens_per_s", "sample_s", "train_s"} <= steps[0].keys()
     assert [r["step"] for r in rows if r.get("eval")] == [0, 2, 4]
     assert rows[-1]["summary"] and "acc_after" in rows[-1]
-    run_ccrl(["--init", model_dir, "--out", cut, *SMALL, "--kl-coef", "0.1", "--ppo-epochs", "2", "--stop-at", "2"])
+    run_ccrl(["--init", model_dir, "--out", cut, *SMALL, "--kl-coef", "0.1", "--ppo-epochs", "2", "--stop-at", "2"],
+             expect=STOPPED)
     run_ccrl(["--out", cut, "--resume"])
     timing = ("_s", "seconds", "share")
     strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith(timing)} for r in rs]
@@ -185,11 +189,14 @@ def test_non_finite_gradient_stops_before_the_update(model_dir, tmp_path):
     from safetensors.torch import load_file, save_file
     init, out = tmp_path / "init", str(tmp_path / "o")
     shutil.copytree(model_dir, init)
-    run_ccrl(["--init", str(init), "--out", out, *SMALL, "--kl-coef", "0.1", "--stop-at", "1"])
+    run_ccrl(["--init", str(init), "--out", out, *SMALL, "--kl-coef", "0.1", "--stop-at", "1"], expect=STOPPED)
     before = open(os.path.join(out, "model.safetensors"), "rb").read()
     weights = load_file(init / "model.safetensors")  # the KL reference (the initial policy) turns NaN
     weights = {k: v.fill_(float("nan")) if "norm" in k else v for k, v in weights.items()}
     save_file(weights, init / "model.safetensors", metadata={"format": "pt"})
+    state = torch.load(os.path.join(out, "train_state.pt"), weights_only=True)  # as if it had started from it
+    state["checks"]["reference"] = fingerprint(load_model(str(init)))
+    torch.save(state, os.path.join(out, "train_state.pt"))
     r = run_ccrl(["--out", out, "--resume"], check=False)
     assert r.returncode != 0 and "non-finite gradient" in r.stderr and "stopping before the update" in r.stderr
     assert open(os.path.join(out, "model.safetensors"), "rb").read() == before

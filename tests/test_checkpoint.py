@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 import common
 import sft_comt
+from conftest import stopped
 from model import Transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,12 +73,12 @@ def arm_kill(monkeypatch, at_step: int, op: int | None) -> list:
 def test_a_kill_at_any_point_of_a_save_resumes_to_the_uninterrupted_run(model_dir, tmp_path, monkeypatch):
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     sft_comt.main(["--model", model_dir, "--out", full, *RUN])
-    sft_comt.main(["--model", model_dir, "--out", cut, *RUN, "--stop-at", "2"])  # a checkpoint at step 2
+    stopped(sft_comt.main, ["--model", model_dir, "--out", cut, *RUN, "--stop-at", "2"])  # a checkpoint at step 2
     with monkeypatch.context() as m:  # count the operations of a save with nothing killed
         ops = arm_kill(m, 4, None)
         case = str(tmp_path / "count")
         shutil.copytree(cut, case)
-        sft_comt.main(["--out", case, "--resume", "--stop-at", "4"])
+        stopped(sft_comt.main, ["--out", case, "--resume", "--stop-at", "4"])
     assert len(ops) >= 8 and ops.count("os.replace") >= 5, ops  # the test sees the save's steps
     for k in range(len(ops)):
         case = str(tmp_path / f"kill{k}")
@@ -86,7 +87,7 @@ def test_a_kill_at_any_point_of_a_save_resumes_to_the_uninterrupted_run(model_di
             arm_kill(m, 4, k)
             with pytest.raises(Killed):
                 sft_comt.main(["--out", case, "--resume", "--stop-at", "4"])
-        state = torch.load(os.path.join(case, common.STATE_FILE), weights_only=False) \
+        state = torch.load(os.path.join(case, common.STATE_FILE), weights_only=True) \
             if os.path.isfile(os.path.join(case, common.STATE_FILE)) else None
         sft_comt.main(["--out", case, "--resume"])
         on_disk = state and state["step"]
@@ -99,7 +100,7 @@ def test_a_kill_at_any_point_of_a_save_resumes_to_the_uninterrupted_run(model_di
 def test_resume_drops_log_lines_past_the_checkpoint(model_dir, tmp_path):
     full, out = str(tmp_path / "full"), str(tmp_path / "o")
     sft_comt.main(["--model", model_dir, "--out", full, *RUN])
-    sft_comt.main(["--model", model_dir, "--out", out, *RUN, "--stop-at", "4"])
+    stopped(sft_comt.main, ["--model", model_dir, "--out", out, *RUN, "--stop-at", "4"])
     with open(os.path.join(out, "log.jsonl"), "a") as f:  # a step logged, then killed before its save
         f.write(json.dumps(dict(step=4, loss=9.0, grad_norm=1.0)) + "\n")
     sft_comt.main(["--out", out, "--resume"])
@@ -126,7 +127,7 @@ def test_a_second_run_on_the_same_out_is_refused(model_dir, tmp_path):
 @pytest.mark.cli
 def test_a_new_run_does_not_overwrite_an_unfinished_one(model_dir, tmp_path):
     out = str(tmp_path / "o")
-    sft_comt.main(["--model", model_dir, "--out", out, *RUN, "--stop-at", "2"])
+    stopped(sft_comt.main, ["--model", model_dir, "--out", out, *RUN, "--stop-at", "2"])
     before = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)}
     with pytest.raises(SystemExit, match=r"unfinished run \(step 2 of 6\): continue it with --resume"):
         sft_comt.main(["--model", model_dir, "--out", out, *RUN])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from common import STOPPED
 from conftest import tiny_model
 from model import Transformer
 from sft_comt import collate, train_step
@@ -103,10 +104,12 @@ def test_padding_does_not_change_the_loss(tok):
     assert batched == pytest.approx(loss_by_hand(model, examples, tok.pad_token_id).item(), rel=1e-5)
 
 
-def run_sft(args, check=True, launcher=(sys.executable,)):
+def run_sft(args, check=True, launcher=(sys.executable,), expect=0):
+    """sft_comt.py in a subprocess; with check, its exit status must be `expect` (STOPPED: stopped early)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run([*launcher, "sft_comt.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert not check or res.returncode == 0, f"sft_comt.py failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    assert not check or res.returncode == expect, f"sft_comt.py: exit {res.returncode}:\n{res.stdout[-2000:]}\n" \
+                                                  f"{res.stderr[-3000:]}"
     return res
 
 
@@ -129,7 +132,7 @@ COMMON = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "6
 def test_resume_continues_exactly(model_dir, tmp_path):
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     run_sft(["--model", model_dir, "--out", full, *COMMON])
-    run_sft(["--model", model_dir, "--out", cut, *COMMON, "--stop-at", "3"])
+    run_sft(["--model", model_dir, "--out", cut, *COMMON, "--stop-at", "3"], expect=STOPPED)
     assert max(logged_losses(cut)) == 2
     run_sft(["--out", cut, "--resume"])
     assert logged_losses(cut) == logged_losses(full)
@@ -167,15 +170,15 @@ def test_bad_inputs_give_clear_errors(model_dir, tmp_path):
 @pytest.mark.cli
 def test_non_finite_loss_stops_without_touching_the_checkpoint(model_dir, tmp_path):
     out = str(tmp_path / "o")
-    run_sft(["--model", model_dir, "--out", out, *COMMON, "--stop-at", "2"])  # a good checkpoint at step 2
+    run_sft(["--model", model_dir, "--out", out, *COMMON, "--stop-at", "2"], expect=STOPPED)  # good at step 2
     before = open(os.path.join(out, "model.safetensors"), "rb").read()
-    state = torch.load(os.path.join(out, "train_state.pt"), weights_only=False)
+    state = torch.load(os.path.join(out, "train_state.pt"), weights_only=True)
     state["args"].update(lr=float("inf"), save_every=1)  # the next update blows up the weights
     torch.save(state, os.path.join(out, "train_state.pt"))
     r = run_sft(["--out", out, "--resume"], check=False)
     assert r.returncode != 0 and "non-finite" in r.stderr
     assert open(os.path.join(out, "model.safetensors"), "rb").read() == before
-    assert torch.load(os.path.join(out, "train_state.pt"), weights_only=False)["step"] == 2
+    assert torch.load(os.path.join(out, "train_state.pt"), weights_only=True)["step"] == 2
 
 
 def test_replay_share_of_a_batch_is_what_was_set(tok):
@@ -203,7 +206,7 @@ def test_replay_share_of_a_batch_is_what_was_set(tok):
 def test_resume_continues_the_directory_it_is_given_and_refuses_other_flags(model_dir, tmp_path):
     full, cut, copy = str(tmp_path / "full"), str(tmp_path / "cut"), str(tmp_path / "copy")
     run_sft(["--model", model_dir, "--out", full, *COMMON])
-    run_sft(["--model", model_dir, "--out", cut, *COMMON, "--stop-at", "3"])
+    run_sft(["--model", model_dir, "--out", cut, *COMMON, "--stop-at", "3"], expect=STOPPED)
     shutil.copytree(cut, copy)
     before = (Path(cut) / "log.jsonl").read_text(), (Path(cut) / "model.safetensors").read_bytes()
     r = run_sft(["--out", copy, "--resume", "--lr", "1e-4", "--batch", "8"], check=False)

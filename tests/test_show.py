@@ -10,6 +10,7 @@ import pytest
 
 import ccrl
 import evaluate
+from conftest import stopped
 from rewards import token_char_ends
 from show import example, html_page, render_ansi, render_html, render_plain, verdict
 from tasks import Problem
@@ -82,7 +83,7 @@ def test_ccrl_logs_marked_examples_per_step(model_dir, tmp_path):
     ccrl.main([*run, "--out", out])
     with open(os.path.join(out, "examples.txt")) as f:
         text = f.read()
-    ccrl.main([*run, "--out", cut, "--stop-at", "1"])
+    stopped(ccrl.main, [*run, "--out", cut, "--stop-at", "1"])
     with open(os.path.join(cut, "examples.txt"), "a") as f:
         f.write("=== step 1: written, then killed before the checkpoint\n")
     ccrl.main(["--out", cut, "--resume"])
