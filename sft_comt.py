@@ -59,9 +59,9 @@ from tqdm import tqdm
 
 from base import encode_doc, taboo_words, worked_doc
 from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for,
-                    check_checkpoint, close_distributed, cosine_lr, fingerprint, fitting, begin_run, load_model, log_json,
-                    length_groups, mark_given, number, pad_id, pad_rows, restore_train_state, save_checkpoint,
-                    save_or_stop, seed_everything, start_log, target_logprobs, train_state)
+                    check_checkpoint, close_distributed, cosine_lr, fingerprint, fitting, begin_run, load_model,
+                    log_json, length_groups, mark_given, number, pad_id, pad_rows, restore_train_state,
+                    save_checkpoint, save_or_stop, seed_everything, start_log, target_logprobs, train_state)
 from engine import Engine, complete
 from rewards import answer_correct, has_plan
 from show import visible
