@@ -345,8 +345,8 @@ def save_checkpoint(out: str, model, tokenizer, state: dict):
         readable = 0o666 & ~current_umask()
         for name in os.listdir(partial):  # some writers create their file 0600
             os.chmod(os.path.join(partial, name), readable)
-        sizes = {name: os.path.getsize(os.fspath(RunLog(out, name))) for name in LOG_FILES
-                 if os.path.isfile(os.fspath(RunLog(out, name)))}
+        logs = {name: os.fspath(RunLog(out, name)) for name in LOG_FILES}
+        sizes = {name: os.path.getsize(path) for name, path in logs.items() if os.path.isfile(path)}
         torch.save(dict(state, log_bytes=sizes), os.path.join(partial, STATE_FILE + ".tmp"))
     except (OSError, RuntimeError) as e:
         for name in os.listdir(partial) if os.path.isdir(partial) else []:

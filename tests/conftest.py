@@ -1,10 +1,12 @@
 """Shared test fixtures: tiny random configs of each supported model type, built with
 `transformers` (the independent reference) and randomised so that every weight matters."""
+import contextlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import subprocess
 import sys
 
 import pytest
@@ -121,3 +123,17 @@ def stopped(main, argv: list):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == STOPPED, e.value.code
+
+
+@contextlib.contextmanager
+def locked_by_another_process(out: str):
+    """Hold the run lock on `out` from a second process for the duration of the block."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    holder = subprocess.Popen([sys.executable, "-c", "import common, sys; common.lock_out(sys.argv[1]); "
+                               "print('locked', flush=True); sys.stdin.read()", out],
+                              cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.communicate("")

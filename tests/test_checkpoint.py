@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,10 +10,9 @@ from transformers import PreTrainedTokenizerBase
 
 import common
 import sft_comt
-from conftest import stopped
+from conftest import locked_by_another_process, stopped
 from model import Transformer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "6", "--warmup", "2", "--log-every", "1",
        "--eval-n", "0", "--lr", "3e-3", "--save-every", "2"]
 
@@ -111,16 +108,10 @@ def test_resume_drops_log_lines_past_the_checkpoint(model_dir, tmp_path):
 def test_a_second_run_on_the_same_out_is_refused(model_dir, tmp_path):
     out = str(tmp_path / "o")
     os.makedirs(out)
-    holder = subprocess.Popen([sys.executable, "-c", "import common, sys; common.lock_out(sys.argv[1]); "
-                               "print('locked', flush=True); sys.stdin.read()", out],
-                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with locked_by_another_process(out):
         with pytest.raises(SystemExit, match="another run is using this directory"):
             sft_comt.main(["--model", model_dir, "--out", out, *RUN])
         assert os.listdir(out) == []  # nothing written beside the running one
-    finally:
-        holder.communicate("")
     sft_comt.main(["--model", model_dir, "--out", out, *RUN, "--steps", "2"])  # the lock ends with its process
 
 

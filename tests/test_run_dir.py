@@ -16,7 +16,7 @@ import ccrl
 import common
 import experiment
 import sft_comt
-from conftest import stopped
+from conftest import locked_by_another_process, stopped
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SFT = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "4", "--warmup", "1", "--log-every", "1",
@@ -168,16 +168,10 @@ def test_a_stopped_stage_warns_the_next_one_and_the_experiment(model_dir, tmp_pa
 def test_two_experiments_on_one_out_and_a_resume_by_another_command(tmp_path, monkeypatch):
     out = str(tmp_path / "exp")
     os.makedirs(out)
-    holder = subprocess.Popen([sys.executable, "-c", "import common, sys; common.lock_out(sys.argv[1]); "
-                               "print('locked', flush=True); sys.stdin.read()", out],
-                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with locked_by_another_process(out):
         with pytest.raises(SystemExit, match="another run is using this directory"):
             experiment.main(["--quick", "--out", out])
         assert os.listdir(out) == []
-    finally:
-        holder.communicate("")
     log = str(tmp_path / "arm.log")
     old = ["sft_comt.py", "--steps", "4"]
     with open(log, "w") as f:
