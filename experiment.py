@@ -403,9 +403,9 @@ def accuracy_chart(ev: dict, base: dict, path: str):
                           **style)
     ax.set_xticks(range(len(splits)), splits, rotation=15)
     ax.set(ylabel="greedy accuracy (mean ± std over seeds)", ylim=(0, 1), title="accuracy by split")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: no ceiling hidden
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
