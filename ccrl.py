@@ -6,6 +6,7 @@ with --reward outcome.
     python ccrl.py --init runs/sft_cot --reward outcome --out runs/grpo   # baseline
     python ccrl.py --init runs/sft_comt --resume                          # continue runs/ccrl
     torchrun --nproc_per_node 2 ccrl.py --init runs/sft_comt              # prompts split over ranks
+    torchrun --nproc_per_node 8 ccrl.py --init DIR --shard ...            # FSDP2 (see sft_comt.py)
 
 Algorithm, one step
     1. draw --prompts-per-step training problems (a seeded shuffle; the position is the step);
@@ -28,6 +29,9 @@ Algorithm, one step
        Optional KL to the initial policy (k1 or k3 estimator, --kl-coef, 0 by default). Without
        KL, rows whose advantage is 0 (every group with no reward spread) add exactly nothing to the
        gradient, so they are not run at all (the normalisers still count them).
+    Under --shard (FSDP2) each rank samples its prompts from a full copy of the weights in the compute
+    dtype, refreshed from the shards before every step and evaluation (gather_s in the log), and
+    trains the sharded model; the KL reference is sharded too.
     Greedy accuracy on a slice of `test` is measured before the first step, every --eval-every
     steps and at the end. Checkpoints, --resume and signals work as in sft_comt.py. With
     --log-examples K, K sampled completions per step go to OUT/examples.txt with every numeric
@@ -49,10 +53,11 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_sum,
-                    autocast_for, check_checkpoint, close_distributed, cosine_lr, begin_run, fingerprint, load_model,
-                    length_groups, log_json, mark_given, number, pad_id, pad_rows, restore_train_state, RunLog,
-                    save_checkpoint, save_or_stop, seed_everything, start_log, target_logprobs, train_state)
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_max,
+                    all_reduce_sum, autocast_for, check_checkpoint, clip_grads, close_distributed, cosine_lr, begin_run,
+                    fingerprint, gathered_copy, length_groups, load_model, log_json, mark_given, number, pad_id,
+                    pad_rows, peak_memory_gb, refresh_copy, restore_train_state, RunLog, save_or_stop, save_run,
+                    seed_everything, set_up_shard, shard_model, start_log, target_logprobs)
 from engine import Engine, stop_ids
 from rewards import group_advantages, judge, mixed_groups, step_stats, token_char_ends
 from show import example, render_text, visible
@@ -320,6 +325,10 @@ def policy_update(run: "Run", ro: Rollout, kept: Kept, step: int) -> tuple[dict,
     batches = make_batches([ro.seqs[r] for r in kept.rows], [ro.prompt_lens[r] for r in kept.rows], kept.adv,
                            args.loss_agg, args.max_new_tokens, args.micro_batch, run.pad, kept.totals)
     batches = [b.to(run.device) for b in batches]
+    if args.shard:  # every rank runs as many forwards: pad with batches of weight 0
+        most = int(all_reduce_max(torch.tensor(len(batches)), run.dist).item())
+        empty = RolloutBatch(torch.full((1, 2), run.pad), torch.tensor([[False, True]]), torch.zeros(1), torch.zeros(1))
+        batches += [empty.to(run.device)] * (most - len(batches))
     if args.ppo_epochs > 1:
         with torch.no_grad(), run.autocast:
             for b in batches:
@@ -329,11 +338,12 @@ def policy_update(run: "Run", ro: Rollout, kept: Kept, step: int) -> tuple[dict,
             with run.autocast:
                 loss, st = policy_loss(model, b, args.temperature, args.clip_low, args.clip_high, run.ref,
                                        args.kl_coef, args.kl_est)
-            loss.backward()
+            (loss * run.dist.world if args.shard else loss).backward()  # FSDP2 averages over ranks: sum
             for k in stats:
                 stats[k] += st[k]
-        all_reduce_grads(model, run.dist)
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip).item()
+        if not args.shard:
+            all_reduce_grads(model, run.dist)
+        norm = clip_grads(model, args.grad_clip)
         if not math.isfinite(norm):
             raise SystemExit(f"non-finite gradient ({norm}) at step {step}: stopping before the update; the "
                              f"last checkpoint in {args.out} is untouched (try a lower --lr or --kl-coef)")
@@ -370,7 +380,7 @@ class Run:
     pad: int
     model: torch.nn.Module
     ref: torch.nn.Module | None  # the initial policy, for --kl-coef > 0
-    engine: Engine
+    engine: Engine  # decodes the model, or under --shard a full copy of it (refreshed by sync_sampler)
     opt: torch.optim.Optimizer
     autocast: object
     problems: list
@@ -396,16 +406,28 @@ def set_up(args, dist: Dist, device, state: dict | None) -> Run:
     if args.kl_coef > 0:  # the reference is the initial policy, not the checkpoint
         ref = (load_model(args.init, device=device) if state else copy.deepcopy(model)).eval().requires_grad_(False)
         checks["reference"] = fingerprint(ref)
+    compute = set_up_shard(args, model, device)
+    sampler = model
+    if args.shard:  # each rank samples from a full copy in the compute dtype; the reference is sharded too
+        sampler = gathered_copy(model, True, device, compute)
+        ref = shard_model(ref, device, compute, args.offload) if ref is not None else None
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     totals = dict(seconds=0.0, sample_seconds=0.0, evals=[])
     if state:
-        _, totals = restore_train_state(state, opt)
-    return Run(args, dist, device, tok, pad_id(tok), model, ref, Engine(model, pad_id=pad_id(tok)), opt,
+        _, totals = restore_train_state(state, opt, model, args.out)
+    return Run(args, dist, device, tok, pad_id(tok), model, ref, Engine(sampler, pad_id=pad_id(tok)), opt,
                autocast_for(args, device), problems, test, totals, start_log(args, state, dist, checks))
+
+
+def sync_sampler(run: Run) -> float:
+    """Under --shard: gather the current weights into the sampling copy (every rank); the seconds."""
+    return refresh_copy(run.engine.model, run.model) if run.args.shard else 0.0
 
 
 def log_greedy_eval(run: Run, step: int):
     """Greedy accuracy and step calibration on the test slice, logged and kept for the summary."""
+    if run.test:
+        sync_sampler(run)
     if run.dist.main and run.test:
         run.model.eval()
         res = greedy_eval(run.engine, run.tok, run.test, run.args)
@@ -418,6 +440,7 @@ def rl_step(run: Run, step: int) -> dict:
     """One step of the header's algorithm; returns its log line."""
     args, dist = run.args, run.dist
     t0 = time.time()
+    gather_s = sync_sampler(run)
     idx = step_problems(step, len(run.problems), args.prompts_per_step, args.seed)[dist.rank::dist.world]
     run.model.eval()
     ro = sample_and_score(run.engine, run.tok, [run.problems[i] for i in idx], args,  # steps 1-3
@@ -433,7 +456,8 @@ def rl_step(run: Run, step: int) -> dict:
     run.totals["sample_seconds"] += t1 - t0
     if dist.main:
         log_examples(ro.examples, step, args.out)
-    return step_metrics(step, ro, kept, stats, norm, run.opt.param_groups[0]["lr"], (t0, t1, t2), args)
+    row = step_metrics(step, ro, kept, stats, norm, run.opt.param_groups[0]["lr"], (t0, t1, t2), args)
+    return dict(row, gather_s=round(gather_s, 3)) if args.shard else row
 
 
 def summary(run: Run) -> dict:
@@ -441,6 +465,8 @@ def summary(run: Run) -> dict:
     out = dict(summary=True, reward=args.reward, init=args.init, out=args.out, steps=args.steps,
                train_seconds=round(run.totals["seconds"], 1),
                sample_share=round(run.totals["sample_seconds"] / max(run.totals["seconds"], 1e-9), 3))
+    if peak_memory_gb(run.device) is not None:
+        out["peak_memory_gb"] = peak_memory_gb(run.device)
     if ev:
         out.update(acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], plan_rate_before=ev[0]["plan_rate"],
                    plan_rate_after=ev[-1]["plan_rate"], overconf_before=ev[0]["overconf_err"],
@@ -458,8 +484,7 @@ def main(argv=None):
               f"{dist.world} rank(s)")
 
     def checkpoint(step):
-        if dist.main:
-            save_checkpoint(args.out, run.model, run.tok, train_state(step, run.opt, run.totals, args))
+        save_run(args.out, run.model, run.tok, run.opt, step, run.totals, args, dist)
 
     if start == 0:
         log_greedy_eval(run, 0)

@@ -1,9 +1,10 @@
 """
-Small helpers every script shares: device and dtype choice, seeding, torchrun (DDP) set-up,
-kill-safe checkpoints with training state, which run directories a run may claim and a lock on
-them, strict-JSON logging.
+Small helpers every script shares: device and dtype choice, seeding, torchrun set-up and FSDP2
+sharding (--shard), kill-safe checkpoints with training state (sharded optimiser state under
+--shard), which run directories a run may claim and a lock on them, strict-JSON logging.
 """
 import argparse
+import contextlib
 import json
 import math
 import operator
@@ -241,6 +242,13 @@ def barrier(d: Dist):
         dist.barrier()
 
 
+def all_reduce_max(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return x
+
+
 def close_distributed(d: Dist):
     """Leave the process group together: a rank that tears gloo down while another is still
     writing its summary can abort ("terminate called without an active exception")."""
@@ -248,6 +256,93 @@ def close_distributed(d: Dist):
         import torch.distributed as dist
         dist.barrier()
         dist.destroy_process_group()
+
+
+# -----------------------------------------------------------------------------
+# Sharding (--shard, FSDP2): each decoder block, then the root (embeddings, final norm, head), is split
+# over a 1-D mesh of all ranks, so a rank keeps 1/N of the weights, their gradients and the AdamW
+# state; a block's full weights are gathered for its forward and backward and freed after. Its
+# gradients are averaged over ranks, as under DDP, so the losses are scaled the same way. Every
+# forward is a collective: each rank must run the same number of them (the stages pad with empty
+# micro-batches). With a compute dtype below float32 the gathered weights are cast to it (bf16
+# compute, fp32 master weights and gradient reductions) instead of autocast.
+
+
+def shard_model(model, device: torch.device, compute_dtype: torch.dtype = torch.float32, offload: bool = False):
+    """fully_shard every block, then the root, over all ranks (gloo on CPU, nccl on GPU); with
+    offload the shards and the optimiser state live in CPU memory. Build the optimiser after this."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    kw = dict(mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32),
+              offload_policy=CPUOffloadPolicy() if offload else OffloadPolicy())
+    for block in model.model.layers:
+        fully_shard(block, **kw)
+    return fully_shard(model, **kw)
+
+
+def is_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)
+
+
+def full_params(model):
+    """(name, full tensor) of each parameter, a sharded one gathered from every rank: a collective,
+    so every rank iterates it to the end."""
+    from torch.distributed.tensor import DTensor
+    for name, p in model.named_parameters():
+        if isinstance(p, DTensor):  # (an offloaded shard is gathered on the mesh's device)
+            p = p.to(p.device_mesh.device_type).full_tensor()
+        yield name, p.detach()
+
+
+def gathered_copy(model, keep: bool, device="cpu", dtype=torch.float32):
+    """A plain (unsharded) Transformer with the model's current weights on the ranks where keep is
+    True (None elsewhere); every rank calls it."""
+    from model import Transformer
+    state = {name: t.to(device=device, dtype=dtype) for name, t in full_params(model) if keep}
+    return Transformer.from_state(model.config, state, device, dtype) if keep else None
+
+
+@torch.no_grad()
+def refresh_copy(copy, model) -> float:
+    """Copy the sharded model's current weights into `copy` in place (the engine's CUDA graph reads
+    weights where they are); returns the seconds spent gathering. Every rank calls it."""
+    t0, dst = time.time(), dict(copy.named_parameters())
+    for name, t in full_params(model):
+        dst[name].copy_(t)
+    return time.time() - t0
+
+
+@contextlib.contextmanager
+def no_grad_sync(model):
+    """Backward passes inside only accumulate gradients; the next one outside reduces them over the
+    ranks (DDP's no_sync, FSDP2's set_requires_gradient_sync)."""
+    if not is_sharded(model):
+        with model.no_sync():
+            yield
+        return
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def clip_grads(model, max_norm: float) -> float:
+    """Clip the gradient norm (over every rank's shards when sharded) to max_norm; returns the norm
+    before clipping."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if hasattr(norm, "full_tensor"):  # a DTensor: the shards' partial norms, combined
+        norm = norm.full_tensor()
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm.item()
+
+
+def peak_memory_gb(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
 
 
 # -----------------------------------------------------------------------------
@@ -276,6 +371,7 @@ LOG_FILE = "log.jsonl"
 LOG_FILES = (LOG_FILE, "examples.txt")  # what a run appends to as it goes (ccrl.py --log-examples writes the second)
 RUN_FILE = "run.json"
 PARTIAL = ".partial"
+SHARDS = "optimizer_shards"  # a --shard run's optimiser state: one file per rank (torch.distributed.checkpoint)
 STOPPED = 3  # exit status of a run that saved and stopped before its last step (a signal, or --stop-at)
 OWN_FLAG = {"worked": "base.py", "format": "sft_comt.py", "reward": "ccrl.py"}  # a flag only that script has
 _locks: dict[str, int] = {}  # real path of a claimed --out -> its open descriptor (holds the lock)
@@ -326,6 +422,8 @@ def finish_interrupted_save(out: str):
             path = os.path.join(out, name)
             if name not in (RUN_FILE, PARTIAL) and os.path.isfile(path) and not os.path.islink(path):
                 os.remove(path)
+    if os.path.isdir(os.path.join(out, SHARDS)) and not os.path.islink(os.path.join(out, SHARDS)):
+        shutil.rmtree(os.path.join(out, SHARDS))  # the previous checkpoint's (the partial may bring new ones)
     for name in sorted(names, key=lambda n: n == STATE_FILE):  # train_state.pt last
         os.replace(os.path.join(partial, name), os.path.join(out, name))
     os.rmdir(partial)
@@ -350,8 +448,9 @@ def save_checkpoint(out: str, model, tokenizer, state: dict):
         torch.save(dict(state, log_bytes=sizes), os.path.join(partial, STATE_FILE + ".tmp"))
     except (OSError, RuntimeError) as e:
         for name in os.listdir(partial) if os.path.isdir(partial) else []:
+            path = os.path.join(partial, name)
             if name not in LOG_FILES:
-                os.remove(os.path.join(partial, name))
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         raise SystemExit(f"cannot write a checkpoint in {out} ({why(e)}); the last complete checkpoint there is "
                          f"untouched") from None
     os.replace(os.path.join(partial, STATE_FILE + ".tmp"), os.path.join(partial, STATE_FILE))  # the commit
@@ -573,6 +672,31 @@ def add_run_args(ap, save_every: int):
                     "the runtime flags)")
     ap.add_argument("--stop-at", type=COUNT, default=None, help="save and stop after this step, as if interrupted "
                     f"(exit status {STOPPED}; for time-boxed jobs; --resume continues)")
+    add_shard_args(ap)
+
+
+def add_shard_args(ap):
+    ap.add_argument("--shard", action="store_true", help="FSDP2 under torchrun: shard weights, gradients and optimiser "
+                    "state over the ranks (for students one GPU cannot hold; DDP otherwise)")
+    ap.add_argument("--grad-checkpoint", action="store_true", help="recompute each block's activations in the "
+                    "backward pass instead of keeping them (less memory, ~1/3 more compute)")
+    ap.add_argument("--offload", action="store_true", help="with --shard: keep the shards and the optimiser state "
+                    "in CPU memory (a 7-8B student on one GPU; slow)")
+
+
+def set_up_shard(args, model, device: torch.device):
+    """Apply --grad-checkpoint and --shard to a freshly loaded model (before its optimiser is built);
+    returns the compute dtype (autocast's without --shard)."""
+    model.grad_checkpoint = args.grad_checkpoint
+    compute = pick_dtype(args.dtype, device)
+    if args.offload and not args.shard:
+        raise SystemExit("--offload shards to CPU memory: it needs --shard")
+    if args.shard:
+        if "RANK" not in os.environ:
+            raise SystemExit(f"--shard runs under torchrun, e.g. torchrun --nproc_per_node 2 {args._script} "
+                             f"--shard ... (--nproc_per_node 1 with --offload for one GPU)")
+        shard_model(model, device, compute, args.offload)
+    return compute
 
 
 # flags that may differ from the checkpoint's on --resume: where the run is and how it is run, and
@@ -608,7 +732,8 @@ def resume_run(args, d: Dist) -> tuple:
                          + ". Leave them out to continue the run as it was, or start a new run in another --out. "
                          "Flags that may change on resume: " + ", ".join(map(flag, RESUMABLE)))
     kept = {k: getattr(args, k) for k in given & set(RESUMABLE)}
-    merged = {**saved, **kept, "out": args.out, "resume": True, "stop_at": args.stop_at, "device": args.device}
+    merged = {**saved_args(args), **saved, **kept,  # (flags newer than the checkpoint: their defaults)
+              "out": args.out, "resume": True, "stop_at": args.stop_at, "device": args.device}
     resumed = type(args)(**merged)
     resumed._script = args._script
     return resumed, state
@@ -629,13 +754,46 @@ def begin_run(args, script: str) -> tuple:
 
 
 def train_state(step: int, opt, totals: dict, args) -> dict:
-    return dict(step=step, optimizer=opt.state_dict(), totals=totals, args=saved_args(args), script=args._script,
-                checks=getattr(args, "_checks", {}), rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
+    """What train_state.pt holds; opt None: the optimiser state is saved apart, sharded (save_run)."""
+    return dict(step=step, optimizer=opt.state_dict() if opt is not None else None, totals=totals,
+                args=saved_args(args), script=args._script, checks=getattr(args, "_checks", {}),
+                rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
 
 
-def restore_train_state(state: dict, opt) -> tuple[int, dict]:
-    """Load optimiser and RNG state; returns (next step, totals)."""
-    opt.load_state_dict(state["optimizer"])
+def save_run(out: str, model, tok, opt, step: int, totals: dict, args, d: Dist):
+    """Checkpoint a training stage; every rank calls it. Unsharded, rank 0 writes the model and the
+    whole training state. Sharded, the full weights are gathered to rank 0 (float32, on the CPU) and
+    written as the same Hugging Face directory, while each rank writes its shard of the optimiser
+    state into the staged save (OUT/.partial/optimizer_shards); rank 0 then commits as always."""
+    if not is_sharded(model):
+        if d.main:
+            save_checkpoint(out, model, tok, train_state(step, opt, totals, args))
+        return
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    full = gathered_copy(model, keep=d.main)
+    if d.main:
+        shutil.rmtree(os.path.join(out, PARTIAL, SHARDS), ignore_errors=True)  # a failed save's
+    barrier(d)
+    dcp.save(get_optimizer_state_dict(model, opt), checkpoint_id=os.path.join(out, PARTIAL, SHARDS))
+    barrier(d)
+    if d.main:
+        save_checkpoint(out, full, tok, dict(train_state(step, None, totals, args), shards=d.world))
+    barrier(d)
+
+
+def restore_train_state(state: dict, opt, model=None, out: str | None = None) -> tuple[int, dict]:
+    """Load optimiser and RNG state (a sharded optimiser state from OUT/optimizer_shards, on any
+    number of ranks); returns (next step, totals)."""
+    sharded = state.get("optimizer") is None  # --shard is taken from the checkpoint: model is sharded too
+    if sharded:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+        osd = get_optimizer_state_dict(model, opt)
+        dcp.load(osd, checkpoint_id=os.path.join(out, SHARDS))
+        set_optimizer_state_dict(model, opt, osd)
+    else:
+        opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     return state["step"], state["totals"]
@@ -657,8 +815,9 @@ def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save):
 
 
 def autocast_for(args, device: torch.device):
+    """Autocast to --dtype; off under --shard, where FSDP2 casts the gathered weights instead."""
     amp = pick_dtype(args.dtype, device)
-    return torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32)
+    return torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32 and not getattr(args, "shard", False))
 
 
 class StopRequest:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 SUPPORTED_TYPES = ("llama", "qwen2", "qwen3")
 SUPPORTED_ROPE = ("default", "linear", "llama3")
@@ -315,6 +316,7 @@ class Transformer(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.grad_checkpoint = False  # --grad-checkpoint: keep only block inputs for backward
 
     def init_weights(self, std: float = 0.02):
         """Random init (normal(0, std) matrices, zero biases, unit norms), as for a fresh model."""
@@ -355,7 +357,10 @@ class Transformer(nn.Module):
         else:
             mask = None  # no padding: causal
         for block in self.model.layers:
-            x = block(x, cos, sin, mask, cache, cache_pos)
+            if self.grad_checkpoint and self.training and torch.is_grad_enabled():  # recompute in backward
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, cache, cache_pos, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, mask, cache, cache_pos)
         x = self.model.norm(x)
         if logits_mask is not None:
             x = x[logits_mask]  # (N,C)
@@ -371,15 +376,21 @@ class Transformer(nn.Module):
             raise FileNotFoundError(f"{path}: no config.json (expected a Hugging Face model directory)")
         with open(cfg_path) as f:
             cfg = ModelConfig.from_hf_dict(json.load(f))
+        return cls.from_state(cfg, read_safetensors(path), device, dtype, where=path)
+
+    @classmethod
+    def from_state(cls, cfg: ModelConfig, state: dict, device="cpu", dtype=torch.float32,
+                   where: str = "state") -> "Transformer":
+        """A model of `cfg` holding the tensors of `state` (its state_dict's names)."""
         with torch.device("meta"):
             model = cls(cfg)
-        state = read_safetensors(path)
+        state = dict(state)
         if cfg.tie_word_embeddings:
             state.pop("lm_head.weight", None)
         expected = {k for k in model.state_dict() if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
         missing, extra = expected - state.keys(), state.keys() - expected
         if missing or extra:
-            raise ValueError(f"{path}: weights do not match the config; missing {sorted(missing)[:5]}, "
+            raise ValueError(f"{where}: weights do not match the config; missing {sorted(missing)[:5]}, "
                              f"unexpected {sorted(extra)[:5]}")
         state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
         model.load_state_dict(state, strict=False, assign=True)

@@ -7,6 +7,7 @@ solutions (CoT-SFT, the paper's baseline) with --format cot.
     python sft_comt.py --show-mask                       # print one example, supervised tokens marked
     python sft_comt.py --resume                          # continue runs/sft_comt from its checkpoint
     torchrun --nproc_per_node 2 sft_comt.py              # DDP: gloo on CPU, nccl on GPU
+    torchrun --nproc_per_node 8 sft_comt.py --shard ...  # FSDP2: a student one GPU cannot hold
     python sft_comt.py --model DIR --data gsm8k:train --targets plans.jsonl --out runs/gsm8k_comt
 
 Algorithm
@@ -31,11 +32,17 @@ Algorithm
     global batches of similar lengths (length bucketing; the pad share is logged). A model with a
     chat template gets the question as the user turn and the target as the assistant turn.
 
+Ranks: under torchrun each rank takes every N-th row of the global batch. DDP keeps the whole model
+and optimiser on each; --shard (FSDP2, common.py "Sharding") splits weights, gradients and AdamW
+state over the ranks and gathers each block's weights for its forward and backward, with the same
+loss and clipping as one process (bf16 compute over fp32 master weights on GPU).
+
 Checkpoints: `--out` is a Hugging Face directory (config.json, model.safetensors, tokenizer) plus
-train_state.pt (optimiser, step, RNG, arguments), replaced every --save-every steps and at the end
-in a way no kill can break (common.save_checkpoint). Ctrl-C/SIGTERM saves before exiting; a
-non-finite loss stops the run without touching the last checkpoint; --resume continues it exactly
-(the data position is a function of the step).
+train_state.pt (optimiser, step, RNG, arguments; under --shard the optimiser is saved per rank in
+optimizer_shards/ and the full weights are gathered to rank 0), replaced every --save-every steps
+and at the end in a way no kill can break (common.save_checkpoint). Ctrl-C/SIGTERM saves before
+exiting; a non-finite loss stops the run without touching the last checkpoint; --resume continues
+it exactly (the data position is a function of the step).
 
 Deviations from the paper: the paper fine-tunes 4-8B models on teacher-written (LLaMA-3.1-70B)
 meta-thoughts for GSM8K/SVAMP; the default here uses the exact plans of the synthetic world's
@@ -58,10 +65,11 @@ import torch
 from tqdm import tqdm
 
 from base import encode_doc, taboo_words, worked_doc
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_sum, autocast_for,
-                    check_checkpoint, close_distributed, cosine_lr, fingerprint, fitting, begin_run, load_model,
-                    log_json, length_groups, mark_given, number, pad_id, pad_rows, restore_train_state,
-                    save_checkpoint, save_or_stop, seed_everything, start_log, target_logprobs, train_state)
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_max,
+                    all_reduce_sum, autocast_for, check_checkpoint, clip_grads, close_distributed, cosine_lr,
+                    fingerprint, fitting, begin_run, gathered_copy, load_model, log_json, length_groups, mark_given,
+                    no_grad_sync, number, pad_id, pad_rows, peak_memory_gb, restore_train_state, save_or_stop,
+                    save_run, seed_everything, set_up_shard, start_log, target_logprobs)
 from engine import Engine, complete
 from rewards import answer_correct, has_plan
 from show import visible
@@ -194,13 +202,13 @@ def train_step(model, opt, micro: list[SFTBatch], n_sup: int, world: int, grad_c
     loss_sum = torch.zeros((), device=micro[0].ids.device)
     for k, b in enumerate(micro):
         last = k == len(micro) - 1
-        with (contextlib.nullcontext() if last or world == 1 else model.no_sync()):
+        with (contextlib.nullcontext() if last or world == 1 else no_grad_sync(model)):
             with autocast:
                 s = micro_loss_sum(model, b)
-            (s * world / n_sup).backward()  # DDP averages gradients over ranks: undo it
+            (s * world / n_sup).backward()  # DDP and FSDP2 average gradients over ranks: undo it
         loss_sum += s.detach()
     loss = all_reduce_sum(loss_sum, Dist(world=world)).item() / n_sup
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
+    norm = clip_grads(model, grad_clip)
     if not (math.isfinite(loss) and math.isfinite(norm)):
         opt.zero_grad(set_to_none=True)
         return loss, norm
@@ -294,6 +302,9 @@ def sft_step(step: int, ddp, opt, examples: list, lengths: tuple, tok, args, dis
     mine = rows[dist.rank::dist.world]
     micro = [collate([mine[i] for i in g], pad_id(tok)).to(device)
              for g in length_groups([len(ids) for ids, _ in mine], args.micro_batch)]
+    if args.shard:  # every rank runs as many forwards: pad with micro-batches that supervise nothing
+        most = int(all_reduce_max(torch.tensor(len(micro)), dist).item())
+        micro += [collate([([pad_id(tok)] * 2, [False] * 2)], pad_id(tok)).to(device)] * (most - len(micro))
     for g in opt.param_groups:
         g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
     loss, norm = train_step(ddp, opt, micro, n_sup, dist.world, args.grad_clip, autocast)
@@ -306,7 +317,7 @@ def sft_step(step: int, ddp, opt, examples: list, lengths: tuple, tok, args, dis
     totals["sup_tokens"] += sft_sup  # the SFT data's own; replay is counted apart
     totals["replay_sup_tokens"] += n_sup - sft_sup
     totals["tokens"] += real
-    totals["pad_tokens"] += sum(b.ids.numel() for b in micro) * dist.world - real  # (ranks' widths alike)
+    totals["pad_tokens"] += sum(b.ids.numel() for b in micro if b.sup.any()) * dist.world - real  # (ranks alike)
     totals["seconds"] += dt
     return dict(step=step, loss=round(loss, 4), lr=opt.param_groups[0]["lr"], grad_norm=round(norm, 3),
                 sup_tokens=n_sup, tokens_per_s=round(real / dt), pad_share=round(pad_share(totals), 3))
@@ -316,14 +327,15 @@ def pad_share(totals: dict) -> float:
     return totals["pad_tokens"] / max(totals["pad_tokens"] + totals["tokens"], 1)
 
 
-def summary(args, totals: dict, n_examples: int, loss: float) -> dict:
+def summary(args, totals: dict, n_examples: int, loss: float, device) -> dict:
     sft_rows = args.batch - round(args.replay * args.batch)
-    return dict(summary=True, format=args.format, out=args.out, steps=args.steps, examples=n_examples,
-                sup_tokens=totals["sup_tokens"], sup_tokens_per_example=round(
-                    totals["sup_tokens"] / (args.steps * sft_rows), 1),
-                replay=args.replay, replay_sup_tokens=totals["replay_sup_tokens"],
-                pad_share=round(pad_share(totals), 3), train_seconds=round(totals["seconds"], 1),
-                tokens_per_s=round(totals["tokens"] / max(totals["seconds"], 1e-9)), final_loss=loss)
+    out = dict(summary=True, format=args.format, out=args.out, steps=args.steps, examples=n_examples,
+               sup_tokens=totals["sup_tokens"], sup_tokens_per_example=round(
+                   totals["sup_tokens"] / (args.steps * sft_rows), 1),
+               replay=args.replay, replay_sup_tokens=totals["replay_sup_tokens"],
+               pad_share=round(pad_share(totals), 3), train_seconds=round(totals["seconds"], 1),
+               tokens_per_s=round(totals["tokens"] / max(totals["seconds"], 1e-9)), final_loss=loss)
+    return out if peak_memory_gb(device) is None else dict(out, peak_memory_gb=peak_memory_gb(device))
 
 
 def main(argv=None):
@@ -340,12 +352,13 @@ def main(argv=None):
         return
     lengths = tuple(len(ids) for ids, _ in examples)
     autocast = autocast_for(args, device)
+    set_up_shard(args, model, device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     start, totals = 0, dict(sup_tokens=0, replay_sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
     if state:
-        start, totals = restore_train_state(state, opt)
+        start, totals = restore_train_state(state, opt, model, args.out)
     ddp = model
-    if dist.world > 1:
+    if dist.world > 1 and not args.shard:
         ddp = torch.nn.parallel.DistributedDataParallel(model,
                                                         device_ids=[device.index] if device.type == "cuda" else None)
     if dist.main:
@@ -355,8 +368,7 @@ def main(argv=None):
     log_path = start_log(args, state, dist, dict(data=fingerprint(examples)))
 
     def checkpoint(step):
-        if dist.main:
-            save_checkpoint(args.out, model, tok, train_state(step, opt, totals, args))
+        save_run(args.out, model, tok, opt, step, totals, args, dist)
 
     stop = StopRequest()
     model.train()
@@ -371,9 +383,12 @@ def main(argv=None):
             log_json(row, log_path)
         save_or_stop(done, args, stop, dist, device, checkpoint)
     bar.close()
+    evaluate = args.eval_n and args.data in RECIPES
+    if evaluate and args.shard:  # the quick check decodes on rank 0 from the gathered weights
+        model = gathered_copy(model, dist.main, device)
     if dist.main:
-        out = summary(args, totals, len(examples), row["loss"])
-        if args.eval_n and args.data in RECIPES:
+        out = summary(args, totals, len(examples), row["loss"], device)
+        if evaluate:
             model.eval()
             res = quick_eval(model, tok, args)
             print("example (test problem, greedy):\n" + visible(res.pop("example").strip()))
