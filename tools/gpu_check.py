@@ -68,10 +68,10 @@ def main():
     rl = stage("ccrl.py", ["--init", os.path.join(a.dir, "sft"), "--out", os.path.join(a.dir, "ccrl"), "--steps", "3",
                            "--prompts-per-step", "8", "--group-size", "8", "--max-new-tokens", "128", "--eval-n", "0",
                            "--micro-batch", "16"])
-    print(f"| {n / 1e9:.2f}B parameters, FSDP2 on 1 rank | peak GiB | tokens/s | sampling share | gather s/step |")
+    print(f"| {n / 1e6:,.0f}M parameters, FSDP2 on 1 rank | peak GiB | tokens/s | sampling share | gather s/step |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| SFT (6 steps x 16 rows) | {sft.get('peak_memory_gb')} | {sft['tokens_per_s']} | - | - |")
-    print(f"| CCRL (3 steps x 8 x 8 samples) | {rl.get('peak_memory_gb')} | {rl['step_tokens_per_s']:.0f} | "
+    print(f"| SFT (6 steps x 16 rows) | {sft.get('peak_memory_gb', '-')} | {sft['tokens_per_s']} | - | - |")
+    print(f"| CCRL (3 steps x 8 x 8 samples) | {rl.get('peak_memory_gb', '-')} | {rl['step_tokens_per_s']:.0f} | "
           f"{rl['sample_share']} | {rl['gather_s']:.3f} |")
 
 
