@@ -55,8 +55,7 @@ def arm_kill(monkeypatch, at_step: int, op: int | None) -> list:
             return fn(*a, **k)
         return op_
 
-    monkeypatch.setattr(common, "save_checkpoint", save)
-    monkeypatch.setattr(sft_comt, "save_checkpoint", save)
+    monkeypatch.setattr(common, "save_checkpoint", save)  # what the stages' save_run calls
     for mod, name in ((os, "replace"), (os, "rmdir"), (shutil, "rmtree")):
         monkeypatch.setattr(mod, name, wrap(f"{mod.__name__}.{name}", getattr(mod, name)))
     monkeypatch.setattr(torch, "save", wrap("torch.save", torch.save, torn=True))

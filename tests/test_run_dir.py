@@ -109,7 +109,7 @@ def test_a_new_run_keeps_the_finished_one_whole_until_its_first_checkpoint(model
     def die(*a, **k):
         raise Killed
     with monkeypatch.context() as m:  # killed after two logged steps, before its first checkpoint
-        m.setattr(sft_comt, "save_checkpoint", die)
+        m.setattr(common, "save_checkpoint", die)
         with pytest.raises(Killed):
             sft_comt.main(["--model", model_dir, "--out", out, *SFT, "--seed", "1"])
     assert {k: v for k, v in tree_digest(out).items() if not k.startswith(common.PARTIAL)} == before
