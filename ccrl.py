@@ -53,10 +53,10 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_max,
-                    all_reduce_sum, autocast_for, check_checkpoint, clip_grads, close_distributed, cosine_lr, begin_run,
-                    fingerprint, gathered_copy, length_groups, load_model, log_json, mark_given, number, pad_id,
-                    pad_rows, peak_memory_gb, refresh_copy, restore_train_state, RunLog, save_or_stop, save_run,
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_sum,
+                    as_many_as_any_rank, autocast_for, check_checkpoint, clip_grads, close_distributed, cosine_lr,
+                    begin_run, fingerprint, gathered_copy, length_groups, load_model, log_json, mark_given, number,
+                    pad_id, pad_rows, peak_memory, refresh_copy, restore_train_state, RunLog, save_or_stop, save_run,
                     seed_everything, set_up_shard, shard_model, start_log, target_logprobs)
 from engine import Engine, stop_ids
 from rewards import group_advantages, judge, mixed_groups, step_stats, token_char_ends
@@ -325,10 +325,9 @@ def policy_update(run: "Run", ro: Rollout, kept: Kept, step: int) -> tuple[dict,
     batches = make_batches([ro.seqs[r] for r in kept.rows], [ro.prompt_lens[r] for r in kept.rows], kept.adv,
                            args.loss_agg, args.max_new_tokens, args.micro_batch, run.pad, kept.totals)
     batches = [b.to(run.device) for b in batches]
-    if args.shard:  # every rank runs as many forwards: pad with batches of weight 0
-        most = int(all_reduce_max(torch.tensor(len(batches)), run.dist).item())
+    if args.shard:  # padded with batches of weight 0
         empty = RolloutBatch(torch.full((1, 2), run.pad), torch.tensor([[False, True]]), torch.zeros(1), torch.zeros(1))
-        batches += [empty.to(run.device)] * (most - len(batches))
+        batches = as_many_as_any_rank(batches, empty.to(run.device), run.dist)
     if args.ppo_epochs > 1:
         with torch.no_grad(), run.autocast:
             for b in batches:
@@ -426,9 +425,10 @@ def sync_sampler(run: Run) -> float:
 
 def log_greedy_eval(run: Run, step: int):
     """Greedy accuracy and step calibration on the test slice, logged and kept for the summary."""
-    if run.test:
-        sync_sampler(run)
-    if run.dist.main and run.test:
+    if not run.test:
+        return
+    sync_sampler(run)  # (every rank)
+    if run.dist.main:
         run.model.eval()
         res = greedy_eval(run.engine, run.tok, run.test, run.args)
         res = dict(eval=True, step=step, **{k: round(v, 4) for k, v in res.items()})
@@ -465,8 +465,7 @@ def summary(run: Run) -> dict:
     out = dict(summary=True, reward=args.reward, init=args.init, out=args.out, steps=args.steps,
                train_seconds=round(run.totals["seconds"], 1),
                sample_share=round(run.totals["sample_seconds"] / max(run.totals["seconds"], 1e-9), 3))
-    if peak_memory_gb(run.device) is not None:
-        out["peak_memory_gb"] = peak_memory_gb(run.device)
+    out.update(peak_memory(run.device))
     if ev:
         out.update(acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], plan_rate_before=ev[0]["plan_rate"],
                    plan_rate_after=ev[-1]["plan_rate"], overconf_before=ev[0]["overconf_err"],

@@ -242,11 +242,14 @@ def barrier(d: Dist):
         dist.barrier()
 
 
-def all_reduce_max(x: torch.Tensor, d: Dist) -> torch.Tensor:
+def as_many_as_any_rank(items: list, filler, d: Dist) -> list:
+    """items padded with filler to the longest list any rank holds (FSDP2: every forward is a
+    collective, so each rank must run as many)."""
+    most = torch.tensor(len(items))
     if d.world > 1:
         import torch.distributed as dist
-        dist.all_reduce(x, op=dist.ReduceOp.MAX)
-    return x
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    return items + [filler] * (int(most) - len(items))
 
 
 def close_distributed(d: Dist):
@@ -341,8 +344,10 @@ def clip_grads(model, max_norm: float) -> float:
     return norm.item()
 
 
-def peak_memory_gb(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+def peak_memory(device: torch.device) -> dict:
+    """{peak_memory_gb: ...} on a GPU, for a summary line; nothing elsewhere."""
+    return dict(peak_memory_gb=round(torch.cuda.max_memory_allocated(device) / 2**30, 2)) if device.type == "cuda" \
+        else {}
 
 
 # -----------------------------------------------------------------------------
@@ -672,10 +677,6 @@ def add_run_args(ap, save_every: int):
                     "the runtime flags)")
     ap.add_argument("--stop-at", type=COUNT, default=None, help="save and stop after this step, as if interrupted "
                     f"(exit status {STOPPED}; for time-boxed jobs; --resume continues)")
-    add_shard_args(ap)
-
-
-def add_shard_args(ap):
     ap.add_argument("--shard", action="store_true", help="FSDP2 under torchrun: shard weights, gradients and optimiser "
                     "state over the ranks (for students one GPU cannot hold; DDP otherwise)")
     ap.add_argument("--grad-checkpoint", action="store_true", help="recompute each block's activations in the "
@@ -817,7 +818,7 @@ def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save):
 def autocast_for(args, device: torch.device):
     """Autocast to --dtype; off under --shard, where FSDP2 casts the gathered weights instead."""
     amp = pick_dtype(args.dtype, device)
-    return torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32 and not getattr(args, "shard", False))
+    return torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32 and not args.shard)
 
 
 class StopRequest:

@@ -65,10 +65,10 @@ import torch
 from tqdm import tqdm
 
 from base import encode_doc, taboo_words, worked_doc
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_max,
-                    all_reduce_sum, autocast_for, check_checkpoint, clip_grads, close_distributed, cosine_lr,
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_sum,
+                    as_many_as_any_rank, autocast_for, check_checkpoint, clip_grads, close_distributed, cosine_lr,
                     fingerprint, fitting, begin_run, gathered_copy, load_model, log_json, length_groups, mark_given,
-                    no_grad_sync, number, pad_id, pad_rows, peak_memory_gb, restore_train_state, save_or_stop,
+                    no_grad_sync, number, pad_id, pad_rows, peak_memory, restore_train_state, save_or_stop,
                     save_run, seed_everything, set_up_shard, start_log, target_logprobs)
 from engine import Engine, complete
 from rewards import answer_correct, has_plan
@@ -302,9 +302,8 @@ def sft_step(step: int, ddp, opt, examples: list, lengths: tuple, tok, args, dis
     mine = rows[dist.rank::dist.world]
     micro = [collate([mine[i] for i in g], pad_id(tok)).to(device)
              for g in length_groups([len(ids) for ids, _ in mine], args.micro_batch)]
-    if args.shard:  # every rank runs as many forwards: pad with micro-batches that supervise nothing
-        most = int(all_reduce_max(torch.tensor(len(micro)), dist).item())
-        micro += [collate([([pad_id(tok)] * 2, [False] * 2)], pad_id(tok)).to(device)] * (most - len(micro))
+    if args.shard:  # padded with micro-batches that supervise nothing
+        micro = as_many_as_any_rank(micro, collate([([pad_id(tok)] * 2, [False] * 2)], pad_id(tok)).to(device), dist)
     for g in opt.param_groups:
         g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
     loss, norm = train_step(ddp, opt, micro, n_sup, dist.world, args.grad_clip, autocast)
@@ -335,7 +334,7 @@ def summary(args, totals: dict, n_examples: int, loss: float, device) -> dict:
                replay=args.replay, replay_sup_tokens=totals["replay_sup_tokens"],
                pad_share=round(pad_share(totals), 3), train_seconds=round(totals["seconds"], 1),
                tokens_per_s=round(totals["tokens"] / max(totals["seconds"], 1e-9)), final_loss=loss)
-    return out if peak_memory_gb(device) is None else dict(out, peak_memory_gb=peak_memory_gb(device))
+    return dict(out, **peak_memory(device))
 
 
 def main(argv=None):
