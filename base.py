@@ -73,10 +73,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, STATE_FILE, STOPPED, Dist, StopRequest,
-                    check_checkpoint, cosine_lr, load_model, log_json, mark_given, pad_id, restore_train_state,
-                    resume_run, save_checkpoint, save_or_stop, saved_args, seed_everything, start_log, train_state,
-                    write_json)
+from common import (check_checkpoint, COUNT, load_model, log_json, NONNEG, NONNEG_INT, pad_id, POSITIVE,
+                    seed_everything, SHARE, write_json)
+from training import cosine_lr, Dist
+from lifecycle import (mark_given, restore_train_state, resume_run, save_checkpoint, save_or_stop, saved_args,
+                       start_log, STATE_FILE, STOPPED, StopRequest, train_state)
 from engine import Engine, complete
 from model import ModelConfig, Transformer
 from rewards import answer_correct

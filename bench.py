@@ -34,7 +34,8 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from common import COUNT, Timer, length_groups, pick_device, pick_dtype, seed_everything
+from common import COUNT, pick_device, pick_dtype, seed_everything, Timer
+from training import length_groups
 from engine import Engine
 from model import ModelConfig, Transformer
 

@@ -46,18 +46,19 @@ import argparse
 import copy
 import functools
 import math
-import os
 import time
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, Dist, StopRequest, add_run_args, all_reduce_sum,
-                    as_many_as_any_rank, autocast_for, check_checkpoint, clip_grads, close_distributed, cosine_lr,
-                    begin_run, fingerprint, gathered_copy, length_groups, load_model, log_json, mark_given, number,
-                    pad_id, pad_rows, peak_memory, refresh_copy, restore_train_state, RunLog, save_or_stop, save_run,
-                    seed_everything, set_up_shard, shard_model, start_log, target_logprobs)
+from common import (check_checkpoint, COUNT, load_model, log_json, NONNEG, NONNEG_INT, number, pad_id, POSITIVE,
+                    seed_everything, SHARE)
+from training import (all_reduce_sum, as_many_as_any_rank, autocast_for, clip_grads, close_distributed, cosine_lr,
+                      Dist, gathered_copy, length_groups, pad_rows, peak_memory, refresh_copy, set_up_shard,
+                      shard_model, target_logprobs)
+from lifecycle import (add_run_args, begin_run, fingerprint, mark_given, restore_train_state, RunLog, save_or_stop,
+                       save_run, start_log, StopRequest)
 from engine import Engine, stop_ids
 from rewards import group_advantages, judge, mixed_groups, step_stats, token_char_ends
 from show import example, render_text, visible
@@ -128,7 +129,7 @@ class RolloutBatch:
 
 def make_batches(seqs, prompt_lens, adv, agg: str, max_new: int, micro: int, pad: int,
                  totals: tuple) -> list[RolloutBatch]:
-    """Micro-batches of the kept samples, rows of similar length together (common.length_groups);
+    """Micro-batches of the kept samples, rows of similar length together (training.length_groups);
     totals = (all completion tokens, all sequences) of the step over every rank, for the
     loss-aggregation weights (the loss is a weighted sum, so the grouping does not change the update)."""
     n_tok, n_seq = totals

@@ -414,7 +414,7 @@ def complete(engine: Engine, tok, prompts: list[list[int]], max_new_tokens: int,
 
 
 def main():
-    from common import COUNT, NONNEG, check_checkpoint, load_model, number, pad_id, pick_device, pick_dtype
+    from common import check_checkpoint, COUNT, load_model, NONNEG, number, pad_id, pick_device, pick_dtype
 
     ap = argparse.ArgumentParser(description="Sample a completion from a Hugging Face model directory.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)

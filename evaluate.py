@@ -54,7 +54,7 @@ import time
 
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pad_id, pick_device,
+from common import (check_checkpoint, COUNT, load_model, log_json, NONNEG_INT, pad_id, pick_device, POSITIVE, SHARE,
                     write_json)
 from engine import Engine, stop_ids
 from rewards import Judgement, answer_correct, judge, step_stats, token_char_ends

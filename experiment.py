@@ -42,7 +42,8 @@ import subprocess
 import sys
 import time
 
-from common import COUNT, STOPPED, lock_out, write_json
+from common import COUNT, write_json
+from lifecycle import lock_out, STOPPED
 
 ARMS = {  # arm: (script, its flags, the arm it starts from); the first four are the paper's comparison
     "cot_sft": ("sft_comt.py", ["--format", "cot"], None),

@@ -33,14 +33,14 @@ Algorithm
     chat template gets the question as the user turn and the target as the assistant turn.
 
 Ranks: under torchrun each rank takes every N-th row of the global batch. DDP keeps the whole model
-and optimiser on each; --shard (FSDP2, common.py "Sharding") splits weights, gradients and AdamW
+and optimiser on each; --shard (FSDP2, training.py "Sharding") splits weights, gradients and AdamW
 state over the ranks and gathers each block's weights for its forward and backward, with the same
 loss and clipping as one process (bf16 compute over fp32 master weights on GPU).
 
 Checkpoints: `--out` is a Hugging Face directory (config.json, model.safetensors, tokenizer) plus
 train_state.pt (optimiser, step, RNG, arguments; under --shard the optimiser is saved per rank in
 optimizer_shards/ and the full weights are gathered to rank 0), replaced every --save-every steps
-and at the end in a way no kill can break (common.save_checkpoint). Ctrl-C/SIGTERM saves before
+and at the end in a way no kill can break (lifecycle.save_checkpoint). Ctrl-C/SIGTERM saves before
 exiting; a non-finite loss stops the run without touching the last checkpoint; --resume continues
 it exactly (the data position is a function of the step).
 
@@ -65,11 +65,14 @@ import torch
 from tqdm import tqdm
 
 from base import encode_doc, taboo_words, worked_doc
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, Dist, StopRequest, add_run_args, all_reduce_sum,
-                    as_many_as_any_rank, autocast_for, check_checkpoint, clip_grads, close_distributed, cosine_lr,
-                    fingerprint, fitting, begin_run, gathered_copy, load_model, log_json, length_groups, mark_given,
-                    no_grad_sync, number, pad_id, pad_rows, peak_memory, restore_train_state, save_or_stop,
-                    save_run, seed_everything, set_up_shard, start_log, target_logprobs)
+from common import (check_checkpoint, COUNT, load_model, log_json, NONNEG, NONNEG_INT, number, pad_id, POSITIVE,
+                    seed_everything)
+from training import (all_reduce_sum, as_many_as_any_rank, autocast_for, clip_grads, close_distributed, cosine_lr,
+                      Dist, gathered_copy, length_groups, no_grad_sync, pad_rows, peak_memory, set_up_shard,
+                      target_logprobs)
+from lifecycle import (add_run_args, begin_run, fingerprint, mark_given, restore_train_state, save_or_stop, save_run,
+                       start_log, StopRequest)
+from tasks import fitting
 from engine import Engine, complete
 from rewards import answer_correct, has_plan
 from show import visible

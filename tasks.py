@@ -63,10 +63,10 @@ import json
 import os
 import random
 import re
+import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from common import fitting
 from rewards import exact_number, number_text
 
 # -----------------------------------------------------------------------------
@@ -109,6 +109,18 @@ def encode_prompt(tok, p: Problem) -> list[int]:
                                        add_generation_prompt=True)
         return tok(text, add_special_tokens=False)["input_ids"]
     return tok(prompt_text(p))["input_ids"]
+
+
+def fitting(items: list, lengths: list[int], limit: int, what: str) -> list:
+    """The items whose token length is at most `limit` (the model's context); the others are skipped
+    with a count on stderr. None left is an error."""
+    keep = [x for x, n in zip(items, lengths) if n <= limit]
+    if len(keep) < len(items):
+        print(f"skipped {len(items) - len(keep)} of {len(items)} {what}: longer than the {limit} tokens the model "
+              f"reads", file=sys.stderr, flush=True)
+    if not keep:
+        raise SystemExit(f"none of the {len(items)} {what} fits in the model's {limit} tokens")
+    return keep
 
 
 def prompts_that_fit(tok, problems: list[Problem], max_new_tokens: int, context: int, what: str) -> list[Problem]:

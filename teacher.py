@@ -37,7 +37,7 @@ import re
 import time
 from collections import Counter
 
-from common import COUNT, NONNEG, check_checkpoint, load_model, log_json, number, pad_id, pick_device
+from common import check_checkpoint, COUNT, load_model, log_json, NONNEG, number, pad_id, pick_device
 from tasks import ANNOTATION, clean_solution, problems_for_cli
 
 TEACHER_PROMPT = (

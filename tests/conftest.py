@@ -119,7 +119,7 @@ def model_dir(tmp_path_factory, tok):
 
 def stopped(main, argv: list):
     """Run a stage's main(argv) that should save and stop before its last step: exit status STOPPED."""
-    from common import STOPPED
+    from lifecycle import STOPPED
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == STOPPED, e.value.code
@@ -129,7 +129,7 @@ def stopped(main, argv: list):
 def locked_by_another_process(out: str):
     """Hold the run lock on `out` from a second process for the duration of the block."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    holder = subprocess.Popen([sys.executable, "-c", "import common, sys; common.lock_out(sys.argv[1]); "
+    holder = subprocess.Popen([sys.executable, "-c", "import lifecycle, sys; lifecycle.lock_out(sys.argv[1]); "
                                "print('locked', flush=True); sys.stdin.read()", out],
                               cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

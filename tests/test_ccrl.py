@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ccrl import kl_estimate, make_batches, policy_loss, token_logprobs
-from common import STOPPED, fingerprint, load_model
+from common import load_model
+from lifecycle import fingerprint, STOPPED
 from conftest import tiny_model
 
 ROOT = __file__.rsplit("/tests/", 1)[0]

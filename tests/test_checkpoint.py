@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
-import common
+import lifecycle
 import sft_comt
 from conftest import locked_by_another_process, stopped
 from model import Transformer
@@ -34,7 +34,7 @@ def arm_kill(monkeypatch, at_step: int, op: int | None) -> list:
     """Count the file operations of the save at `at_step`; with op = k, die before the k-th of them
     (a torch.save dies halfway through its file). Returns the list of operations seen."""
     seen, armed = [], []
-    real_save = common.save_checkpoint
+    real_save = lifecycle.save_checkpoint
 
     def save(out, model, tok, state):
         armed.append(state["step"] == at_step)
@@ -55,7 +55,7 @@ def arm_kill(monkeypatch, at_step: int, op: int | None) -> list:
             return fn(*a, **k)
         return op_
 
-    monkeypatch.setattr(common, "save_checkpoint", save)  # what the stages' save_run calls
+    monkeypatch.setattr(lifecycle, "save_checkpoint", save)  # what the stages' save_run calls
     for mod, name in ((os, "replace"), (os, "rmdir"), (shutil, "rmtree")):
         monkeypatch.setattr(mod, name, wrap(f"{mod.__name__}.{name}", getattr(mod, name)))
     monkeypatch.setattr(torch, "save", wrap("torch.save", torch.save, torn=True))
@@ -83,13 +83,13 @@ def test_a_kill_at_any_point_of_a_save_resumes_to_the_uninterrupted_run(model_di
             arm_kill(m, 4, k)
             with pytest.raises(Killed):
                 sft_comt.main(["--out", case, "--resume", "--stop-at", "4"])
-        state = torch.load(os.path.join(case, common.STATE_FILE), weights_only=True) \
-            if os.path.isfile(os.path.join(case, common.STATE_FILE)) else None
+        state = torch.load(os.path.join(case, lifecycle.STATE_FILE), weights_only=True) \
+            if os.path.isfile(os.path.join(case, lifecycle.STATE_FILE)) else None
         sft_comt.main(["--out", case, "--resume"])
         on_disk = state and state["step"]
         assert step_rows(case) == step_rows(full), f"killed before {ops[k]} (#{k}); checkpoint on disk: {on_disk}"
         assert all(torch.equal(a, b) for a, b in zip(weights(case), weights(full))), f"killed before {ops[k]} (#{k})"
-        assert not os.path.exists(os.path.join(case, common.PARTIAL))
+        assert not os.path.exists(os.path.join(case, lifecycle.PARTIAL))
 
 
 @pytest.mark.cli
@@ -110,7 +110,7 @@ def test_a_second_run_on_the_same_out_is_refused(model_dir, tmp_path):
     with locked_by_another_process(out):
         with pytest.raises(SystemExit, match="another run is using this directory"):
             sft_comt.main(["--model", model_dir, "--out", out, *RUN])
-        assert os.listdir(out) == []  # nothing written beside the running one
+        assert os.listdir(out) == [lifecycle.LOCK_FILE]  # nothing written beside the running run's lock
     sft_comt.main(["--model", model_dir, "--out", out, *RUN, "--steps", "2"])  # the lock ends with its process
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ccrl
-import common
+import lifecycle
 import experiment
 import sft_comt
 from conftest import locked_by_another_process, stopped
@@ -49,7 +49,7 @@ class Planted:
 def test_a_crafted_training_state_runs_no_code(model_dir, tmp_path):
     out, marker = tmp_path / "o", tmp_path / "ran"
     out.mkdir()
-    torch.save(dict(step=1, args=dict(steps=4), planted=Planted(str(marker))), out / common.STATE_FILE)
+    torch.save(dict(step=1, args=dict(steps=4), planted=Planted(str(marker))), out / lifecycle.STATE_FILE)
     with pytest.raises(SystemExit, match="not a readable training state"):
         sft_comt.main(["--model", model_dir, "--out", str(out), *SFT])
     assert not marker.exists()
@@ -109,14 +109,14 @@ def test_a_new_run_keeps_the_finished_one_whole_until_its_first_checkpoint(model
     def die(*a, **k):
         raise Killed
     with monkeypatch.context() as m:  # killed after two logged steps, before its first checkpoint
-        m.setattr(common, "save_checkpoint", die)
+        m.setattr(lifecycle, "save_checkpoint", die)
         with pytest.raises(Killed):
             sft_comt.main(["--model", model_dir, "--out", out, *SFT, "--seed", "1"])
-    assert {k: v for k, v in tree_digest(out).items() if not k.startswith(common.PARTIAL)} == before
+    assert {k: v for k, v in tree_digest(out).items() if not k.startswith(lifecycle.PARTIAL)} == before
     sft_comt.main(["--model", model_dir, "--out", out, *SFT, "--seed", "1", "--steps", "2"])
     rows = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     assert [r["step"] for r in rows if "loss" in r] == [0, 1] and rows[-1]["steps"] == 2  # the new run only
-    assert not os.path.exists(os.path.join(out, common.PARTIAL))
+    assert not os.path.exists(os.path.join(out, lifecycle.PARTIAL))
 
 
 def test_a_resume_on_changed_inputs_is_refused_before_any_byte_changes(model_dir, tmp_path):
@@ -161,7 +161,7 @@ def test_a_stopped_stage_warns_the_next_one_and_the_experiment(model_dir, tmp_pa
     ccrl.main(["--init", cut, "--out", str(tmp_path / "rl"), *RL])
     assert capsys.readouterr().err.lstrip().startswith(f"--init {cut}: an unfinished run (stopped after step 2 of 4)")
     with pytest.raises(SystemExit, match=r"stage was stopped before its end \(exit 3\)"):
-        experiment.run_stage(["-c", f"raise SystemExit({common.STOPPED})"], str(tmp_path / "stage.log"))
+        experiment.run_stage(["-c", f"raise SystemExit({lifecycle.STOPPED})"], str(tmp_path / "stage.log"))
     assert experiment.stage_record(str(tmp_path / "stage.log")) is None
 
 
@@ -171,7 +171,7 @@ def test_two_experiments_on_one_out_and_a_resume_by_another_command(tmp_path, mo
     with locked_by_another_process(out):
         with pytest.raises(SystemExit, match="another run is using this directory"):
             experiment.main(["--quick", "--out", out])
-        assert os.listdir(out) == []
+        assert os.listdir(out) == [lifecycle.LOCK_FILE]  # the running one's lock, nothing else
     log = str(tmp_path / "arm.log")
     old = ["sft_comt.py", "--steps", "4"]
     with open(log, "w") as f:
@@ -216,7 +216,7 @@ def test_a_failed_write_is_one_line_and_keeps_the_checkpoint(model_dir, tmp_path
 
     def full(*a, **k):
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4224 vs 4118")
-    monkeypatch.setattr(common.torch, "save", full)
+    monkeypatch.setattr(lifecycle.torch, "save", full)
     with pytest.raises(SystemExit, match=r"cannot write a checkpoint in .* the last complete checkpoint there is "
                                          r"untouched"):
         sft_comt.main(["--out", out, "--resume"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common import STOPPED
+from lifecycle import STOPPED
 from conftest import tiny_model
 from model import Transformer
 from sft_comt import collate, train_step
@@ -86,7 +86,7 @@ def test_loss_is_token_mean_and_accumulation_does_not_change_the_step(tok):
 
 
 def test_length_groups_split_where_padding_costs_more_than_a_micro_batch():
-    from common import length_groups
+    from training import length_groups
     # sorted 91 130 130 131 | 235: padded cells 4*131 + 235 plus two longest rows (1229) beat
     # one micro-batch (5*235 + 235 = 1410) and three (91 + 3*131 + 235 + 3*235 = 1424)
     assert length_groups([235, 130, 91, 131, 130], 8) == [[2, 1, 4, 3], [0]]

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from common import Dist, shard_model
+from training import Dist, shard_model
 from conftest import tiny_model
 from model import Transformer
 from test_ccrl import log_rows, samples

@@ -1,0 +1,427 @@
+"""
+The life of a training run in its --out directory: claiming it (a lock, refusing what is not this
+script's), kill-safe checkpoints with the training state (the optimiser sharded under --shard),
+resume with the checkpoint's arguments and logs cut back to it, and stop requests (Ctrl-C,
+SIGTERM, --stop-at) that save before exiting. base.py, sft_comt.py and ccrl.py all run this way.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+
+import torch
+
+from common import COUNT, DTYPES, why
+from training import Dist, all_reduce_sum, barrier, close_distributed, gathered_copy, init_distributed, is_sharded
+
+# -----------------------------------------------------------------------------
+# Checkpoints: a Hugging Face directory (the run's --out) holding model, tokenizer, train_state.pt,
+# the run's log.jsonl and run.json (which script's run it is).
+#
+# A save writes the new checkpoint into OUT/.partial and commits it by renaming its train_state.pt
+# into place there (atomic); then it moves the files into OUT one by one, train_state.pt last, and
+# removes the empty OUT/.partial. Whatever instant a kill lands on, the disk holds one of:
+#   no OUT/.partial/train_state.pt  -> OUT is the previous complete checkpoint; the partial is dropped
+#   OUT/.partial/train_state.pt     -> the save was committed; its remaining files are moved in
+# finish_interrupted_save does exactly that, and every run does it before it reads or writes OUT.
+# The logs are not moved: each checkpoint records their lengths, and --resume cuts them back to
+# those (lines logged after the checkpoint are written again by the resumed steps). One exception:
+# a new run over a finished one logs into OUT/.partial until its first checkpoint commits, and that
+# commit replaces the old run whole (RunLog), so a new run stopped early leaves the old one intact.
+#
+# A run claims OUT only when it is absent, empty, or a run of the same script (run.json; for a run
+# written before run.json existed, build.json or the flags in its training state), and never the
+# model it starts from. Nothing is read with pickle's code execution (weights_only) and no symlink
+# inside OUT is written through. A lock on OUT (held until the process ends, however it ends)
+# refuses a second run on the same directory.
+
+STATE_FILE = "train_state.pt"
+LOG_FILE = "log.jsonl"
+LOG_FILES = (LOG_FILE, "examples.txt")  # what a run appends to as it goes (ccrl.py --log-examples writes the second)
+RUN_FILE = "run.json"
+PARTIAL = ".partial"
+SHARDS = "optimizer_shards"  # a --shard run's optimiser state: one file per rank (torch.distributed.checkpoint)
+STOPPED = 3  # exit status of a run that saved and stopped before its last step (a signal, or --stop-at)
+OWN_FLAG = {"worked": "base.py", "format": "sft_comt.py", "reward": "ccrl.py"}  # a flag only that script has
+LOCK_FILE = ".lock"  # held by the run using OUT (lock_out); never part of a checkpoint
+_locks: dict = {}  # real path of a claimed --out -> its held FileLock
+
+
+def lock_out(out: str):
+    """Create `out` and take an exclusive lock on it (OUT/.lock, filelock: flock on Unix, msvcrt on
+    Windows) for the life of this process; the operating system releases it however the process ends."""
+    from filelock import FileLock, Timeout
+    os.makedirs(out, exist_ok=True)
+    key = os.path.realpath(out)
+    if key in _locks:
+        return
+    lock = FileLock(os.path.join(out, LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SystemExit(f"--out {out}: another run is using this directory; wait for it to end, stop it, or "
+                         f"choose another --out") from None
+    _locks[key] = lock
+
+
+class RunLog(os.PathLike):
+    """Where a log file of the run in `out` is appended: OUT/.partial/<name> while a new run that
+    replaces a finished one has not committed its first checkpoint, else OUT/<name>."""
+
+    def __init__(self, out: str, name: str = LOG_FILE):
+        self.out, self.name = out, name
+
+    def __fspath__(self) -> str:
+        staged = os.path.isfile(os.path.join(self.out, PARTIAL, LOG_FILE))
+        return os.path.join(self.out, PARTIAL, self.name) if staged else os.path.join(self.out, self.name)
+
+
+def finish_interrupted_save(out: str):
+    """Complete a committed save that was cut short, or drop one that never committed. A committed
+    first checkpoint of a run that replaces another (its logs are in the partial) removes the old
+    run's files first."""
+    partial = os.path.join(out, PARTIAL)
+    if not os.path.isdir(partial):
+        return
+    if not os.path.isfile(os.path.join(partial, STATE_FILE)):
+        shutil.rmtree(partial)
+        return
+    names = os.listdir(partial)
+    if LOG_FILE in names:
+        for name in os.listdir(out):
+            path = os.path.join(out, name)
+            if name not in (RUN_FILE, PARTIAL, LOCK_FILE) and os.path.isfile(path) and not os.path.islink(path):
+                os.remove(path)
+    if os.path.isdir(os.path.join(out, SHARDS)) and not os.path.islink(os.path.join(out, SHARDS)):
+        shutil.rmtree(os.path.join(out, SHARDS))  # the previous checkpoint's (the partial may bring new ones)
+    for name in sorted(names, key=lambda n: n == STATE_FILE):  # train_state.pt last
+        os.replace(os.path.join(partial, name), os.path.join(out, name))
+    os.rmdir(partial)
+
+
+def save_checkpoint(out: str, model, tokenizer, state: dict):
+    """Replace the checkpoint in `out` with model, tokenizer and training state (see above: a kill at
+    any point leaves the old checkpoint or the new one). Non-finite weights are never saved; a failed
+    write (a full disk) is one line and leaves the old checkpoint."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise SystemExit(f"non-finite weights: not saving; the last checkpoint in {out} is untouched "
+                         f"(try a lower --lr)")
+    partial = os.path.join(out, PARTIAL)
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        readable = 0o666 & ~current_umask()
+        for name in os.listdir(partial):  # some writers create their file 0600
+            os.chmod(os.path.join(partial, name), readable)
+        logs = {name: os.fspath(RunLog(out, name)) for name in LOG_FILES}
+        sizes = {name: os.path.getsize(path) for name, path in logs.items() if os.path.isfile(path)}
+        torch.save(dict(state, log_bytes=sizes), os.path.join(partial, STATE_FILE + ".tmp"))
+    except (OSError, RuntimeError) as e:
+        for name in os.listdir(partial) if os.path.isdir(partial) else []:
+            path = os.path.join(partial, name)
+            if name not in LOG_FILES:
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        raise SystemExit(f"cannot write a checkpoint in {out} ({why(e)}); the last complete checkpoint there is "
+                         f"untouched") from None
+    os.replace(os.path.join(partial, STATE_FILE + ".tmp"), os.path.join(partial, STATE_FILE))  # the commit
+    finish_interrupted_save(out)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_train_state(out: str, mmap: bool = False, partial: bool = False) -> dict | None:
+    """The training state of the checkpoint in `out` (or of the save committed in OUT/.partial);
+    None when there is none. Read with weights_only: a crafted file cannot run code."""
+    path = os.path.join(out, PARTIAL, STATE_FILE) if partial else os.path.join(out, STATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        return torch.load(path, weights_only=True, mmap=mmap)
+    except Exception as e:  # a truncated or foreign file: torch raises several kinds
+        raise SystemExit(f"{path}: not a readable training state ({why(e)}); start a new run in another --out") \
+            from None
+
+
+def run_owner(out: str) -> str | None:
+    """The script whose run `out` holds (see above); None when it holds none."""
+    try:
+        with open(os.path.join(out, RUN_FILE)) as f:
+            return str(json.load(f)["script"])
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if os.path.isfile(os.path.join(out, "build.json")):
+        return "base.py"
+    state = load_train_state(out, mmap=True) or load_train_state(out, mmap=True, partial=True)
+    flags = state.get("args", {}) if isinstance(state, dict) else {}
+    return next((script for flag, script in OWN_FLAG.items() if flag in flags), None)
+
+
+def refuse_foreign_out(args):
+    """Exit in one line, before anything is written, when --out is not this script's to use: it holds
+    something else than a run of this script, a symlink, or is the model the run starts from."""
+    out, script = args.out, args._script
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SystemExit(f"--out {out}: is a file, not a directory")
+    start = getattr(args, "init", None) or getattr(args, "model", None)
+    if start and not args.resume and os.path.exists(out) and os.path.exists(start) and os.path.samefile(out, start):
+        raise SystemExit(f"--out {out}: is the checkpoint this run starts from; choose another --out")
+    entries = [n for n in os.listdir(out) if n != LOCK_FILE] if os.path.isdir(out) else []
+    inside = [os.path.join(out, n) for n in entries]
+    if os.path.isdir(os.path.join(out, PARTIAL)):
+        inside += [os.path.join(out, PARTIAL, n) for n in os.listdir(os.path.join(out, PARTIAL))]
+    links = [p for p in inside if os.path.islink(p)]
+    if links:
+        raise SystemExit(f"--out {out}: holds a symbolic link ({links[0]}); a run writes only regular files of its "
+                         f"own, so choose another --out")
+    owner = run_owner(out) if entries else script
+    if owner != script:
+        what = f"a run of {owner}" if owner else f"files that are not a run ({', '.join(sorted(entries)[:3])})"
+        raise SystemExit(f"--out {out}: holds {what}; {script} writes only into a new or empty directory or one of "
+                         f"its own runs, so choose another --out")
+
+
+def claim_out(args, d: Dist) -> dict | None:
+    """Take --out for this run: refuse a directory that is not this script's, lock it, finish a save a
+    kill cut short, and return the training state to resume (--resume). A new run is refused where it
+    would overwrite an unfinished one."""
+    missing = f"--resume: no checkpoint to resume in {args.out} (missing {STATE_FILE})"
+    if args.resume and not os.path.isdir(args.out):
+        raise SystemExit(missing)
+    if d.main:
+        refuse_foreign_out(args)
+        lock_out(args.out)
+        finish_interrupted_save(args.out)
+    barrier(d)
+    if args.resume:
+        state = load_train_state(args.out)
+        if state is None:
+            raise SystemExit(missing)
+        return state
+    state = load_train_state(args.out, mmap=True) if d.main else None
+    if state and state["step"] < state["args"]["steps"]:
+        raise SystemExit(f"--out {args.out} holds an unfinished run (step {state['step']} of "
+                         f"{state['args']['steps']}): continue it with --resume, or choose another --out "
+                         f"(or delete that one) to start over")
+    return None
+
+
+def trim_logs(out: str, state: dict):
+    """Cut the logs back to their length at the checkpoint: the lines after it were written by steps
+    the checkpoint does not hold, and the resumed run writes them again."""
+    if "log_bytes" not in state:  # a checkpoint written before the lengths were recorded
+        return
+    for name in LOG_FILES:
+        path, size = os.path.join(out, name), state["log_bytes"].get(name, 0)
+        if os.path.isfile(path) and os.path.getsize(path) > size:
+            os.truncate(path, size)
+
+
+CHECKS = {"data": "the training data (--data, --targets or the file they name)",
+          "reference": "the KL reference model (the --init directory)"}
+
+
+def fingerprint(value) -> str:
+    """A short hash of JSON-able data, or of a model's weights."""
+    import hashlib
+    h = hashlib.sha256()
+    if isinstance(value, torch.nn.Module):
+        for name, t in value.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    else:
+        h.update(json.dumps(value, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def start_log(args, state: dict | None, d: Dist, checks: dict | None = None) -> RunLog | None:
+    """The log of this run on the main rank (None on the others), once every input has been checked.
+    `checks`: fingerprints of what the run trains on (CHECKS), recorded in each checkpoint; a resumed
+    run whose inputs changed is refused here, before a byte of its directory changes, and only then
+    are its logs cut back to the checkpoint. A new run claims --out here; over a finished run of this
+    script it logs into OUT/.partial (RunLog), so the old run stays whole until the first checkpoint."""
+    args._checks = dict(checks or {})
+    if state is not None:
+        changed = [what for key, what in CHECKS.items()
+                   if key in args._checks and state.get("checks", {}).get(key, args._checks[key]) != args._checks[key]]
+        if changed:
+            raise SystemExit(f"--resume {args.out}: {' and '.join(changed)} changed since the checkpoint; restore "
+                             f"them, or start a new run in another --out")
+    else:
+        claim_out(args, d)
+    if not d.main:
+        return None
+    if state is not None:
+        trim_logs(args.out, state)
+    else:
+        old = [n for n in os.listdir(args.out) if n not in (RUN_FILE, PARTIAL, LOCK_FILE)]
+        folder = os.path.join(args.out, PARTIAL) if old else args.out
+        os.makedirs(folder, exist_ok=True)
+        open(os.path.join(folder, LOG_FILE), "w").close()
+        with open(os.path.join(args.out, RUN_FILE), "w") as f:
+            json.dump(dict(script=args._script), f)
+    return RunLog(args.out)
+
+
+def add_run_args(ap, save_every: int):
+    """The runtime flags both training stages share."""
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    ap.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="autocast dtype for training: auto "
+                    "(bfloat16 on GPU, float32 on CPU), float32, bfloat16; weights stay float32")
+    ap.add_argument("--save-every", type=COUNT, default=save_every, help="steps between checkpoints")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with "
+                    "the arguments saved there (other values are refused, except --steps to extend the run and "
+                    "the runtime flags)")
+    ap.add_argument("--stop-at", type=COUNT, default=None, help="save and stop after this step, as if interrupted "
+                    f"(exit status {STOPPED}; for time-boxed jobs; --resume continues)")
+    ap.add_argument("--shard", action="store_true", help="FSDP2 under torchrun: shard weights, gradients and optimiser "
+                    "state over the ranks (for students one GPU cannot hold; DDP otherwise)")
+    ap.add_argument("--grad-checkpoint", action="store_true", help="recompute each block's activations in the "
+                    "backward pass instead of keeping them (less memory, ~1/3 more compute)")
+    ap.add_argument("--offload", action="store_true", help="with --shard: keep the shards and the optimiser state "
+                    "in CPU memory (a 7-8B student on one GPU; slow)")
+
+
+
+
+
+# flags that may differ from the checkpoint's on --resume: where the run is and how it is run, and
+# --steps to extend it (the learning-rate schedule then stretches from the resumed step on)
+RESUMABLE = ("out", "resume", "stop_at", "device", "steps", "save_every", "log_every", "eval_every", "log_examples")
+UNSET = object()
+
+
+def mark_given(ap, argv, args):
+    """Record in args._given the flags written on the command line (not left to their defaults): an
+    argparse namespace that already holds a name gets no default for it."""
+    probe = ap.parse_args(argv, argparse.Namespace(**{k: UNSET for k in vars(args)}))
+    args._given = {k for k, v in vars(probe).items() if v is not UNSET}
+    return args
+
+
+def saved_args(args) -> dict:
+    return {k: v for k, v in vars(args).items() if not k.startswith("_")}
+
+
+def resume_run(args, d: Dist) -> tuple:
+    """(the arguments of the checkpoint in args.out, its training state). The run continues in the
+    --out given, wherever the checkpoint was first written (a copy or a moved run resumes in place);
+    a run of another script, and flags given that differ from the checkpoint's, are refused, except
+    those in RESUMABLE. The logs are cut back to the checkpoint later, by start_log."""
+    state = claim_out(args, d)
+    saved, given = state["args"], getattr(args, "_given", set())
+    changed = sorted(k for k in given - set(RESUMABLE) if k in saved and saved[k] != getattr(args, k))
+    if changed:
+        flag = lambda k: "--" + k.replace("_", "-")
+        raise SystemExit(f"--resume {args.out}: " + "; ".join(f"{flag(k)} {getattr(args, k)!r} differs from the "
+                                                             f"checkpoint's {saved[k]!r}" for k in changed)
+                         + ". Leave them out to continue the run as it was, or start a new run in another --out. "
+                         "Flags that may change on resume: " + ", ".join(map(flag, RESUMABLE)))
+    kept = {k: getattr(args, k) for k in given & set(RESUMABLE)}
+    merged = {**saved_args(args), **saved, **kept,  # (flags newer than the checkpoint: their defaults)
+              "out": args.out, "resume": True, "stop_at": args.stop_at, "device": args.device}
+    resumed = type(args)(**merged)
+    resumed._script = args._script
+    return resumed, state
+
+
+def begin_run(args, script: str) -> tuple:
+    """(args, dist, device, state) of a training script (`script`: its file name, which the run
+    directory records): join torchrun when launched by it; with --resume, the checkpoint's arguments
+    and training state (None for a new run). Nothing in --out changes before start_log."""
+    args._script = script
+    dist, device = init_distributed(args.device)
+    state = None
+    if args.resume:
+        args, state = resume_run(args, dist)
+        if dist.main:
+            print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)", flush=True)
+    return args, dist, device, state
+
+
+def train_state(step: int, opt, totals: dict, args) -> dict:
+    """What train_state.pt holds; opt None: the optimiser state is saved apart, sharded (save_run)."""
+    return dict(step=step, optimizer=opt.state_dict() if opt is not None else None, totals=totals,
+                args=saved_args(args), script=args._script, checks=getattr(args, "_checks", {}),
+                rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
+
+
+def save_run(out: str, model, tok, opt, step: int, totals: dict, args, d: Dist):
+    """Checkpoint a training stage; every rank calls it. Unsharded, rank 0 writes the model and the
+    whole training state. Sharded, the full weights are gathered to rank 0 (float32, on the CPU) and
+    written as the same Hugging Face directory, while each rank writes its shard of the optimiser
+    state into the staged save (OUT/.partial/optimizer_shards); rank 0 then commits as always."""
+    if not is_sharded(model):
+        if d.main:
+            save_checkpoint(out, model, tok, train_state(step, opt, totals, args))
+        return
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    full = gathered_copy(model, keep=d.main)
+    if d.main:
+        shutil.rmtree(os.path.join(out, PARTIAL, SHARDS), ignore_errors=True)  # a failed save's
+    barrier(d)
+    dcp.save(get_optimizer_state_dict(model, opt), checkpoint_id=os.path.join(out, PARTIAL, SHARDS))
+    barrier(d)
+    if d.main:
+        save_checkpoint(out, full, tok, dict(train_state(step, None, totals, args), shards=d.world))
+    barrier(d)
+
+
+def restore_train_state(state: dict, opt, model=None, out: str | None = None) -> tuple[int, dict]:
+    """Load optimiser and RNG state (a sharded optimiser state from OUT/optimizer_shards, on any
+    number of ranks); returns (next step, totals)."""
+    sharded = state.get("optimizer") is None  # --shard is taken from the checkpoint: model is sharded too
+    if sharded:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+        osd = get_optimizer_state_dict(model, opt)
+        dcp.load(osd, checkpoint_id=os.path.join(out, SHARDS))
+        set_optimizer_state_dict(model, opt, osd)
+    else:
+        opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    return state["step"], state["totals"]
+
+
+def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save):
+    """After step `done`: checkpoint every --save-every steps, at the end, and when stopping (a
+    signal on any rank, or --stop-at before the last step); a stopped run then exits with STOPPED,
+    so that `a && b` does not carry on from an unfinished model."""
+    halt = stop.agreed(d, device) or (done == args.stop_at and done < args.steps)
+    if done % args.save_every == 0 or done == args.steps or halt:
+        save(done)
+    if halt:
+        if d.main:
+            print(f"stopped after step {done} of {args.steps} (exit status {STOPPED}); continue with: python "
+                  f"{args._script} --out {args.out} --resume", flush=True)
+        close_distributed(d)
+        raise SystemExit(STOPPED)
+
+
+
+class StopRequest:
+    """Turns Ctrl-C and SIGTERM into a flag the training loop checks after each step, so the
+    run saves a checkpoint and exits cleanly instead of dying mid-write."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step", file=sys.stderr, flush=True)
+
+    def agreed(self, d: Dist, device: torch.device) -> bool:
+        """True on every rank when any rank was asked to stop."""
+        return bool(all_reduce_sum(torch.tensor([float(self.requested)], device=device), d).item())

@@ -1,0 +1,235 @@
+"""
+What the two training stages (sft_comt.py, ccrl.py) share: torchrun set-up, token rows (one padder,
+one masked log-prob), the learning-rate schedule, gradient synchronisation and clipping, autocast,
+and FSDP2 sharding (--shard).
+"""
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+from common import pick_device, pick_dtype
+
+
+# -----------------------------------------------------------------------------
+# Distributed (torchrun)
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str = "auto") -> tuple[Dist, torch.device]:
+    """Under torchrun (RANK/WORLD_SIZE set): join the process group (nccl on GPU, gloo on CPU) and
+    take this rank's GPU. Otherwise a single process."""
+    device = pick_device(device_name)
+    if "RANK" not in os.environ:
+        return Dist(), device
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size()), device
+
+
+def all_reduce_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(x)
+    return x
+
+
+def barrier(d: Dist):
+    if d.world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+
+
+def as_many_as_any_rank(items: list, filler, d: Dist) -> list:
+    """items padded with filler to the longest list any rank holds (FSDP2: every forward is a
+    collective, so each rank must run as many)."""
+    most = torch.tensor(len(items))
+    if d.world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    return items + [filler] * (int(most) - len(items))
+
+
+def close_distributed(d: Dist):
+    """Leave the process group together: a rank that tears gloo down while another is still
+    writing its summary can abort ("terminate called without an active exception")."""
+    if d.world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+
+# -----------------------------------------------------------------------------
+# Token rows: one padder and one masked log-prob for SFT and RL
+
+
+def length_groups(lengths: list[int], max_rows: int) -> list[list[int]]:
+    """Row indices split into micro-batches of at most max_rows rows of similar length, shortest
+    first. The split minimises the padded cells (rows x longest row, summed) plus, for every
+    micro-batch, one longest row of the whole batch: a micro-batch of its own only pays for rows
+    that would otherwise pad a lot (a long replay document among short examples, say)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    L = [lengths[i] for i in order]
+    cost, cut = [0] + [math.inf] * len(L), [0] * (len(L) + 1)  # best split of the first j rows
+    for j in range(1, len(L) + 1):
+        for i in range(max(0, j - max_rows), j):
+            c = cost[i] + (j - i) * L[j - 1] + L[-1]
+            if c < cost[j]:
+                cost[j], cut[j] = c, i
+    groups, j = [], len(L)
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def pad_rows(rows: list[list[int]], masks: list[list[bool]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (B,T) with T the longest row: rows right-padded with `pad`, mask True at the
+    tokens trained on (each predicted from the tokens before it), False on the padding."""
+    T = max(map(len, rows))
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.bool)
+    for r, (x, m) in enumerate(zip(rows, masks)):
+        ids[r, :len(x)] = torch.tensor(x)
+        mask[r, :len(m)] = torch.tensor(m)
+    return ids, mask
+
+
+def target_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(N,) log-probs of the masked tokens of ids (B,T), row-major, under softmax(logits / temperature),
+    each from the tokens before it. Right padding needs no attention mask: real tokens never attend
+    to the pads after them; logits are computed only where a target is."""
+    target = mask[:, 1:]  # (B,T-1): position t predicts token t+1
+    logits = model(ids[:, :-1], logits_mask=target)  # (N,V)
+    return torch.log_softmax(logits / temperature, -1).gather(-1, ids[:, 1:][target][:, None])[:, 0]
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 10% of `peak` at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def autocast_for(args, device: torch.device):
+    """Autocast to --dtype; off under --shard, where FSDP2 casts the gathered weights instead."""
+    amp = pick_dtype(args.dtype, device)
+    return torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32 and not args.shard)
+
+
+# -----------------------------------------------------------------------------
+# Sharding (--shard, FSDP2): each decoder block, then the root (embeddings, final norm, head), is split
+# over a 1-D mesh of all ranks, so a rank keeps 1/N of the weights, their gradients and the AdamW
+# state; a block's full weights are gathered for its forward and backward and freed after. Its
+# gradients are averaged over ranks, as under DDP, so the losses are scaled the same way. Every
+# forward is a collective: each rank must run the same number of them (the stages pad with empty
+# micro-batches). With a compute dtype below float32 the gathered weights are cast to it (bf16
+# compute, fp32 master weights and gradient reductions) instead of autocast.
+
+
+def shard_model(model, device: torch.device, compute_dtype: torch.dtype = torch.float32, offload: bool = False):
+    """fully_shard every block, then the root, over all ranks (gloo on CPU, nccl on GPU); with
+    offload the shards and the optimiser state live in CPU memory. Build the optimiser after this."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    kw = dict(mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32),
+              offload_policy=CPUOffloadPolicy() if offload else OffloadPolicy())
+    for block in model.model.layers:
+        fully_shard(block, **kw)
+    return fully_shard(model, **kw)
+
+
+def is_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)
+
+
+def full_params(model):
+    """(name, full tensor) of each parameter, a sharded one gathered from every rank: a collective,
+    so every rank iterates it to the end."""
+    from torch.distributed.tensor import DTensor
+    for name, p in model.named_parameters():
+        if isinstance(p, DTensor):  # (an offloaded shard is gathered on the mesh's device)
+            p = p.to(p.device_mesh.device_type).full_tensor()
+        yield name, p.detach()
+
+
+def gathered_copy(model, keep: bool, device="cpu", dtype=torch.float32):
+    """A plain (unsharded) Transformer with the model's current weights on the ranks where keep is
+    True (None elsewhere); every rank calls it."""
+    from model import Transformer
+    state = {name: t.to(device=device, dtype=dtype) for name, t in full_params(model) if keep}
+    return Transformer.from_state(model.config, state, device, dtype) if keep else None
+
+
+@torch.no_grad()
+def refresh_copy(copy, model) -> float:
+    """Copy the sharded model's current weights into `copy` in place (the engine's CUDA graph reads
+    weights where they are); returns the seconds spent gathering. Every rank calls it."""
+    t0, dst = time.time(), dict(copy.named_parameters())
+    for name, t in full_params(model):
+        dst[name].copy_(t)
+    return time.time() - t0
+
+
+@contextlib.contextmanager
+def no_grad_sync(model):
+    """Backward passes inside only accumulate gradients; the next one outside reduces them over the
+    ranks (DDP's no_sync, FSDP2's set_requires_gradient_sync)."""
+    if not is_sharded(model):
+        with model.no_sync():
+            yield
+        return
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def clip_grads(model, max_norm: float) -> float:
+    """Clip the gradient norm (over every rank's shards when sharded) to max_norm; returns the norm
+    before clipping."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if hasattr(norm, "full_tensor"):  # a DTensor: the shards' partial norms, combined
+        norm = norm.full_tensor()
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm.item()
+
+
+def peak_memory(device: torch.device) -> dict:
+    """{peak_memory_gb: ...} on a GPU, for a summary line; nothing elsewhere."""
+    return dict(peak_memory_gb=round(torch.cuda.max_memory_allocated(device) / 2**30, 2)) if device.type == "cuda" \
+        else {}
+
+
+def set_up_shard(args, model, device: torch.device):
+    """Apply --grad-checkpoint and --shard to a freshly loaded model (before its optimiser is built);
+    returns the compute dtype (autocast's without --shard)."""
+    model.grad_checkpoint = args.grad_checkpoint
+    compute = pick_dtype(args.dtype, device)
+    if args.offload and not args.shard:
+        raise SystemExit("--offload shards to CPU memory: it needs --shard")
+    if args.shard:
+        if "RANK" not in os.environ:
+            raise SystemExit(f"--shard runs under torchrun, e.g. torchrun --nproc_per_node 2 {args._script} "
+                             f"--shard ... (--nproc_per_node 1 with --offload for one GPU)")
+        shard_model(model, device, compute, args.offload)
+    return compute
