@@ -20,30 +20,8 @@ recipe alone, so every OOD split is out of distribution for post-training (as GS
 are for a model post-trained on GSM8K) while within reach of the base: each split's accuracy "from
 the gold plan" is the ceiling of what its execution allows, "question only" its floor.
 
-Corpus (drawn fresh for every step, one document per row; `corpus_docs` and the tests hold it to this):
-  (a) worked problems, --worked share: "Question: ...\\nPlan:\\n<plan>\\n", then
-      "Solution:\\n<execution>\\nAnswer: N" and the end token, with the loss on "Solution:" and
-      everything after it only: every worked problem carries its plan in the prompt, so the model
-      learns to read a plan and execute it, never to write one, and never to solve a question
-      without one. Their frames are fresh: the people, the item, the container and the companions
-      are drawn anew for every problem, each a made-up word (40%) or a common word from a pool
-      (60%; the nouns of every split's frames are among them, the splits' people are not), so no
-      noun or number can be recalled and every one must be read from the question and the plan.
-      A rising share of them (WORLD_RAMP: none at the first step, 80% at the last) is drawn across
-      the world (world_recipe): any phrasing, 1-7 steps, the train number ranges or (half the time)
-      the wide ones (starts up to 200, added or removed numbers up to 99, values up to 999; factors
-      and divisors 2-9), and one irrelevant sentence a quarter of the time; the others are of the
-      train recipe. Reading each number off the question is learned first where it is easiest:
-      with the whole world from the first step, the same schedule had reached 28% of `test` from
-      the gold plan at its end (docs/notes.md).
-  (b) story text, --story share: two to four questions, one per line, full loss: half of the
-      train recipe in the train frames, half of world_recipe in fresh frames.
-  (c) arithmetic, the rest: twelve lines `x op y = z` (a third of them `name = x op y = z`) with
-      +, -, *, exact / in the train ranges (values <= 99, added or removed numbers, factors and
-      divisors <= 9) or the wide ones (WIDE_RAMP: 40% of the lines at the first step, 80% at the
-      last), full loss.
-  Never in the corpus: a question of any split (the fresh frames' people are never a split's, and
-  train-frame questions at the splits' standard sizes or in the val or test hash bucket are
+Corpus: corpus.py (worked problems with their plan in the prompt, story text, arithmetic lines).
+
   skipped), a plan as a target.
 
 Model: the Llama architecture of model.py (tied embeddings, GQA), AdamW with warm-up and cosine
@@ -67,7 +45,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -81,209 +58,12 @@ from lifecycle import (mark_given, restore_train_state, resume_run, save_checkpo
 from engine import Engine, complete
 from model import ModelConfig, Transformer
 from rewards import answer_correct
-from tasks import (CHAIN_EVENTS, OOD_FRAMES, OOD_SPLITS, OPS, SPLITS, START_EVENTS, TRAIN_FRAMES, TRAIN_RECIPE, Frame,
-                   Recipe, generate_problem, hash_bucket, make_split, meta_text, prompt_text)
+from corpus import Corpus, arithmetic_line, corpus_docs, encode_doc, quantity_names, split_questions
+from tasks import OOD_SPLITS, make_split, meta_text, prompt_text
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
-PLANNED_NEW_TOKENS, PLAIN_NEW_TOKENS = 192, 320  # a 7-step execution of large numbers; a plan and its execution
 DEFAULT_OUT = "models/base"
-STANDARD_SIZES = {"train": 8000, "val": 500, "test": 500, "ood_template": 500, "ood_steps": 500,
-                  "ood_numbers": 500, "ood_distractor": 500}
-
-# -----------------------------------------------------------------------------
-# Fresh frames: the people and nouns of a worked problem, drawn anew for every problem
-
-ONSETS = "b d f g k l m n p r s t v z br dr gl kr pl st tr".split()
-VOWELS = "a e i o u".split()
-CODAS = ["", "", "", "n", "l", "r", "m", "k"]
-PEOPLE = ("Ada Alma Bela Bram Carl Cleo Dev Dina Egon Eva Fay Gil Gus Hal Hana Ines Isla Joel June Kai Kira Lara "
-          "Luca Milo Mona Ned Nell Oona Otis Pete Pia Quinn Rhea Rita Saul Sven Tara Tess Ugo Uri Vic Vito Wes "
-          "Wren Xavi Yael Yuri Zara Zed Iris Paul Gina Kofi Lena Ravi Nina Oscar Vera Will").split()
-ITEMS = ("apples muffins stickers marbles books pencils cookies flowers pears plums lemons peaches cherries grapes "
-         "carrots potatoes onions tomatoes melons nuts acorns pebbles stones buttons ribbons beads cards eggs "
-         "oranges candles crayons markers erasers notebooks envelopes stamps postcards balloons kites toys "
-         "blocks bricks tiles spoons forks bottles socks mittens scarves hats gloves puzzles dice rings "
-         "bracelets necklaces bells whistles feathers leaves pinecones seeds roses tulips daisies cupcakes "
-         "donuts cakes pies biscuits crackers pretzels waffles pancakes sandwiches apricots figs coconuts "
-         "walnuts almonds peanuts raisins candies lollipops chocolates magnets batteries bolts nails screws "
-         "springs wheels paints brushes sponges towels pillows blankets lamps clocks photos posters maps "
-         "tickets badges medals trophies pins patches seashells coins lanterns").split()
-GROUPS = ("bag box jar sheet shelf tray plate vase basket bowl bin tin pouch sack case chest drawer cup pot "
-          "carton pack bundle row stack tub barrel folder album wallet tube cart wagon packet bottle jug dish bucket purse "
-          "crate").split()
-MATES = ("friend neighbor classmate cousin student teammate guest aunt brother sister uncle kid player worker "
-         "chef artist helper nurse farmer baker singer dancer painter writer runner camper hiker scout pupil "
-         "partner member diver sailor villager").split()
-PLURAL = {"box": "boxes", "shelf": "shelves", "pouch": "pouches", "dish": "dishes"}
-
-
-def taboo_words(ood_nouns: bool = False) -> set[str]:
-    """Words a fresh frame never uses: the people of every split's frames (every question of a split
-    names one of them first, so no fresh problem can be one); with ood_nouns also the OOD frames'
-    nouns (stage 1's replay, which keeps to the train recipe)."""
-    words = {p.lower() for f in TRAIN_FRAMES + OOD_FRAMES for p in f.people}
-    if ood_nouns:
-        words |= {w.lower() for f in OOD_FRAMES for w in (f.item, *f.group, *f.mates)}
-    return words
-
-
-def invented_word(rng: random.Random, syllables: int) -> str:
-    return "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(syllables))
-
-
-def fresh_word(rng: random.Random, pool: list[str], taboo: set[str], used: set[str], real: float) -> str:
-    """A word from the pool (probability `real`) or a made-up one, never taboo or used already."""
-    while True:
-        w = rng.choice(pool) if rng.random() < real else invented_word(rng, rng.choice((2, 2, 3)))
-        if w.lower() not in taboo and w.lower() not in used:
-            used.add(w.lower())
-            return w
-
-
-def fresh_frame(rng: random.Random, taboo: set[str], real: float = 0.6) -> Frame:
-    """Three people, an item, a container and companions, each drawn from a pool of common words
-    (the nouns of every split's frames among them) or made up: combinations no split uses, so every
-    noun must be read from the question."""
-    used = set()
-    people = tuple(fresh_word(rng, PEOPLE, taboo, used, real).capitalize() for _ in range(3))
-    item = fresh_word(rng, ITEMS, taboo, used, real)
-    item = item if item in ITEMS else item + "s"
-    group, mate = fresh_word(rng, GROUPS, taboo, used, real), fresh_word(rng, MATES, taboo, used, real)
-    plural = lambda w: PLURAL.get(w, w + "s")
-    return Frame(people, item, (group, plural(group)), (mate, plural(mate)))
-
-
-# -----------------------------------------------------------------------------
-# Corpus: (prefix, target) text pairs; the loss covers the target only
-
-WORLD_STEPS = (1, 2, 3, 4, 5, 6, 7)  # chains up to ood_steps' longest
-WIDE = dict(start=(2, 200), delta=(1, 99), max_value=999)  # number ranges that hold ood_numbers' and train's
-WIDE_SHARE, DISTRACTOR_SHARE = 0.5, 0.25  # of world_recipe's problems
-WORLD_RAMP = (0.0, 0.8)  # share of worked problems drawn by world_recipe at the first and the last step
-WIDE_RAMP = (0.4, 0.8)  # share of arithmetic lines in the wide ranges, the same way
-
-
-def ramp(bounds: tuple[float, float], progress: float) -> float:
-    """The share at `progress` (0 at the first step, 1 at the last), linear between the bounds."""
-    return bounds[0] + (bounds[1] - bounds[0]) * min(max(progress, 0.0), 1.0)
-
-
-def world_recipe(rng: random.Random, frame: Frame) -> Recipe:
-    """The recipe of one corpus problem, drawn across the whole world: every phrasing, 1-7 steps,
-    the train number ranges or (WIDE_SHARE of the time) the wide ones, and an irrelevant sentence
-    DISTRACTOR_SHARE of the time."""
-    ranges = WIDE if rng.random() < WIDE_SHARE else dict(start=TRAIN_RECIPE.start, delta=TRAIN_RECIPE.delta,
-                                                          max_value=TRAIN_RECIPE.max_value)
-    return Recipe((frame,), slice(0, 3), WORLD_STEPS, factor=TRAIN_RECIPE.factor,
-                  distractor=rng.random() < DISTRACTOR_SHARE, **ranges)
-
-
-def train_recipe_in(frame: Frame) -> Recipe:
-    return replace(TRAIN_RECIPE, frames=(frame,))
-
-
-def drawn(rng: random.Random, recipe: Recipe) -> dict:
-    """A problem of the recipe (generate_problem, tried again until a program completes)."""
-    while (p := generate_problem(rng, recipe)) is None:
-        pass
-    return p
-
-
-def worked_doc(rng: random.Random, taboo: set[str], world: bool = True) -> tuple[str, str]:
-    """A fresh-frame worked problem: ("Question: ...\\nPlan:\\n<plan>\\n", "Solution:\\n<execution>\\nAnswer: N").
-    world: drawn by world_recipe; else by the train recipe (the corpus's early problems, stage 1's replay)."""
-    frame = fresh_frame(rng, taboo)
-    p = drawn(rng, world_recipe(rng, frame) if world else train_recipe_in(frame))
-    return f"Question: {p['question']}\nPlan:\n{p['plan']}\n", f"Solution:\n{p['solution']}\nAnswer: {p['answer']}"
-
-
-def story_doc(rng: random.Random, taboo: set[str], exclude: set[str]) -> tuple[str, str]:
-    """Two to four questions, one per line: of the train recipe in the train frames (never one of a
-    split: not in `exclude`, not in the val or test hash bucket), or of world_recipe in a fresh frame."""
-    out = []
-    while len(out) < rng.randint(2, 4):
-        if rng.random() < 0.5:
-            p = generate_problem(rng, TRAIN_RECIPE)
-            if p and p["question"] not in exclude and hash_bucket(p["question"]) == "train":
-                out.append(p["question"])
-        else:
-            out.append(drawn(rng, world_recipe(rng, fresh_frame(rng, taboo)))["question"])
-    return "", "\n".join(out)
-
-
-def quantity_names() -> list[str]:
-    """Result names of the train frames' events ("apples after buying")."""
-    names = []
-    for f in TRAIN_FRAMES:
-        names += [e[1].format(**f.slots()) for e in START_EVENTS]
-        names += [f"{f.item} after {e[1]}" for e in CHAIN_EVENTS] + [f"{f.item} per {f.mates[0]}"]
-    return names
-
-
-def arithmetic_line(rng: random.Random, name: str, wide: bool = False) -> tuple[str, str]:
-    """('name = x op y =', ' z'), or 'x op y =' without a name: one exact integer step. Train ranges:
-    values <= 99, added or removed numbers, factors and divisors <= 9; wide: values <= 999, added or
-    removed numbers <= 99, factors and divisors <= 9 (every split's steps are of one of the two)."""
-    top, step = (WIDE["max_value"], WIDE["delta"][1]) if wide else (TRAIN_RECIPE.max_value, TRAIN_RECIPE.delta[1])
-    op = rng.choice("+-*/")
-    if op == "+":
-        y = rng.randint(1, step)
-        x = rng.randint(1, top - y)
-    elif op == "-":
-        x = rng.randint(2, top)
-        y = rng.randint(1, min(step, x - 1))
-    elif op == "*":
-        y = rng.randint(2, 9)
-        x = rng.randint(1, top // y)
-    else:
-        y = rng.randint(2, 9)
-        x = y * rng.randint(1, top // y)
-    return f"{name} = " * bool(name) + f"{x} {op} {y} =", f" {OPS[op](x, y)}"
-
-
-def arithmetic_doc(rng: random.Random, names: list[str], taboo: set[str], wide: float) -> tuple[str, str]:
-    """Twelve arithmetic lines `x op y = z`, a `wide` share of them in the wide ranges, a third of them
-    named (train-frame or made-up names)."""
-    lines = []
-    for _ in range(12):
-        u = rng.random()
-        name = ("" if u > 1 / 3 else rng.choice(names) if u < 0.15 else
-                f"{fresh_word(rng, [], taboo, set(), 0.0)}s after {rng.choice(CHAIN_EVENTS)[1]}")
-        lines.append("".join(arithmetic_line(rng, name, wide=rng.random() < wide)))
-    return "", "\n".join(lines)
-
-
-class Corpus:
-    """The document mix: shares of worked problems and story text, the rest arithmetic. `progress`
-    (0 at the first step, 1 at the last; set per window by Batches) moves worked problems from the
-    train recipe towards the whole world and arithmetic towards the wide ranges (WORLD_RAMP,
-    WIDE_RAMP): reading numbers off a question is learned first where it is easiest."""
-
-    def __init__(self, worked: float, story: float, exclude: set[str], progress: float = 0.5):
-        self.worked, self.story, self.exclude, self.progress = worked, story, exclude, progress
-        self.taboo = taboo_words()
-        self.names = quantity_names()
-
-    def doc(self, rng: random.Random) -> tuple[str, str]:
-        u = rng.random()
-        if u < self.worked:
-            return worked_doc(rng, self.taboo, world=rng.random() < ramp(WORLD_RAMP, self.progress))
-        if u < self.worked + self.story:
-            return story_doc(rng, self.taboo, self.exclude)
-        return arithmetic_doc(rng, self.names, self.taboo, ramp(WIDE_RAMP, self.progress))
-
-
-def corpus_docs(n: int, seed: int, worked: float = 0.5, story: float = 0.1, exclude=frozenset(),
-                progress: float = 0.5) -> list:
-    """n (prefix, target) documents of the corpus at `progress`, deterministic by seed."""
-    rng, corpus = random.Random(f"docs-{seed}"), Corpus(worked, story, set(exclude), progress)
-    return [corpus.doc(rng) for _ in range(n)]
-
-
-def split_questions() -> set[str]:
-    """Questions of every split at its standard size: never in the corpus."""
-    return {p.question for s in SPLITS for p in make_split(s, STANDARD_SIZES[s])}
-
+PLANNED_NEW_TOKENS, PLAIN_NEW_TOKENS = 192, 320  # a 7-step execution of large numbers; a plan and its execution
 
 # -----------------------------------------------------------------------------
 # Tokenizer and batches
@@ -302,12 +82,6 @@ def train_tokenizer(docs: list[str], vocab_size: int):
     tok.train_from_iterator(docs, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
 
-
-def encode_doc(tok, prefix: str, target: str) -> tuple[list[int], list[bool]]:
-    """ids of prefix + target + EOS, and which of them are supervised (target and EOS)."""
-    a = tok(prefix)["input_ids"] if prefix else []
-    b = tok(target)["input_ids"] + [tok.eos_token_id]
-    return a + b, [False] * len(a) + [True] * len(b)
 
 
 class Batches:

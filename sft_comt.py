@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from base import encode_doc, taboo_words, worked_doc
+from corpus import encode_doc, taboo_words, worked_doc
 from common import (check_checkpoint, COUNT, load_model, log_json, NONNEG, NONNEG_INT, number, pad_id, POSITIVE,
                     seed_everything)
 from training import (all_reduce_sum, as_many_as_any_rank, autocast_for, clip_grads, close_distributed, cosine_lr,
@@ -166,7 +166,7 @@ def global_batch(step: int, examples: list, lengths: tuple[int, ...], batch: int
 def replay_examples(tok, step: int, n: int, seed: int) -> list[tuple[list[int], list[bool]]]:
     """n documents of the kind the base was pretrained on, for step `step` (a pure function of the
     step, so resume needs no state): worked problems in fresh frames with their plan in the prompt,
-    supervised on "Solution:" and after it (base.worked_doc), drawn from the train recipe only
+    supervised on "Solution:" and after it (corpus.worked_doc), drawn from the train recipe only
     (train phrasings, 2-5 steps, train number ranges, no distractor, no OOD frame's noun), so that
     stage 1 sees nothing of an OOD split."""
     rng, taboo = random.Random(f"replay-{seed}-{step}"), taboo_words(ood_nouns=True)

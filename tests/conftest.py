@@ -91,7 +91,8 @@ def tiny_model(vocab: int, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def tok():
-    from base import corpus_docs, train_tokenizer
+    from base import train_tokenizer
+    from corpus import corpus_docs
     return train_tokenizer(["".join(d) for d in corpus_docs(400, seed=0)], vocab_size=400)
 
 

@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from base import corpus_docs, encode_doc, parse_args, split_questions, train_tokenizer
+from base import parse_args, train_tokenizer
+from corpus import corpus_docs, encode_doc, split_questions
 from tasks import CHAIN_EVENTS, FINAL_QUESTIONS, OOD_FRAMES, START_EVENTS, TRAIN_FRAMES, make_split
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
@@ -68,12 +69,12 @@ def worked_parts(prefix: str, target: str) -> tuple[str, str]:
 
 
 def test_post_training_data_hold_nothing_of_an_ood_split():
-    """Stage 1 and 2 train on the train split and stage 1 replays base.worked_doc(world=False):
+    """Stage 1 and 2 train on the train split and stage 1 replays corpus.worked_doc(world=False):
     neither holds an OOD frame's noun, a held-out phrasing, more than five steps, a number beyond the
     train ranges or a distractor (one given number per step, one more for the first)."""
     import random
 
-    from base import taboo_words, worked_doc
+    from corpus import taboo_words, worked_doc
     rng, taboo = random.Random(0), taboo_words(ood_nouns=True)
     replay = [worked_parts(*worked_doc(rng, taboo, world=False)) for _ in range(1000)]
     for question, solution in [(p.question, p.solution) for p in make_split("train", 1000)] + replay:
@@ -101,7 +102,7 @@ def test_corpus_does_hold_the_whole_world(docs):
 def test_the_world_arrives_over_the_build():
     """At the first step every worked problem is of the train recipe (in a fresh frame); at the last
     WORLD_RAMP's share of them is drawn across the world."""
-    from base import WORLD_RAMP
+    from corpus import WORLD_RAMP
     first = [recipe_properties(*worked_parts(p, t)) for p, t in corpus_docs(1000, seed=1, progress=0.0) if p]
     assert all(not f["held_out"] and f["steps"] <= 5 and f["largest"] <= 99 and f["givens"] == f["steps"] + 1
                for f in first)
@@ -130,14 +131,14 @@ def test_worked_problems_supervise_execution_never_a_plan(docs, tok):
 
 def test_fresh_frames_never_repeat_and_never_use_a_split_person():
     import random
-    from base import fresh_frame, taboo_words
+    from corpus import fresh_frame, taboo_words
     rng, taboo = random.Random(0), taboo_words()
     frames = [fresh_frame(rng, taboo) for _ in range(300)]
     words = [(f.item, *f.group, *f.mates, *(p.lower() for p in f.people)) for f in frames]
     assert not {w.lower() for ws in words for w in ws} & taboo
     assert {p.lower() for p in SPLIT_PEOPLE} == taboo
     assert len({(f.item, f.group, f.mates) for f in frames}) == len(frames)  # combinations are fresh
-    made_up = [f.item for f in frames if f.item not in __import__("base").ITEMS]
+    made_up = [f.item for f in frames if f.item not in __import__("corpus").ITEMS]
     assert 0.25 < len(made_up) / len(frames) < 0.55
     replay = [fresh_frame(rng, taboo_words(ood_nouns=True)) for _ in range(300)]
     assert not OOD_WORDS & {w for f in replay for w in (f.item, *f.group, *f.mates)}

@@ -182,7 +182,7 @@ def test_non_finite_loss_stops_without_touching_the_checkpoint(model_dir, tmp_pa
 
 
 def test_replay_share_of_a_batch_is_what_was_set(tok):
-    from base import split_questions
+    from corpus import split_questions
     from sft_comt import global_batch
     examples = [encode_example(tok, p, "comt") for p in make_split("train", 40)]
     lengths = tuple(len(ids) for ids, _ in examples)
