@@ -56,10 +56,10 @@ from training import cosine_lr, Dist
 from lifecycle import (mark_given, restore_train_state, resume_run, save_checkpoint, save_or_stop, saved_args,
                        start_log, STATE_FILE, STOPPED, StopRequest, train_state)
 from engine import Engine, complete
+from evaluate import greedy_judgements
 from model import ModelConfig, Transformer
-from rewards import answer_correct
 from corpus import Corpus, arithmetic_line, corpus_docs, encode_doc, quantity_names, split_questions
-from tasks import OOD_SPLITS, make_split, meta_text, prompt_text
+from tasks import OOD_SPLITS, make_split
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 DEFAULT_OUT = "models/base"
@@ -137,12 +137,6 @@ def init_digit_embeddings(model, tok, scale: float = 0.1):
 EVAL_SPLITS = ("test",) + OOD_SPLITS  # the splits whose results tables the base is a row of
 
 
-def accuracy(engine, tok, prompts: list[str], problems: list, max_new: int) -> float:
-    """Greedy accuracy of completions of the prompts (texts) against the problems' answers."""
-    outs = complete(engine, tok, [tok(x)["input_ids"] for x in prompts], max_new)
-    return sum(answer_correct(o, p.answer) for o, p in zip(outs, problems)) / len(problems)
-
-
 def arithmetic_accuracy(engine, tok, n: int, wide: bool, seed: int = 0) -> float:
     """Greedy accuracy on n held-out named lines `name = x op y =` of the train or the wide ranges."""
     rng = random.Random(f"heldout-{seed}-{'wide' if wide else 'train'}")
@@ -154,16 +148,16 @@ def arithmetic_accuracy(engine, tok, n: int, wide: bool, seed: int = 0) -> float
 
 def evaluate_base(model, tok, n: int, splits=EVAL_SPLITS, seed: int = 0) -> dict:
     """Greedy accuracies on n held-out items each (see the header): arithmetic lines of the train and
-    the wide ranges, and each of `splits` from the gold plan and from the question alone."""
+    the wide ranges, and each of `splits` from the gold plan and from the question alone (both by
+    evaluate.greedy_judgements, as evaluate.py --gold-plan and evaluate.py answer them)."""
     engine = Engine(model, pad_id=pad_id(tok))
     out = dict(arithmetic={r: arithmetic_accuracy(engine, tok, n, r == "wide", seed) for r in ("train", "wide")},
                from_plan={}, question_only={})
     for split in splits:
         problems = make_split(split, n, seed)
-        out["from_plan"][split] = accuracy(engine, tok, [prompt_text(p) + meta_text(p) for p in problems],
-                                           problems, PLANNED_NEW_TOKENS)
-        out["question_only"][split] = accuracy(engine, tok, [prompt_text(p) for p in problems], problems,
-                                               PLAIN_NEW_TOKENS)
+        for key, gold_plan, new in (("from_plan", True, PLANNED_NEW_TOKENS), ("question_only", False, PLAIN_NEW_TOKENS)):
+            judged = greedy_judgements(engine, tok, problems, new, gold_plan)
+            out[key][split] = sum(j.correct for j in judged) / len(judged)
     return out
 
 

@@ -14,8 +14,9 @@ sft_comt.py and ccrl.py train them):
     [--sft-len/2, --sft-len], loss on the second half of each row (the default stage-1 shape),
     in the micro-batches sft_comt.py would form.
   * RL step: --rl-prompts prompts x --rl-group samples of --new-tokens tokens from the engine,
-    then one policy update (ccrl.make_batches + policy_loss, micro-batches of --rl-micro rows,
-    AdamW); random weights never stop early, so every sample is --new-tokens long.
+    then ccrl.policy_update, the stage's own update (micro-batches of --rl-micro rows, gradient
+    clipping, AdamW) on random advantages; random weights never stop early, so every sample is
+    --new-tokens long.
 The training rows also give the achieved GFLOP/s beside this device's measured matmul peak
 (a 2048x2048 product, float32, and bfloat16 where the device computes it natively).
 
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from common import COUNT, pick_device, pick_dtype, seed_everything, Timer
-from training import length_groups
+from training import Dist, length_groups
 from engine import Engine
 from model import ModelConfig, Transformer
 
@@ -113,10 +114,16 @@ def sft_step_run(model, rows: int, max_len: int, device, autocast):
     return lambda: train_step(model, opt, micro, n_sup, 1, 1.0, ctx), sum(lengths)
 
 
-def rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micro: int, device, autocast):
-    """One RL step: sample `group` completions per prompt, then one clipped policy-gradient update
-    on all of them (random advantages) -> (sampling seconds, training seconds)."""
-    from ccrl import make_batches, policy_loss
+def timed_rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micro: int, device,
+                  autocast) -> tuple[float, float]:
+    """One RL step: sample `group` completions per prompt, then ccrl.policy_update (ccrl.py's own
+    update: its loss, micro-batches and gradient clipping, default settings) on all of them with
+    random advantages -> (sampling seconds, training seconds)."""
+    from ccrl import Kept, Rollout, Run, parse_args, policy_update
+    args = parse_args(["--micro-batch", str(micro), "--max-new-tokens", str(new_tokens)])
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
+    run = Run(args=args, dist=Dist(), device=device, tok=None, pad=0, model=model, ref=None, engine=engine, opt=opt,
+              autocast=ctx, problems=[], test=[], totals={}, log_path=None)
     model.eval()
     with Timer(device) as sampling:
         s = engine.generate(prompts, num_samples=group, max_new_tokens=new_tokens, temperature=1.0, seed=0)
@@ -125,14 +132,9 @@ def rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micro: int
         seqs = [prompts[i] + t[m].tolist() for i, t, m in zip(s.prompt_index.tolist(), s.tokens, s.mask)]
         plens = [len(prompts[i]) for i in s.prompt_index.tolist()]
         adv = torch.randn(len(seqs), generator=torch.Generator().manual_seed(0)).tolist()
-        n_tok = float(s.mask.sum())
-        for b in make_batches(seqs, plens, adv, "token", new_tokens, micro, 0, (n_tok, float(len(seqs)))):
-            b = b.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss, _ = policy_loss(model, b, 1.0, 0.2, 0.28)
-            loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        ro = Rollout(seqs, plens, judged=[], rewards=None, correct=None, completion_tokens=int(s.mask.sum()),
+                     examples=[])
+        policy_update(run, ro, Kept(None, list(range(len(seqs))), adv, (float(s.mask.sum()), float(len(seqs)))), 0)
     return sampling.seconds, training.seconds
 
 
@@ -140,7 +142,7 @@ def best_rl_step(model, prompts, group, new_tokens, micro, device, autocast, rep
     """(sampling, training) seconds of the fastest of `repeats` RL steps, after one warm-up step."""
     engine = Engine(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
-    runs = [rl_step(model, engine, opt, prompts, group, new_tokens, micro, device, autocast)
+    runs = [timed_rl_step(model, engine, opt, prompts, group, new_tokens, micro, device, autocast)
             for _ in range(repeats + 1)][1:]
     return min(runs, key=sum)
 
@@ -200,42 +202,14 @@ def main():
         model = Transformer(cfg).init_weights()
     model.eval().to(dtype)
     prompts = torch.randint(0, cfg.vocab_size, (batch, args.prompt_len)).tolist()
-    new = batch * args.new_tokens
     res = dict(device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda"
                else "cpu", shape=args.shape, params=model.num_params(), dtype=str(dtype).removeprefix("torch."),
                batch=batch, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                torch=torch.__version__)
-
-    gen = {"ours": engine_run(model, prompts, args.new_tokens)}
-    hf = None
-    if not args.skip_hf:
-        import transformers
-        from transformers import AutoModelForCausalLM
-        with tempfile.TemporaryDirectory() as tmp:
-            model.save_pretrained(tmp)
-            hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).to(device).eval()
-        gen["hf"] = hf_generate_run(hf, prompts, args.new_tokens, device)
-        res["transformers"] = transformers.__version__
-    t = best_times(gen, device, args.repeats)
-    res |= dict(engine_tokens_per_s=new / t["ours"], engine_ms_per_step=1e3 * t["ours"] / args.new_tokens)
-    if hf is not None:
-        res |= dict(hf_generate_tokens_per_s=new / t["hf"], hf_ms_per_step=1e3 * t["hf"] / args.new_tokens,
-                    engine_speedup=t["hf"] / t["ours"])
-    del gen
-
-    # training: fp32 master weights, bf16 autocast if enabled
-    train = {"ours": train_step_run(model.float(), args.train_batch, args.train_seq, device, autocast)}
-    if hf is not None:
-        train["hf"] = train_step_run(hf.float(), args.train_batch, args.train_seq, device, autocast, hf=True)
-    t = best_times(train, device, args.repeats)
-    train_tokens = args.train_batch * args.train_seq
-    res |= dict(train_autocast_bf16=autocast, train_batch=args.train_batch, train_seq=args.train_seq,
-                train_tokens_per_s=train_tokens / t["ours"])
-    peak = peak_flops(device)
-    res["mfu"] = train_flops_per_token(cfg, model, args.train_seq) * train_tokens / t["ours"] / peak if peak else None
-    if hf is not None:
-        res["hf_train_tokens_per_s"] = train_tokens / t["hf"]
-    del train, hf
+    hf = None if args.skip_hf else transformers_copy(model, dtype, device)
+    res |= generation_rows(model, hf, prompts, device, args)
+    res |= training_rows(model.float(), hf.float() if hf is not None else None, device, autocast, args)
+    del hf
     res |= stage_steps(model.float(), prompts, device, autocast, args)
     sft_flops = train_flops_per_token(cfg, model, res["sft_tokens"] / args.sft_batch)  # at the mean row length
     res |= dict(train_gflops=train_flops_per_token(cfg, model, args.train_seq) * res["train_tokens_per_s"] / 1e9,
@@ -243,9 +217,48 @@ def main():
                 matmul_peak_gflops_fp32=matmul_peak(device, torch.float32, args.repeats) / 1e9,
                 matmul_peak_gflops_bf16=matmul_peak(device, torch.bfloat16, args.repeats) / 1e9
                 if device.type == "cuda" or cpu_has_bf16() else None)
-
     print_table(res)
     print(json.dumps(res))
+
+
+def transformers_copy(model, dtype, device):
+    """The same weights opened by `transformers` (saved to a temporary Hugging Face directory)."""
+    from transformers import AutoModelForCausalLM
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).to(device).eval()
+
+
+def generation_rows(model, hf, prompts, device, args) -> dict:
+    """Sampled tokens per second of our engine and (hf given) of transformers' generate."""
+    gen = {"ours": engine_run(model, prompts, args.new_tokens)}
+    if hf is not None:
+        gen["hf"] = hf_generate_run(hf, prompts, args.new_tokens, device)
+    t = best_times(gen, device, args.repeats)
+    new = len(prompts) * args.new_tokens
+    res = dict(engine_tokens_per_s=new / t["ours"], engine_ms_per_step=1e3 * t["ours"] / args.new_tokens)
+    if hf is not None:
+        import transformers
+        res |= dict(transformers=transformers.__version__, hf_generate_tokens_per_s=new / t["hf"],
+                    hf_ms_per_step=1e3 * t["hf"] / args.new_tokens, engine_speedup=t["hf"] / t["ours"])
+    return res
+
+
+def training_rows(model, hf, device, autocast: bool, args) -> dict:
+    """Training tokens per second (fp32 master weights, bf16 autocast if enabled), ours and hf's; MFU on a GPU."""
+    train = {"ours": train_step_run(model, args.train_batch, args.train_seq, device, autocast)}
+    if hf is not None:
+        train["hf"] = train_step_run(hf, args.train_batch, args.train_seq, device, autocast, hf=True)
+    t = best_times(train, device, args.repeats)
+    tokens = args.train_batch * args.train_seq
+    peak = peak_flops(device)
+    res = dict(train_autocast_bf16=autocast, train_batch=args.train_batch, train_seq=args.train_seq,
+               train_tokens_per_s=tokens / t["ours"],
+               mfu=train_flops_per_token(model.config, model, args.train_seq) * tokens / t["ours"] / peak
+               if peak else None)
+    if hf is not None:
+        res["hf_train_tokens_per_s"] = tokens / t["hf"]
+    return res
 
 
 def stage_steps(model, prompts, device, autocast, args) -> dict:

@@ -60,8 +60,9 @@ from training import (all_reduce_sum, as_many_as_any_rank, autocast_for, clip_gr
 from lifecycle import (add_run_args, begin_run, fingerprint, mark_given, restore_train_state, RunLog, save_or_stop,
                        save_run, start_log, StopRequest)
 from engine import Engine, stop_ids
-from rewards import group_advantages, judge, mixed_groups, step_stats, token_char_ends
-from show import example, render_text, visible
+from evaluate import greedy_judgements
+from rewards import Judgement, group_advantages, judge_completion, mixed_groups, step_stats
+from show import Example, render_text, visible
 from tasks import RECIPES, encode_prompt, make_split, problems_for_cli, prompts_that_fit
 
 # -----------------------------------------------------------------------------
@@ -72,43 +73,38 @@ from tasks import RECIPES, encode_prompt, make_split, problems_for_cli, prompts_
 class Rollout:
     seqs: list[list[int]]  # prompt + completion (stop token included) per sample
     prompt_lens: list[int]
-    rewards: torch.Tensor  # (P,G)
+    judged: list[Judgement]  # each sample judged once, with the run's reward settings
+    rewards: torch.Tensor  # (P,G) their rewards
     correct: torch.Tensor  # (P,G) bool
-    step_confs: list[list[float]]
-    step_rights: list[list[bool]]
-    plans: list[bool]  # the sample opens with a digit-free plan
     completion_tokens: int
     examples: list  # show.Example of the first sample of the first --log-examples prompts
 
 
+def reward_settings(args) -> dict:
+    """The run's reward: what rewards.judge is given for every sample."""
+    return dict(reward=args.reward, weight=args.conf_weight, form=args.conf_form, agg=args.conf_agg,
+                check=args.step_check, plan_weight=args.plan_weight)
+
+
 def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
-    """G completions per problem, each judged by rewards.judge."""
+    """G completions per problem, each judged once (rewards.judge_completion): the same record gives
+    the update its reward and --log-examples its marks and reward parts."""
     prompts = [encode_prompt(tok, p) for p in problems]
     s = engine.generate(prompts, num_samples=args.group_size, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_p=args.top_p, stop_tokens=stop_ids(tok, engine.model),
                         seed=seed)
-    seqs, plens, rewards, correct, confs, rights, plans, examples = [], [], [], [], [], [], [], []
+    seqs, plens, judged, examples = [], [], [], []
     for r in range(s.tokens.shape[0]):
-        p = problems[int(s.prompt_index[r])]
+        p, prompt = problems[int(s.prompt_index[r])], prompts[int(s.prompt_index[r])]
         ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
-        text, ends = tok.decode(ids), token_char_ends(tok, ids)
+        judged.append(judge_completion(tok, ids, lps, p, **reward_settings(args)))
         if r % args.group_size == 0 and len(examples) < args.log_examples:
-            shown = tok.decode(ids, skip_special_tokens=True)  # the stop token ends it: the marks stay put
-            examples.append(example(f"problem {p.id}, sample 1 of {args.group_size}", p, shown, lps, ends,
-                                    args.conf_weight, args.conf_agg, args.step_check))
-        j = judge(text, lps, ends, p.answer, p.intermediates, reward=args.reward, weight=args.conf_weight,
-                  form=args.conf_form, agg=args.conf_agg, check=args.step_check, plan_weight=args.plan_weight)
-        prompt = prompts[int(s.prompt_index[r])]
+            examples.append(Example(f"problem {p.id}, sample 1 of {args.group_size}", p.question, p.answer, judged[-1]))
         seqs.append(prompt + ids)
         plens.append(len(prompt))
-        rewards.append(j.reward)
-        correct.append(j.correct)
-        confs.append(j.step_confs)
-        rights.append(j.step_rights)
-        plans.append(j.plan)
     P, G = len(problems), args.group_size
-    return Rollout(seqs, plens, torch.tensor(rewards).view(P, G), torch.tensor(correct).view(P, G), confs, rights,
-                   plans, int(s.mask.sum()), examples)
+    return Rollout(seqs, plens, judged, torch.tensor([j.reward for j in judged]).view(P, G),
+                   torch.tensor([j.correct for j in judged]).view(P, G), int(s.mask.sum()), examples)
 
 
 # -----------------------------------------------------------------------------
@@ -196,24 +192,14 @@ def all_reduce_grads(model, dist: Dist):
 
 
 def greedy_eval(engine, tok, problems, args) -> dict:
-    """Greedy accuracy on `problems`, the share of outputs with a plan, and step-confidence statistics."""
-    prompts = [encode_prompt(tok, p) for p in problems]
-    ok, confs, rights, lengths, plans = [], [], [], [], []
-    for i in range(0, len(prompts), 64):
-        s = engine.generate(prompts[i:i + 64], max_new_tokens=args.max_new_tokens, greedy=True,
-                            stop_tokens=stop_ids(tok, engine.model))
-        for r in range(s.tokens.shape[0]):
-            p = problems[i + r]
-            ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
-            j = judge(tok.decode(ids), lps, token_char_ends(tok, ids), p.answer, p.intermediates,
-                      agg=args.conf_agg, check=args.step_check)
-            ok.append(j.correct)
-            confs.append(j.step_confs)
-            rights.append(j.step_rights)
-            lengths.append(len(ids))
-            plans.append(j.plan)
-    return dict(acc=sum(ok) / len(ok), plan_rate=sum(plans) / len(plans), mean_len=sum(lengths) / len(lengths),
-                **step_stats(confs, rights, args.overconf_threshold))
+    """Greedy accuracy on `problems` (evaluate.greedy_judgements), the share of outputs with a plan,
+    the mean completion length and step-confidence statistics."""
+    judged = greedy_judgements(engine, tok, problems, args.max_new_tokens, agg=args.conf_agg, check=args.step_check)
+    n = len(judged)
+    return dict(acc=sum(j.correct for j in judged) / n, plan_rate=sum(j.plan for j in judged) / n,
+                mean_len=sum(j.tokens for j in judged) / n, **step_stats([j.step_confs for j in judged],
+                                                                        [j.step_rights for j in judged],
+                                                                        args.overconf_threshold))
 
 
 # -----------------------------------------------------------------------------
@@ -360,8 +346,9 @@ def step_metrics(step: int, ro: Rollout, kept: Kept, stats: dict, norm: float, l
     row = dict(step=step, reward=r.mean().item(), acc=c.mean().item(),
                zero_spread=(r.std(1, unbiased=False) == 0).float().mean().item(),
                kept_groups=kept.groups.float().mean().item(), resp_len=ro.completion_tokens / r.numel(),
-               plan_rate=sum(ro.plans) / len(ro.plans), **step_stats(ro.step_confs, ro.step_rights,
-                                                                     args.overconf_threshold),
+               plan_rate=sum(j.plan for j in ro.judged) / len(ro.judged),
+               **step_stats([j.step_confs for j in ro.judged], [j.step_rights for j in ro.judged],
+                            args.overconf_threshold),
                kl=stats["kl"] / max(stats["tokens"], 1), clip_frac=stats["clipped"] / max(stats["tokens"], 1),
                grad_norm=norm, lr=lr, tokens_per_s=ro.completion_tokens / (t2 - t0), sample_s=t1 - t0,
                train_s=t2 - t1)

@@ -57,9 +57,9 @@ from tqdm import tqdm
 from common import (check_checkpoint, COUNT, load_model, log_json, NONNEG_INT, pad_id, pick_device, POSITIVE, SHARE,
                     write_json)
 from engine import Engine, stop_ids
-from rewards import Judgement, answer_correct, judge, step_stats, token_char_ends
-from show import example_of, html_page, render_text, visible
-from tasks import SPLITS, WRONG_KINDS, encode_prompt, load_problems, meta_text, plan_verdict, prompts_that_fit
+from rewards import Judgement, judge_completion, step_stats
+from show import Example, html_page, render_text, visible
+from tasks import SPLITS, WRONG_KINDS, encode_prompt, load_problems, comt_target, plan_verdict, prompts_that_fit
 
 # -----------------------------------------------------------------------------
 # Metrics (pure functions; the tests check them against hand-computed values)
@@ -112,24 +112,30 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def judge_record(text: str, ids: list[int], logprobs: list[float], p, tok, args) -> dict:
-    """What evaluate reads of rewards.judge for one completion."""
-    j = judge_for_eval(text, logprobs, token_char_ends(tok, ids), p, args)
-    return record_of(j, len(ids), plan_verdict(planned_text(text, p, args), p, j.correct))
-
-
-def judge_for_eval(text: str, logprobs: list[float], char_ends: list[int], p, args) -> Judgement:
-    """rewards.judge with the CCRL reward at lambda 0.5, the reward parts --show prints."""
-    return judge(text, logprobs, char_ends, p.answer, p.intermediates, agg=args.conf_agg, check=args.step_check)
+def greedy_judgements(engine, tok, problems: list, max_new_tokens: int, gold_plan: bool = False, batch: int = 64,
+                      desc: str | None = None, **settings) -> list[Judgement]:
+    """The one greedy evaluation of the project: every problem answered greedily by the engine,
+    `batch` prompts per call (with gold_plan the prompt also holds the gold plan and "Solution:"),
+    each completion judged once (rewards.judge_completion with `settings`). sft_comt.py's quick
+    check, ccrl.py's evaluations, base.py's build figures and this script's tables all read it."""
+    prompts = [prompt_ids(tok, p, gold_plan) for p in problems]
+    stops = stop_ids(tok, engine.model)
+    out = []
+    for i in tqdm(range(0, len(prompts), batch), desc=desc, disable=desc is None, leave=False):
+        s = engine.generate(prompts[i:i + batch], max_new_tokens=max_new_tokens, greedy=True, stop_tokens=stops)
+        out += [judge_completion(tok, s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist(), p,
+                                 **settings) for r, p in enumerate(problems[i:i + batch])]
+    return out
 
 
 def planned_text(text: str, p, args) -> str:
     """The text whose plan the plan verdicts read: the completion, after the gold plan with --gold-plan."""
-    return meta_text(p) + text if getattr(args, "gold_plan", False) else text
+    return comt_target(p) + text if getattr(args, "gold_plan", False) else text
 
 
-def record_of(j: Judgement, tokens: int, verdict: dict | None) -> dict:
-    return dict(ok=j.correct, ok_lenient=j.correct_lenient, tokens=tokens, plan=j.plan, conf=j.answer_conf,
+def record_of(j: Judgement, verdict: dict | None) -> dict:
+    """What the tables and the experiment's intervals read of one judged completion."""
+    return dict(ok=j.correct, ok_lenient=j.correct_lenient, tokens=j.tokens, plan=j.plan, conf=j.answer_conf,
                 step_confs=j.step_confs, step_rights=j.step_rights, **(verdict or {}))
 
 
@@ -140,37 +146,36 @@ def prompt_ids(tok, p, gold_plan: bool) -> list[int]:
         return ids
     if not p.plan:
         raise SystemExit(f"--gold-plan: problem {p.id} has no plan (the synthetic splits have one)")
-    return ids + tok(meta_text(p), add_special_tokens=False)["input_ids"]
+    return ids + tok(comt_target(p), add_special_tokens=False)["input_ids"]
 
 
 def run_split(engine, tok, problems, args, name: str, split: str) -> tuple[list[dict], list[int]]:
-    """Greedy records, one per problem, and (with --samples k) the right count of k samples each.
-    The first --show records also hold the completion as a show.Example."""
+    """Greedy records, one per problem (judged with the CCRL reward at lambda 0.5: the parts --show
+    prints), and with --samples k the right count of k samples each. The first --show records also
+    hold the completion as a show.Example."""
+    judged = greedy_judgements(engine, tok, problems, args.max_new_tokens, getattr(args, "gold_plan", False),
+                               args.batch, f"{name} {split}", agg=args.conf_agg, check=args.step_check)
+    records = []
+    for i, (j, p) in enumerate(zip(judged, problems)):
+        verdict = plan_verdict(planned_text(j.text, p, args), p, j.correct)
+        records.append(record_of(j, verdict))
+        if i < args.show:
+            records[-1]["example"] = Example(name, p.question, p.answer, j, verdict)
+    return records, sampled_right_counts(engine, tok, problems, args) if args.samples > 1 else []
+
+
+def sampled_right_counts(engine, tok, problems, args) -> list[int]:
+    """--samples k: how many of k completions at --temperature answer each problem right (pass@k)."""
+    k, stops, counts = args.samples, stop_ids(tok, engine.model), []
     prompts = [prompt_ids(tok, p, getattr(args, "gold_plan", False)) for p in problems]
-    stops = stop_ids(tok, engine.model)
-    records, right_counts = [], []
-    k = args.samples
-    for i in tqdm(range(0, len(prompts), args.batch), desc=f"{name} {split}", leave=False):
-        chunk = problems[i:i + args.batch]
-        s = engine.generate(prompts[i:i + args.batch], max_new_tokens=args.max_new_tokens, greedy=True,
-                            stop_tokens=stops)
-        for r, p in enumerate(chunk):
-            ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
-            text = tok.decode(ids, skip_special_tokens=True)
-            ends = token_char_ends(tok, ids)
-            j = judge_for_eval(text, lps, ends, p, args)
-            verdict = plan_verdict(planned_text(text, p, args), p, j.correct)
-            records.append(record_of(j, len(ids), verdict))
-            if len(records) <= args.show:  # the same judgement, marked
-                records[-1]["example"] = example_of(name, p, text, j, ends, verdict=verdict)
-        if k > 1:
-            s = engine.generate(prompts[i:i + args.batch], num_samples=k, max_new_tokens=args.max_new_tokens,
-                                temperature=args.temperature, stop_tokens=stops, seed=args.seed + i)
-            for r, p in enumerate(chunk):
-                texts = [tok.decode(s.tokens[j][s.mask[j]].tolist(), skip_special_tokens=True)
-                         for j in range(r * k, (r + 1) * k)]
-                right_counts.append(sum(answer_correct(t, p.answer) for t in texts))
-    return records, right_counts
+    for i in range(0, len(prompts), args.batch):
+        s = engine.generate(prompts[i:i + args.batch], num_samples=k, max_new_tokens=args.max_new_tokens,
+                            temperature=args.temperature, stop_tokens=stops, seed=args.seed + i)
+        for r, p in enumerate(problems[i:i + args.batch]):
+            rows = range(r * k, (r + 1) * k)
+            counts.append(sum(judge_completion(tok, s.tokens[j][s.mask[j]].tolist(), s.logprobs[j][s.mask[j]].tolist(),
+                                               p).correct for j in rows))
+    return counts
 
 
 def summarise(records: list[dict], right_counts: list[int], args) -> dict:

@@ -148,7 +148,12 @@ def has_plan(text: str) -> bool:
     """
     head, marker, _ = (text or "").lstrip().partition("Solution:")
     body = head.removeprefix("Plan:")
-    return bool(marker) and body != head and bool(body.strip()) and not re.search(r"\d", body)
+    return bool(marker) and body != head and bool(body.strip()) and not has_digit(body)
+
+
+def has_digit(text: str) -> bool:
+    """Any digit or other numeric character (3, ³, ½, ...): what a digit-free plan never holds."""
+    return any(ch.isnumeric() for ch in text)
 
 
 # -----------------------------------------------------------------------------
@@ -325,7 +330,16 @@ class Judgement:
     step_confs: list[float]
     step_rights: list[bool]
     conf_term: float  # T: the mean over steps written and gold steps missed (rewards' header); -1 without steps
-    reward: float  # correct (+ weight * conf_term for ccrl) (- plan_weight without a plan)
+    reward: float  # correct (+ weight * conf_term for ccrl) + plan_part
+    kind: str  # the reward: ccrl or outcome
+    weight: float  # lambda, the confidence term's weight (read by the ccrl reward only)
+    plan_part: float  # -plan_weight for a completion without a plan, else 0
+    text: str  # the completion judged
+    char_ends: list[int]  # end offset in text of each of its tokens (token_char_ends); one per token
+
+    @property
+    def tokens(self) -> int:
+        return len(self.char_ends)
 
 
 def judge(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[Fraction],
@@ -348,13 +362,21 @@ def judge(text: str, token_logprobs: list[float], char_ends: list[int], gold_ans
     else:
         raise ValueError(f"unknown reward {reward!r}; choose ccrl or outcome")
     plan = has_plan(text)
-    if plan_weight and not plan:
-        r -= plan_weight
+    plan_part = -plan_weight if plan_weight and not plan else 0.0
+    r += plan_part
     span = answer_span(text)
     a, b = span_tokens(span, char_ends) if span else (0, 0)
     answer_conf = confidence(token_logprobs[a:b], agg) if b > a else 0.0
     return Judgement(ok, answer_correct(text, gold_answer, lenient=True), answer_conf, plan, steps, confs, rights,
-                     term, r)
+                     term, r, reward, weight, plan_part, text, char_ends)
+
+
+def judge_completion(tok, ids: list[int], logprobs: list[float], problem, **settings) -> Judgement:
+    """judge() of a generated completion: its token ids decoded without special tokens (the stop
+    token), against the problem's answer and gold intermediate values. Every completion the
+    project samples or decodes greedily is judged here, once."""
+    text = tok.decode(ids, skip_special_tokens=True)
+    return judge(text, logprobs, token_char_ends(tok, ids), problem.answer, problem.intermediates, **settings)
 
 
 def step_stats(confs: list[list[float]], rights: list[list[bool]], threshold: float) -> dict:

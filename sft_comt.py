@@ -73,10 +73,10 @@ from training import (all_reduce_sum, as_many_as_any_rank, autocast_for, clip_gr
 from lifecycle import (add_run_args, begin_run, fingerprint, mark_given, restore_train_state, save_or_stop, save_run,
                        start_log, StopRequest)
 from tasks import fitting
-from engine import Engine, complete
-from rewards import answer_correct, has_plan
+from engine import Engine
+from evaluate import greedy_judgements
 from show import visible
-from tasks import RECIPES, clean_solution, encode_example, encode_prompt, make_split, problems_for_cli
+from tasks import RECIPES, clean_solution, encode_example, make_split, problems_for_cli
 
 DEFAULT_BASE = "models/base"
 
@@ -225,13 +225,12 @@ def train_step(model, opt, micro: list[SFTBatch], n_sup: int, world: int, grad_c
 
 
 def quick_eval(model, tok, args) -> dict:
-    """Greedy generations on `test`: answer accuracy and the share of outputs that open with a
-    digit-free plan (rewards.has_plan)."""
-    problems = make_split("test", args.eval_n, args.seed)
-    engine = Engine(model, pad_id=pad_id(tok))
-    outs = complete(engine, tok, [encode_prompt(tok, p) for p in problems], args.eval_max_new, progress=True)
-    return dict(test_acc=sum(answer_correct(o, p.answer) for o, p in zip(outs, problems)) / len(problems),
-                plan_rate=sum(map(has_plan, outs)) / len(problems), example=outs[0])
+    """Greedy answers to `test` problems (evaluate.greedy_judgements, as evaluate.py answers them):
+    accuracy, the share that open with a digit-free plan, and the first completion."""
+    judged = greedy_judgements(Engine(model, pad_id=pad_id(tok)), tok, make_split("test", args.eval_n, args.seed),
+                               args.eval_max_new, desc="quick check")
+    return dict(test_acc=sum(j.correct for j in judged) / len(judged),
+                plan_rate=sum(j.plan for j in judged) / len(judged), example=judged[0].text)
 
 
 # -----------------------------------------------------------------------------

@@ -16,8 +16,10 @@ the neighbours are marked too, because the confidence read them). Three renderin
                            the model's text is escaped
 
 Under each completion: the answer's verdict, the plan's (right or wrong, followed or not; synthetic
-problems) and the reward parts CCRL would give it (correct + lambda x confidence term), beside the
-outcome reward.
+problems) and the parts of the reward it was judged with (rewards.judge: correct + lambda x
+confidence term for CCRL, beside the outcome reward; minus the plan term where one applies). show
+renders a Judgement; it never judges: ccrl.py's --log-examples writes the very record the update
+used, evaluate.py --show the one its tables count.
 """
 import base64
 import html
@@ -25,7 +27,7 @@ import os
 import unicodedata
 from dataclasses import dataclass
 
-from rewards import Judgement, judge
+from rewards import Judgement
 
 # -----------------------------------------------------------------------------
 # Marks: which characters, which confidence, right or wrong
@@ -39,13 +41,13 @@ class Mark:
     right: bool
 
 
-def marks(j: Judgement, char_ends: list[int]) -> list[Mark]:
+def marks(j: Judgement) -> list[Mark]:
     """One mark per numeric step, over the characters of the tokens its confidence came from."""
     out = []
     for s, conf, right in zip(j.steps, j.step_confs, j.step_rights):
         a, b = s.tokens
         if b > a:
-            out.append(Mark(char_ends[a - 1] if a else 0, char_ends[b - 1], conf, right))
+            out.append(Mark(j.char_ends[a - 1] if a else 0, j.char_ends[b - 1], conf, right))
     return out
 
 
@@ -116,26 +118,8 @@ class Example:
     name: str  # checkpoint (or run) that wrote it
     question: str
     gold: str
-    text: str
-    marks: list[Mark]
-    judged: Judgement  # with the CCRL reward of the completion
-    weight: float  # lambda
+    judged: Judgement  # the completion as it was judged, reward included
     plan: dict | None = None  # tasks.plan_verdict of the completion (problems with a program)
-
-
-def example(name: str, problem, text: str, logprobs: list[float], char_ends: list[int], weight: float = 0.5,
-            agg: str = "geo", check: str = "auto") -> Example:
-    """Score a completion as CCRL would and mark its steps."""
-    j = judge(text, logprobs, char_ends, problem.answer, problem.intermediates, reward="ccrl", weight=weight,
-              agg=agg, check=check)
-    return example_of(name, problem, text, j, char_ends, weight)
-
-
-def example_of(name: str, problem, text: str, j: Judgement, char_ends: list[int], weight: float = 0.5,
-               verdict: dict | None = None) -> Example:
-    """An Example from a completion already judged with the CCRL reward at this weight (and its plan
-    verdict, where the problem has a program)."""
-    return Example(name, problem.question, problem.answer, text, marks(j, char_ends), j, weight, verdict)
 
 
 def plan_words(v: dict | None) -> str:
@@ -146,14 +130,22 @@ def plan_words(v: dict | None) -> str:
     return words + (f" ({v['wrong_kind']})" if v.get("wrong_kind") else "")
 
 
+def reward_words(j: Judgement) -> str:
+    """The reward's parts as the judgement computed them."""
+    plan = f" - plan {-j.plan_part:g}" if j.plan_part else ""
+    if j.kind == "outcome":
+        return (f"reward parts: correct {int(j.correct)}{plan} = outcome {j.reward:+.3f} (confidence term "
+                f"{j.conf_term:+.3f}, not rewarded)")
+    return (f"reward parts: correct {int(j.correct)} + {j.weight} x confidence term {j.conf_term:+.3f}{plan} = CCRL "
+            f"{j.reward:+.3f}; outcome reward {int(j.correct)}")
+
+
 def verdict(e: Example) -> str:
-    return (f"answer {'right' if e.judged.correct else 'wrong'} (gold {e.gold}){plan_words(e.plan)}; reward parts: "
-            f"correct {int(e.judged.correct)} + {e.weight} x confidence term {e.judged.conf_term:+.3f} = CCRL "
-            f"{e.judged.reward:+.3f}; outcome reward {int(e.judged.correct)}")
+    return f"answer {'right' if e.judged.correct else 'wrong'} (gold {e.gold}){plan_words(e.plan)}; {reward_words(e.judged)}"
 
 
 def render_text(e: Example, ansi: bool) -> str:
-    body = (render_ansi if ansi else render_plain)(e.text, e.marks).strip("\n")
+    body = (render_ansi if ansi else render_plain)(e.judged.text, marks(e.judged)).strip("\n")
     return f"--- {e.name}\n{body}\n    {verdict(e)}"
 
 
@@ -197,7 +189,7 @@ def html_page(title: str, blocks: list[tuple[str, str, list[Example]]], images: 
             split_now = split
         parts.append(f'<div class="q">{html.escape(question)}</div><div class="ex">')
         for e in exs:
-            parts.append(f"<div><h3>{html.escape(e.name)}</h3><pre>{render_html(e.text, e.marks).strip()}</pre>"
+            parts.append(f"<div><h3>{html.escape(e.name)}</h3><pre>{render_html(e.judged.text, marks(e.judged)).strip()}</pre>"
                          f'<div class="v">{html.escape(verdict(e))}</div></div>')
         parts.append("</div>")
     return "\n".join(parts) + "\n"

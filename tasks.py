@@ -89,7 +89,7 @@ def prompt_text(p: Problem) -> str:
     return f"Question: {p.question}\n"
 
 
-def meta_text(p: Problem) -> str:
+def comt_target(p: Problem) -> str:
     """CoMT target: the plan and the marker that opens the execution (nothing after it)."""
     return f"Plan:\n{p.plan}\nSolution:\n"
 
@@ -97,7 +97,7 @@ def meta_text(p: Problem) -> str:
 def cot_text(p: Problem) -> str:
     """CoT target: the complete trajectory, i.e. the CoMT target, then the execution and the answer
     line (the stop token follows)."""
-    return f"{meta_text(p)}{p.solution}\nAnswer: {p.answer}"
+    return f"{comt_target(p)}{p.solution}\nAnswer: {p.answer}"
 
 
 def encode_prompt(tok, p: Problem) -> list[int]:
@@ -137,9 +137,9 @@ def encode_example(tok, p: Problem, fmt: str) -> tuple[list[int], list[bool]]:
     if fmt not in ("comt", "cot"):
         raise ValueError(f"unknown format {fmt!r}; choose comt or cot")
     prompt = encode_prompt(tok, p)
-    target = tok(meta_text(p), add_special_tokens=False)["input_ids"]
+    target = tok(comt_target(p), add_special_tokens=False)["input_ids"]
     if fmt == "cot":  # the meta tokens exactly, then the execution's: one is a prefix of the other
-        execution = cot_text(p).removeprefix(meta_text(p))
+        execution = cot_text(p).removeprefix(comt_target(p))
         target += tok(execution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return prompt + target, [False] * len(prompt) + [True] * len(target)
 
@@ -423,7 +423,7 @@ def plan_verdict(text: str, p: "Problem", correct: bool) -> dict | None:
     and the quantity each step produces (plan_followed) and, for a wrong
     answer, which of WRONG_KINDS it is: a wrong (or missing) plan, a right plan the execution does
     not follow, or a right plan followed with a wrong number somewhere. None for a problem without
-    a program. (To judge a completion written after the gold plan, pass meta_text(p) + completion.)"""
+    a program. (To judge a completion written after the gold plan, pass comt_target(p) + completion.)"""
     gold = gold_program(p)
     if gold is None:
         return None

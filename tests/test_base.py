@@ -198,16 +198,16 @@ def test_shipped_base_opens_and_matches_its_build_summary():
 
 def test_shipped_base_executes_gold_plans_as_its_build_summary_says():
     """Recompute one figure of build.json: test problems from their gold plan (greedy, 200)."""
-    from base import accuracy, pad_id
+    from common import pad_id
     from engine import Engine
+    from evaluate import greedy_judgements
     from model import Transformer
-    from tasks import meta_text, prompt_text
     from transformers import AutoTokenizer
     build = json.load(open(os.path.join(SHIPPED, "build.json")))
     tok = AutoTokenizer.from_pretrained(SHIPPED)
     engine = Engine(Transformer.from_pretrained(SHIPPED).eval(), pad_id=pad_id(tok))
-    problems = make_split("test", build["args"]["eval_n"])
-    acc = accuracy(engine, tok, [prompt_text(p) + meta_text(p) for p in problems], problems, 192)
+    judged = greedy_judgements(engine, tok, make_split("test", build["args"]["eval_n"]), 192, gold_plan=True)
+    acc = sum(j.correct for j in judged) / len(judged)
     assert acc == pytest.approx(build["from_plan"]["test"], abs=0.015)  # a rare greedy tie may flip on another CPU
 
 

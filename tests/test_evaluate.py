@@ -9,12 +9,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from evaluate import auroc, brier, ece, judge_record, pass_at_k, reliability, summarise
-from rewards import answer_correct, answer_span
-from tasks import Problem
+from evaluate import auroc, brier, ece, pass_at_k, planned_text, record_of, reliability, summarise
+from rewards import answer_correct, answer_span, judge, token_char_ends
+from tasks import Problem, plan_verdict
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 ARGS = SimpleNamespace(bins=10, overconf_threshold=0.9, conf_agg="geo", step_check="auto", samples=1)
+
+
+def judge_record(text, ids, logprobs, p, tok, args) -> dict:
+    """The record evaluate keeps of one completion (text: the decoding of ids)."""
+    j = judge(text, logprobs, token_char_ends(tok, ids), p.answer, p.intermediates, agg=args.conf_agg,
+              check=args.step_check)
+    return record_of(j, plan_verdict(planned_text(text, p, args), p, j.correct))
 
 
 def test_ece_with_ten_and_two_bins():

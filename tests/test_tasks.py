@@ -6,7 +6,7 @@ from fractions import Fraction
 import pytest
 
 from tasks import (BENCHMARKS, FINAL_QUESTIONS, SPLITS, TRAIN_FRAMES, canonical_answer, cot_text, default_data_dir,
-                   load_problems, make_split, meta_text)
+                   load_problems, make_split, comt_target)
 
 N = 2000
 NUM = re.compile(r"\d+")
@@ -54,7 +54,7 @@ def test_answer_is_the_last_intermediate(splits):
     for probs in splits.values():
         for p in probs:
             assert float(p.answer) == p.intermediates[-1] > 0
-            assert cot_text(p).endswith(f"Answer: {p.answer}") and meta_text(p).endswith("Solution:\n")
+            assert cot_text(p).endswith(f"Answer: {p.answer}") and comt_target(p).endswith("Solution:\n")
 
 
 def test_splits_are_disjoint(splits):
