@@ -294,21 +294,38 @@ def training_examples(args, tok, context: int, world: int) -> list[tuple[list[in
     return examples
 
 
-def sft_step(step: int, ddp, opt, examples: list, lengths: tuple, tok, args, dist: Dist, device, autocast,
-             totals: dict) -> dict:
+@dataclass
+class Run:
+    """What every step reads: the settings, the model (and its DDP wrapper), the optimiser, the data."""
+    args: argparse.Namespace
+    dist: Dist
+    device: torch.device
+    tok: object
+    model: torch.nn.Module
+    ddp: torch.nn.Module  # the model under DistributedDataParallel on several ranks without --shard, else the model
+    opt: torch.optim.Optimizer
+    autocast: object
+    examples: list  # [(ids, supervised)]
+    lengths: tuple  # their token lengths (the batching reads them)
+    totals: dict  # token counts and seconds: carried in the checkpoint
+    log_path: object  # lifecycle.RunLog on the main rank, None elsewhere
+
+
+def sft_step(run: Run, step: int) -> dict:
     """One optimiser step on the step's global batch (this rank's share); returns its log line."""
+    args, dist, pad, totals = run.args, run.dist, pad_id(run.tok), run.totals
     t0 = time.time()
-    sft, replay = global_batch(step, examples, lengths, args.batch, args.replay, args.seed, tok)
+    sft, replay = global_batch(step, run.examples, run.lengths, args.batch, args.replay, args.seed, run.tok)
     rows = sft + replay
     n_sup = sum(sum(s[1:]) for _, s in rows)
     mine = rows[dist.rank::dist.world]
-    micro = [collate([mine[i] for i in g], pad_id(tok)).to(device)
+    micro = [collate([mine[i] for i in g], pad).to(run.device)
              for g in length_groups([len(ids) for ids, _ in mine], args.micro_batch)]
     if args.shard:  # padded with micro-batches that supervise nothing
-        micro = as_many_as_any_rank(micro, collate([([pad_id(tok)] * 2, [False] * 2)], pad_id(tok)).to(device), dist)
-    for g in opt.param_groups:
+        micro = as_many_as_any_rank(micro, collate([([pad] * 2, [False] * 2)], pad).to(run.device), dist)
+    for g in run.opt.param_groups:
         g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
-    loss, norm = train_step(ddp, opt, micro, n_sup, dist.world, args.grad_clip, autocast)
+    loss, norm = train_step(run.ddp, run.opt, micro, n_sup, dist.world, args.grad_clip, run.autocast)
     if not (math.isfinite(loss) and math.isfinite(norm)):
         raise SystemExit(f"non-finite loss ({loss}) or gradient ({norm}) at step {step}: stopping before the "
                          f"update; the last checkpoint in {args.out} is untouched (try a lower --lr)")
@@ -320,7 +337,7 @@ def sft_step(step: int, ddp, opt, examples: list, lengths: tuple, tok, args, dis
     totals["tokens"] += real
     totals["pad_tokens"] += sum(b.ids.numel() for b in micro if b.sup.any()) * dist.world - real  # (ranks alike)
     totals["seconds"] += dt
-    return dict(step=step, loss=round(loss, 4), lr=opt.param_groups[0]["lr"], grad_norm=round(norm, 3),
+    return dict(step=step, loss=round(loss, 4), lr=run.opt.param_groups[0]["lr"], grad_norm=round(norm, 3),
                 sup_tokens=n_sup, tokens_per_s=round(real / dt), pad_share=round(pad_share(totals), 3))
 
 
@@ -339,8 +356,9 @@ def summary(args, totals: dict, n_examples: int, loss: float, device) -> dict:
     return dict(out, **peak_memory(device))
 
 
-def main(argv=None):
-    args, dist, device, state = begin_run(parse_args(argv), "sft_comt.py")
+def set_up(args, dist: Dist, device, state: dict | None) -> Run | None:
+    """Load the model (from --model, or the checkpoint on --resume), the data and the optimiser; None
+    after --show-mask has printed its example."""
     if state:
         args.model = args.out
     tok = check_checkpoint(args.model, "--out" if state else "--model", f", e.g. the shipped {DEFAULT_BASE}, one "
@@ -350,14 +368,13 @@ def main(argv=None):
     examples = training_examples(args, tok, model.config.max_position_embeddings, dist.world)
     if args.show_mask:
         print(show_mask(tok, *examples[0]))
-        return
-    lengths = tuple(len(ids) for ids, _ in examples)
+        return None
     autocast = autocast_for(args, device)
     set_up_shard(args, model, device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
-    start, totals = 0, dict(sup_tokens=0, replay_sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
+    totals = dict(sup_tokens=0, replay_sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
     if state:
-        start, totals = restore_train_state(state, opt, model, args.out)
+        _, totals = restore_train_state(state, opt, model, args.out)
     ddp = model
     if dist.world > 1 and not args.shard:
         ddp = torch.nn.parallel.DistributedDataParallel(model,
@@ -367,35 +384,54 @@ def main(argv=None):
               f"({round(args.replay * args.batch)} of them replay), {model.num_params() / 1e6:.2f}M parameters, "
               f"{device}, {dist.world} rank(s)")
     log_path = start_log(args, state, dist, dict(data=fingerprint(examples)))
+    return Run(args, dist, device, tok, model, ddp, opt, autocast, examples, tuple(len(ids) for ids, _ in examples),
+               totals, log_path)
+
+
+def main(argv=None):
+    args, dist, device, state = begin_run(parse_args(argv), "sft_comt.py")
+    run = set_up(args, dist, device, state)
+    if run is None:
+        return
+    args = run.args
 
     def checkpoint(step):
-        save_run(args.out, model, tok, opt, step, totals, args, dist)
+        save_run(args.out, run.model, run.tok, run.opt, step, run.totals, args, dist)
 
     stop = StopRequest()
-    model.train()
+    run.model.train()
+    start = state["step"] if state else 0
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"sft {args.format}",
                disable=not dist.main)
     row = dict(loss=float("nan"))
     for step in bar:
-        row = sft_step(step, ddp, opt, examples, lengths, tok, args, dist, device, autocast, totals)
+        row = sft_step(run, step)
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,}")
         done = step + 1
         if dist.main and (step % args.log_every == 0 or done == args.steps):
-            log_json(row, log_path)
+            log_json(row, run.log_path)
         save_or_stop(done, args, stop, dist, device, checkpoint)
     bar.close()
-    evaluate = args.eval_n and args.data in RECIPES
-    if evaluate and args.shard:  # the quick check decodes on rank 0 from the gathered weights
-        model = gathered_copy(model, dist.main, device)
-    if dist.main:
-        out = summary(args, totals, len(examples), row["loss"], device)
-        if evaluate:
-            model.eval()
-            res = quick_eval(model, tok, args)
-            print("example (test problem, greedy):\n" + visible(res.pop("example").strip()))
-            out.update({k: round(v, 3) for k, v in res.items()})
-        log_json(out, log_path)
+    finish(run, row["loss"])
     close_distributed(dist)
+
+
+def finish(run: Run, loss: float):
+    """The summary line, with the quick check on `test` (synthetic data; rank 0 decodes, from the
+    gathered weights under --shard)."""
+    args, model = run.args, run.model
+    evaluate = args.eval_n and args.data in RECIPES
+    if evaluate and args.shard:
+        model = gathered_copy(model, run.dist.main, run.device)
+    if not run.dist.main:
+        return
+    out = summary(args, run.totals, len(run.examples), loss, run.device)
+    if evaluate:
+        model.eval()
+        res = quick_eval(model, run.tok, args)
+        print("example (test problem, greedy):\n" + visible(res.pop("example").strip()))
+        out.update({k: round(v, 3) for k, v in res.items()})
+    log_json(out, run.log_path)
 
 
 if __name__ == "__main__":

@@ -144,13 +144,6 @@ def encode_example(tok, p: Problem, fmt: str) -> tuple[list[int], list[bool]]:
     return prompt + target, [False] * len(prompt) + [True] * len(target)
 
 
-def format_number(x: float) -> str:
-    """Canonical text of a number: 12, -3, 2.5 (no trailing .0, no exponent)."""
-    if float(x).is_integer():
-        return str(int(x))
-    return f"{x:.10f}".rstrip("0").rstrip(".")
-
-
 # -----------------------------------------------------------------------------
 # The synthetic world: frames, events, phrasings
 
@@ -353,7 +346,7 @@ def generate_problem(rng: random.Random, r: Recipe):
     sentences.append(fill(phrase(FINAL_QUESTIONS), P=subject, **slots))
     plan.append(f"The answer is the {names[-1]}.")
     return dict(question=" ".join(sentences), plan="\n".join(plan), solution="\n".join(lines),
-                answer=format_number(cur), intermediates=[Fraction(v) for v in values])
+                answer=number_text(Fraction(cur)), intermediates=[Fraction(v) for v in values])
 
 
 def make_split(split: str, n: int, seed: int = 0) -> list[Problem]:

@@ -36,8 +36,10 @@ import os
 import re
 import time
 from collections import Counter
+from fractions import Fraction
 
 from common import check_checkpoint, COUNT, load_model, log_json, NONNEG, number, pad_id, pick_device
+from rewards import exact_number, has_digit
 from tasks import ANNOTATION, clean_solution, problems_for_cli
 
 TEACHER_PROMPT = (
@@ -51,8 +53,9 @@ ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "
             "eighteenth", "nineteenth", "twentieth")
 SMALL = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
          "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
-WORDS = {**{float(i): w for i, w in enumerate(SMALL)}, 30.0: "thirty", 40.0: "forty", 50.0: "fifty", 60.0: "sixty",
-         100.0: "one hundred", 1000.0: "one thousand", 0.5: "one half", 0.25: "one quarter", 0.1: "one tenth"}
+WORDS = {Fraction(k): w for k, w in {**{str(i): w for i, w in enumerate(SMALL)}, "30": "thirty", "40": "forty",
+                                       "50": "fifty", "60": "sixty", "100": "one hundred", "1000": "one thousand",
+                                       "0.5": "one half", "0.25": "one quarter", "0.1": "one tenth"}.items()}
 OPERATORS = {"+": "plus", "-": "minus", "*": "times", "x": "times", "/": "divided by", "(": "(", ")": ")"}
 SKIP = {"of", "her", "his", "their", "its", "the", "a", "an", "each", "per", "more", "than", "to", "in", "for", "and",
         "which", "that", "only", "has", "have", "is", "are", "was", "were", "with", "on", "at", "by", "as", "so",
@@ -63,18 +66,6 @@ EXPR_TOKEN = re.compile(r"\d[\d,]*(?:\.\d+)?|[-+*/x()]")
 
 # -----------------------------------------------------------------------------
 # Rules
-
-
-def has_digit(text: str) -> bool:
-    """Any digit or other numeric character (3, ³, ½, ...)."""
-    return any(ch.isnumeric() for ch in text)
-
-
-def to_float(s: str) -> float | None:
-    try:
-        return float(s.replace(",", ""))
-    except ValueError:
-        return None
 
 
 def ordinal(k: int) -> str:
@@ -89,7 +80,7 @@ def question_names(question: str) -> dict:
         after = re.split(r"[.?!;](?:\s|$)", question[m.end():], maxsplit=1)[0]  # the rest of its sentence
         before = re.split(r"[.?!;]\s", question[:m.start()])[-1]
         words = content_words(content_words(after.split()[:5])[:2]) or content_words(before.split()[-3:])[-2:]
-        v = to_float(m.group())
+        v = exact_number(m.group().replace(",", ""))
         if v is not None and v not in names:
             names[v] = "the given " + (" ".join(words) if words else "number")
     return names
@@ -106,20 +97,20 @@ def content_words(words: list[str]) -> list[str]:
     return words
 
 
-def name_number(v: float, results: list[float], given: dict) -> str:
+def name_number(v: Fraction, results: list[Fraction | None], given: dict) -> str:
     for k in range(len(results) - 1, -1, -1):
-        if abs(results[k] - v) < 1e-9:
+        if results[k] is not None and results[k] == v:
             return f"the {ordinal(k)} result"
     if v in given:
         return given[v]
     return WORDS.get(v, "a constant")
 
 
-def expression_words(expr: str, results: list[float], given: dict) -> str:
+def expression_words(expr: str, results: list[Fraction | None], given: dict) -> str:
     """"48/2" -> "the given friends divided by two"."""
     out = []
     for t in EXPR_TOKEN.findall(expr):
-        out.append(OPERATORS[t] if t in OPERATORS else name_number(to_float(t), results, given))
+        out.append(OPERATORS[t] if t in OPERATORS else name_number(exact_number(t.replace(",", "")), results, given))
     return " ".join(out).replace("( ", "(").replace(" )", ")")
 
 
@@ -143,8 +134,7 @@ def rules_plan(question: str, solution: str) -> str | None:
         parts = []
         for expr, value in steps:
             parts.append(expression_words(expr, results, given))
-            v = to_float(value.strip().rstrip("."))
-            results.append(v if v is not None else float("nan"))
+            results.append(exact_number(value.replace(",", "").strip().rstrip(".")))
         what = describe(line)
         k = len(results) - 1
         lines.append(f"{ordinal(len(lines)).capitalize()}, {what or 'compute'}: {'; '.join(parts)} "
@@ -153,7 +143,7 @@ def rules_plan(question: str, solution: str) -> str | None:
         lines.append(f"The answer is the {ordinal(len(results) - 1)} result.")
     else:  # no annotations: each sentence with its numbers named
         for line in (solution or "").split("####")[0].splitlines():
-            named = NUM.sub(lambda m: name_number(to_float(m.group()), [], given), line)
+            named = NUM.sub(lambda m: name_number(exact_number(m.group().replace(",", "")), [], given), line)
             what = describe(named)
             if what:
                 lines.append(f"{ordinal(len(lines)).capitalize()}, {what}.")

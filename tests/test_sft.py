@@ -217,3 +217,21 @@ def test_resume_continues_the_directory_it_is_given_and_refuses_other_flags(mode
     assert ((Path(cut) / "log.jsonl").read_text(), (Path(cut) / "model.safetensors").read_bytes()) == before
     run_sft(["--out", copy, "--resume", "--steps", "8"])  # --steps may change: the run is extended
     assert max(logged_losses(copy)) == 7
+
+
+@pytest.mark.cli
+def test_quick_check_and_evaluate_agree_on_the_same_checkpoint(tmp_path):
+    """sft_comt's summary and evaluate.py answer the same test problems of the same checkpoint alike
+    (one greedy evaluation): the same accuracy and plan rate, on a model that answers some right."""
+    import evaluate
+    import sft_comt
+    out, res = str(tmp_path / "sft"), str(tmp_path / "eval.json")
+    sft_comt.main(["--out", out, "--steps", "100", "--eval-n", "30", "--log-every", "50"])  # from the shipped base
+    with open(os.path.join(out, "log.jsonl")) as f:
+        summary = json.loads(f.readlines()[-1])
+    evaluate.main(["--ckpt", out, "--splits", "test", "--n", "30", "--max-new-tokens", "256", "--json", res,
+                   "--no-plots"])
+    with open(res) as f:
+        m = json.load(f)["results"]["sft"]["test"]
+    assert summary["test_acc"] > 0
+    assert (summary["test_acc"], summary["plan_rate"]) == (round(m["acc"], 3), round(m["plan_rate"], 3))
