@@ -50,16 +50,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (check_checkpoint, COUNT, load_model, log_json, NONNEG, NONNEG_INT, pad_id, POSITIVE,
-                    seed_everything, SHARE, write_json)
-from training import cosine_lr, Dist
-from lifecycle import (mark_given, restore_train_state, resume_run, save_checkpoint, save_or_stop, saved_args,
-                       start_log, STATE_FILE, STOPPED, StopRequest, train_state)
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pad_id,
+                    seed_everything, write_json)
+from corpus import Corpus, arithmetic_line, corpus_docs, encode_doc, quantity_names, split_questions
 from engine import Engine, complete
 from evaluate import greedy_judgements
+from lifecycle import (STATE_FILE, STOPPED, StopRequest, mark_given, restore_train_state, resume_run, save_checkpoint,
+                       save_or_stop, saved_args, start_log, train_state)
 from model import ModelConfig, Transformer
-from corpus import Corpus, arithmetic_line, corpus_docs, encode_doc, quantity_names, split_questions
 from tasks import OOD_SPLITS, make_split
+from training import Dist, cosine_lr
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 DEFAULT_OUT = "models/base"

@@ -35,10 +35,10 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from common import COUNT, pick_device, pick_dtype, seed_everything, Timer
-from training import Dist, length_groups
+from common import COUNT, Timer, pick_device, pick_dtype, seed_everything
 from engine import Engine
 from model import ModelConfig, Transformer
+from training import Dist, length_groups
 
 SHAPES = {
     # a few-million-parameter Llama, the size of the embedded default model
@@ -122,8 +122,7 @@ def timed_rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micr
     from ccrl import Kept, Rollout, Run, parse_args, policy_update
     args = parse_args(["--micro-batch", str(micro), "--max-new-tokens", str(new_tokens)])
     ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
-    run = Run(args=args, dist=Dist(), device=device, tok=None, pad=0, model=model, ref=None, engine=engine, opt=opt,
-              autocast=ctx, problems=[], test=[], totals={}, log_path=None)
+    run = Run(args, Dist(), device, None, model, opt, ctx, totals={}, log_path=None, engine=engine)
     model.eval()
     with Timer(device) as sampling:
         s = engine.generate(prompts, num_samples=group, max_new_tokens=new_tokens, temperature=1.0, seed=0)

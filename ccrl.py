@@ -47,23 +47,24 @@ import copy
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
-from common import (check_checkpoint, COUNT, load_model, log_json, NONNEG, NONNEG_INT, number, pad_id, POSITIVE,
-                    seed_everything, SHARE)
-from training import (all_reduce_sum, as_many_as_any_rank, autocast_for, clip_grads, close_distributed, cosine_lr,
-                      Dist, gathered_copy, length_groups, pad_rows, peak_memory, refresh_copy, set_up_shard,
-                      shard_model, target_logprobs)
-from lifecycle import (add_run_args, begin_run, fingerprint, mark_given, restore_train_state, RunLog, save_or_stop,
-                       save_run, start_log, StopRequest)
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, number, pad_id,
+                    seed_everything)
 from engine import Engine, stop_ids
 from evaluate import greedy_judgements
+from lifecycle import (RunLog, StopRequest, add_run_args, begin_run, fingerprint, mark_given, restore_train_state,
+                       save_or_stop, save_run, start_log)
 from rewards import Judgement, group_advantages, judge_completion, mixed_groups, step_stats
 from show import Example, render_text, visible
 from tasks import RECIPES, encode_prompt, make_split, problems_for_cli, prompts_that_fit
+import training
+from training import (Dist, all_reduce_sum, as_many_as_any_rank, autocast_for, clip_grads, close_distributed, cosine_lr,
+                      gathered_copy, length_groups, pad_rows, peak_memory, refresh_copy, set_up_shard, shard_model,
+                      target_logprobs)
 
 # -----------------------------------------------------------------------------
 # Sampling and scoring
@@ -358,22 +359,13 @@ def step_metrics(step: int, ro: Rollout, kept: Kept, stats: dict, norm: float, l
 
 
 @dataclass
-class Run:
-    """What every step reads: the settings, the model and its reference, the optimiser, the data."""
-    args: argparse.Namespace
-    dist: Dist
-    device: torch.device
-    tok: object
-    pad: int
-    model: torch.nn.Module
-    ref: torch.nn.Module | None  # the initial policy, for --kl-coef > 0
-    engine: Engine  # decodes the model, or under --shard a full copy of it (refreshed by sync_sampler)
-    opt: torch.optim.Optimizer
-    autocast: object
-    problems: list
-    test: list
-    totals: dict  # seconds, sample_seconds, evals: carried in the checkpoint
-    log_path: RunLog | None  # main rank only
+class Run(training.Run):
+    """The RL run: the common record, its data, the KL reference and the sampling engine."""
+    pad: int = 0
+    ref: torch.nn.Module | None = None  # the initial policy, for --kl-coef > 0
+    engine: Engine | None = None  # decodes the model, or under --shard a full copy of it (refreshed by sync_sampler)
+    problems: list = field(default_factory=list)
+    test: list = field(default_factory=list)  # totals: seconds, sample_seconds, evals
 
 
 def set_up(args, dist: Dist, device, state: dict | None) -> Run:
@@ -402,8 +394,9 @@ def set_up(args, dist: Dist, device, state: dict | None) -> Run:
     totals = dict(seconds=0.0, sample_seconds=0.0, evals=[])
     if state:
         _, totals = restore_train_state(state, opt, model, args.out)
-    return Run(args, dist, device, tok, pad_id(tok), model, ref, Engine(sampler, pad_id=pad_id(tok)), opt,
-               autocast_for(args, device), problems, test, totals, start_log(args, state, dist, checks))
+    return Run(args, dist, device, tok, model, opt, autocast_for(args, device), totals,
+               start_log(args, state, dist, checks), pad=pad_id(tok), ref=ref, engine=Engine(sampler, pad_id=pad_id(tok)),
+               problems=problems, test=test)
 
 
 def sync_sampler(run: Run) -> float:

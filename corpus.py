@@ -31,7 +31,7 @@ Corpus (drawn fresh for every step, one document per row; `corpus_docs` and the 
 import random
 from dataclasses import replace
 
-from tasks import (CHAIN_EVENTS, OOD_FRAMES, OPS, SPLITS, START_EVENTS, TRAIN_FRAMES, TRAIN_RECIPE, Frame, Recipe,
+from tasks import (CHAIN_EVENTS, Frame, OOD_FRAMES, OPS, Recipe, SPLITS, START_EVENTS, TRAIN_FRAMES, TRAIN_RECIPE,
                    generate_problem, hash_bucket, make_split)
 
 STANDARD_SIZES = {"train": 8000, "val": 500, "test": 500, "ood_template": 500, "ood_steps": 500,

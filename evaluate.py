@@ -54,12 +54,12 @@ import time
 
 from tqdm import tqdm
 
-from common import (check_checkpoint, COUNT, load_model, log_json, NONNEG_INT, pad_id, pick_device, POSITIVE, SHARE,
+from common import (COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pad_id, pick_device,
                     write_json)
 from engine import Engine, stop_ids
 from rewards import Judgement, judge_completion, step_stats
 from show import Example, html_page, render_text, visible
-from tasks import SPLITS, WRONG_KINDS, encode_prompt, load_problems, comt_target, plan_verdict, prompts_that_fit
+from tasks import SPLITS, WRONG_KINDS, comt_target, encode_prompt, load_problems, plan_verdict, prompts_that_fit
 
 # -----------------------------------------------------------------------------
 # Metrics (pure functions; the tests check them against hand-computed values)

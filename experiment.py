@@ -43,7 +43,7 @@ import sys
 import time
 
 from common import COUNT, write_json
-from lifecycle import lock_out, STOPPED
+from lifecycle import STOPPED, lock_out
 
 ARMS = {  # arm: (script, its flags, the arm it starts from); the first four are the paper's comparison
     "cot_sft": ("sft_comt.py", ["--format", "cot"], None),
@@ -300,22 +300,22 @@ def accuracy_table(ev: dict, base: dict, splits: list[str], key: str = "acc") ->
     return lines
 
 
-def plan_tables(ev: dict, base: dict, splits: list[str]) -> list[str]:
-    """Plan correct / plan followed, and the wrong answers split three ways, arms x splits."""
+def plan_tables(ev: dict, base: dict, splits: list[str]) -> tuple[list[str], list[str]]:
+    """(plan correct / plan followed, the wrong answers split three ways), arms x splits."""
     head = table_head(["arm", *splits])
     one = lambda m, k: 100 * (sum(m[k]) / len(m[k]) if isinstance(m[k], list) else m[k])  # mean over seeds
     rows = [(BASE_ROWS["base_plan"][0], base["base_plan"])] if "base_plan" in base else []
     rows += [(arm, ev[arm]) for arm in ARMS if arm in ev]
-    out = ["Plans, % of problems: plan correct (its operator sequence is the gold program's) / plan followed (the "
-           "execution carries out its own plan); means over seeds", ""] + head
-    out += [f"| {name} | " + " | ".join(f"{one(m[s], 'plan_correct'):.0f} / {one(m[s], 'plan_followed'):.0f}"
-                                        for s in splits) + " |" for name, m in rows]
-    out += ["", "Wrong answers, % of problems: wrong plan / right plan not followed / right plan followed but "
-            "executed wrongly (they add up to 100 - accuracy)", ""] + head
-    out += [f"| {name} | " + " | ".join(" / ".join(f"{one(m[s], k):.0f}" for k in ("wrong_plan", "not_followed",
-                                                                                   "executed_wrongly"))
-                                        for s in splits) + " |" for name, m in rows]
-    return out
+    plans = ["Plans, % of problems: plan correct (its operator sequence is the gold program's) / plan followed (the "
+             "execution carries out its own plan); means over seeds", ""] + head
+    plans += [f"| {name} | " + " | ".join(f"{one(m[s], 'plan_correct'):.0f} / {one(m[s], 'plan_followed'):.0f}"
+                                          for s in splits) + " |" for name, m in rows]
+    wrong = ["Wrong answers, % of problems: wrong plan / right plan not followed / right plan followed but "
+             "executed wrongly (they add up to 100 - accuracy)", ""] + head
+    wrong += [f"| {name} | " + " | ".join(" / ".join(f"{one(m[s], k):.0f}" for k in ("wrong_plan", "not_followed",
+                                                                                     "executed_wrongly"))
+                                          for s in splits) + " |" for name, m in rows]
+    return plans, wrong
 
 
 def claims_grid(found: list[dict], splits: list[str]) -> list[str]:
@@ -338,7 +338,9 @@ def claims_table(found: list[dict], seeds: list[int]) -> list[str]:
 
 
 def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: str) -> tuple[str, str]:
-    """(the full results Markdown, the shorter block the README shows)."""
+    """(the full results Markdown, the shorter block the README shows: one table per claim family,
+    accuracy, paired differences (accuracy and overconfident errors) and cost, and the plans that
+    explain the OOD rows)."""
     ev, costs = agg["eval"], agg["costs"]
     splits = list(next(iter(ev.values())))
     head = [f"Produced by `{command}` ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"
@@ -346,43 +348,42 @@ def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: 
     acc = ["Greedy accuracy, % (strict: the `Answer:` line). The base rows are the shipped base model, greedy, so "
            "the same in every seed: from the gold plan (the ceiling execution allows) and from the question "
            "alone (the floor)", ""] + accuracy_table(ev, base, splits)
-    calib = ["Calibration and format on `test`, %: answer ECE, step accuracy, overconfident step errors (wrong "
-             "steps with confidence > 0.9, share of all steps), wrong answers whose first wrong step was confident, "
-             "outputs that open with a digit-free plan", "",
-             "| arm | answer ECE | step acc | overconf err | first wrong step confident | plan rate |",
-             "|---|---|---|---|---|---|"]
-    for arm in ARMS:
-        if arm in ev and "test" in ev[arm]:
-            m = ev[arm]["test"]
-            calib.append(f"| {arm} | {pm(m['ece'])} | {pm(m['step_acc'])} | {pm(m['overconf_err'])} | "
-                         f"{pm(m['first_wrong_conf'])} | {pm(m['plan_rate'])} |")
     how = ("a 95% interval from 10,000 bootstrap resamples of the problems (the same resample in every seed; "
            "`experiment.paired_interval`)")
     sure = [f"Paired differences between arms, percentage points: the mean over seeds and {how}; * where the "
-            "interval excludes 0 (elsewhere the difference is within noise). Per seed: below the tables", ""]
-    sure += claims_grid(found, splits)
-    plans = plan_tables(ev, base, splits)
-    readme = head + acc + [""] + sure + [""] + plans + [""] + calib
-    extra = ["", f"The paired differences per seed, with their mean and {how}", ""] + claims_table(found, seeds)
-    extra += ["", "Greedy accuracy, lenient (the last number when there is no `Answer:` line), %", ""]
-    extra += accuracy_table(ev, base, splits, "acc_lenient")
-    extra += ["", "`test` accuracy by seed, % (the RL arms' gain over the SFT arm they start from is per seed)", "",
-              *table_head(["arm", *(f"seed {k}" for k in seeds)])]
-    for arm in ARMS:
-        if arm in ev and "test" in ev[arm]:
-            extra.append(f"| {arm} | " + " | ".join(f"{100 * a:.1f}" for a in ev[arm]["test"]["acc"]) + " |")
-    extra += ["", "Overconfident step errors by split, % of steps", "", *table_head(["arm", *splits])]
-    extra += [f"| {arm} | " + " | ".join(pm(ev[arm][s]["overconf_err"]) for s in splits) + " |"
-              for arm in ARMS if arm in ev]
-    extra += ["", "Cost per stage (this arm's own stage; RL arms add their SFT's; SFT tokens exclude the replay, "
-              "which is the same for both arms)", "",
-              "| arm | supervised tokens | per example | train s | wall s |", "|---|---|---|---|---|"]
-    for arm in ARMS:
-        if arm in costs:
-            c = costs[arm]
-            extra.append(f"| {arm} | {pm(c['sup_tokens'], 1, 0)} | {pm(c['sup_tokens_per_example'], 1, 1)} | "
-                         f"{pm(c['train_seconds'], 1)} | {pm(c['wall_seconds'], 1)} |")
-    return "\n".join(readme + extra) + "\n", "\n".join(readme) + "\n"
+            "interval excludes 0 (elsewhere the difference is within noise)", ""] + claims_grid(found, splits)
+    plans, wrong = plan_tables(ev, base, splits)
+    overconf = ["Overconfident step errors by split, % of steps (wrong steps written with confidence > 0.9)", "",
+                *table_head(["arm", *splits])]
+    overconf += [f"| {arm} | " + " | ".join(pm(ev[arm][s]["overconf_err"]) for s in splits) + " |"
+                 for arm in ARMS if arm in ev]
+    cost = ["Cost per stage (this arm's own stage; RL arms add their SFT's; SFT tokens exclude the replay, which is "
+            "the same for both arms)", "", *table_head(["arm", "supervised tokens", "per example", "train s",
+                                                         "wall s"])]
+    cost += [f"| {arm} | {pm(costs[arm]['sup_tokens'], 1, 0)} | {pm(costs[arm]['sup_tokens_per_example'], 1, 1)} | "
+             f"{pm(costs[arm]['train_seconds'], 1)} | {pm(costs[arm]['wall_seconds'], 1)} |" for arm in ARMS
+             if arm in costs]
+    readme = head + acc + [""] + sure + [""] + cost + [""] + plans
+    return "\n".join(readme + [""] + overconf + [""] + extra_tables(ev, base, found, seeds, splits, how) + [""]
+                     + wrong) + "\n", "\n".join(readme) + "\n"
+
+
+def extra_tables(ev: dict, base: dict, found: list[dict], seeds: list[int], splits: list[str], how: str) -> list[str]:
+    """What results/default.md holds beyond the README's block."""
+    calib = ["Calibration and format on `test`, %: answer ECE, step accuracy, overconfident step errors, wrong "
+             "answers whose first wrong step was confident, outputs that open with a digit-free plan", "",
+             *table_head(["arm", "answer ECE", "step acc", "overconf err", "first wrong step confident", "plan rate"])]
+    calib += [f"| {arm} | " + " | ".join(pm(ev[arm]["test"][k]) for k in ("ece", "step_acc", "overconf_err",
+                                                                           "first_wrong_conf", "plan_rate")) + " |"
+              for arm in ARMS if arm in ev and "test" in ev[arm]]
+    out = calib + ["", f"The paired differences per seed, with their mean and {how}", ""] + claims_table(found, seeds)
+    out += ["", "Greedy accuracy, lenient (the last number when there is no `Answer:` line), %", ""]
+    out += accuracy_table(ev, base, splits, "acc_lenient")
+    out += ["", "`test` accuracy by seed, % (the RL arms' gain over the SFT arm they start from is per seed)", "",
+            *table_head(["arm", *(f"seed {k}" for k in seeds)])]
+    out += [f"| {arm} | " + " | ".join(f"{100 * a:.1f}" for a in ev[arm]["test"]["acc"]) + " |"
+            for arm in ARMS if arm in ev and "test" in ev[arm]]
+    return out
 
 
 def accuracy_chart(ev: dict, base: dict, path: str):

@@ -59,24 +59,24 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
-from corpus import encode_doc, taboo_words, worked_doc
-from common import (check_checkpoint, COUNT, load_model, log_json, NONNEG, NONNEG_INT, number, pad_id, POSITIVE,
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, check_checkpoint, load_model, log_json, number, pad_id,
                     seed_everything)
-from training import (all_reduce_sum, as_many_as_any_rank, autocast_for, clip_grads, close_distributed, cosine_lr,
-                      Dist, gathered_copy, length_groups, no_grad_sync, pad_rows, peak_memory, set_up_shard,
-                      target_logprobs)
-from lifecycle import (add_run_args, begin_run, fingerprint, mark_given, restore_train_state, save_or_stop, save_run,
-                       start_log, StopRequest)
-from tasks import fitting
+from corpus import encode_doc, taboo_words, worked_doc
 from engine import Engine
 from evaluate import greedy_judgements
+from lifecycle import (StopRequest, add_run_args, begin_run, fingerprint, mark_given, restore_train_state, save_or_stop,
+                       save_run, start_log)
 from show import visible
+from tasks import fitting
 from tasks import RECIPES, clean_solution, encode_example, make_split, problems_for_cli
+import training
+from training import (Dist, all_reduce_sum, as_many_as_any_rank, autocast_for, clip_grads, close_distributed, cosine_lr,
+                      gathered_copy, length_groups, no_grad_sync, pad_rows, peak_memory, set_up_shard, target_logprobs)
 
 DEFAULT_BASE = "models/base"
 
@@ -295,20 +295,11 @@ def training_examples(args, tok, context: int, world: int) -> list[tuple[list[in
 
 
 @dataclass
-class Run:
-    """What every step reads: the settings, the model (and its DDP wrapper), the optimiser, the data."""
-    args: argparse.Namespace
-    dist: Dist
-    device: torch.device
-    tok: object
-    model: torch.nn.Module
-    ddp: torch.nn.Module  # the model under DistributedDataParallel on several ranks without --shard, else the model
-    opt: torch.optim.Optimizer
-    autocast: object
-    examples: list  # [(ids, supervised)]
-    lengths: tuple  # their token lengths (the batching reads them)
-    totals: dict  # token counts and seconds: carried in the checkpoint
-    log_path: object  # lifecycle.RunLog on the main rank, None elsewhere
+class Run(training.Run):
+    """The SFT run: the common record and its data; totals: token counts and seconds."""
+    ddp: torch.nn.Module | None = None  # the model under DDP on several ranks without --shard, else the model
+    examples: list = field(default_factory=list)  # [(ids, supervised)]
+    lengths: tuple = ()  # their token lengths (the batching reads them)
 
 
 def sft_step(run: Run, step: int) -> dict:
@@ -384,8 +375,8 @@ def set_up(args, dist: Dist, device, state: dict | None) -> Run | None:
               f"({round(args.replay * args.batch)} of them replay), {model.num_params() / 1e6:.2f}M parameters, "
               f"{device}, {dist.world} rank(s)")
     log_path = start_log(args, state, dist, dict(data=fingerprint(examples)))
-    return Run(args, dist, device, tok, model, ddp, opt, autocast, examples, tuple(len(ids) for ids, _ in examples),
-               totals, log_path)
+    return Run(args, dist, device, tok, model, opt, autocast, totals, log_path, ddp=ddp, examples=examples,
+               lengths=tuple(len(ids) for ids, _ in examples))
 
 
 def main(argv=None):

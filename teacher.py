@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from fractions import Fraction
 
-from common import check_checkpoint, COUNT, load_model, log_json, NONNEG, number, pad_id, pick_device
+from common import COUNT, NONNEG, check_checkpoint, load_model, log_json, number, pad_id, pick_device
 from rewards import exact_number, has_digit
 from tasks import ANNOTATION, clean_solution, problems_for_cli
 

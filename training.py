@@ -3,6 +3,7 @@ What the two training stages (sft_comt.py, ccrl.py) share: torchrun set-up, toke
 one masked log-prob), the learning-rate schedule, gradient synchronisation and clipping, autocast,
 and FSDP2 sharding (--shard).
 """
+import argparse
 import contextlib
 import math
 import os
@@ -71,6 +72,20 @@ def close_distributed(d: Dist):
         import torch.distributed as dist
         dist.barrier()
         dist.destroy_process_group()
+
+@dataclass
+class Run:
+    """What every training step reads; sft_comt.Run and ccrl.Run add their stage's own."""
+    args: argparse.Namespace
+    dist: Dist
+    device: torch.device
+    tok: object
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    autocast: object  # the autocast context of --dtype (off under --shard)
+    totals: dict  # counts and seconds carried in the checkpoint
+    log_path: object  # lifecycle.RunLog on the main rank, None elsewhere
+
 
 # -----------------------------------------------------------------------------
 # Token rows: one padder and one masked log-prob for SFT and RL

@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
-import lifecycle
-import sft_comt
 from conftest import locked_by_another_process, stopped
+import lifecycle
 from model import Transformer
+import sft_comt
 
 RUN = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "6", "--warmup", "2", "--log-every", "1",
        "--eval-n", "0", "--lr", "3e-3", "--save-every", "2"]

@@ -8,9 +8,9 @@ import pytest
 
 import base
 import ccrl
+from common import check_checkpoint, pick_device
 import evaluate
 import sft_comt
-from common import check_checkpoint, pick_device
 from tasks import problems_for_cli
 
 

@@ -7,8 +7,8 @@ import signal
 import pytest
 import torch
 
-from rewards import (answer_correct, confidence, confidence_term, extract_answer, group_advantages, judge,
-                     mixed_groups, parse_number, safe_eval, segment_steps, step_right, token_char_ends, token_spans)
+from rewards import (answer_correct, confidence, confidence_term, extract_answer, group_advantages, judge, mixed_groups,
+                     parse_number, safe_eval, segment_steps, step_right, token_char_ends, token_spans)
 
 EXTRACTION = [  # (text, strict, lenient)
     ("Answer: 42", 42, 42),

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import ccrl
-import lifecycle
-import experiment
-import sft_comt
 from conftest import locked_by_another_process, stopped
+import experiment
+import lifecycle
+import sft_comt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SFT = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "4", "--warmup", "1", "--log-every", "1",

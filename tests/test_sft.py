@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lifecycle import STOPPED
 from conftest import tiny_model
+from lifecycle import STOPPED
 from model import Transformer
 from sft_comt import collate, train_step
 from tasks import Problem, encode_example, make_split

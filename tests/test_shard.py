@@ -14,9 +14,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from training import Dist, shard_model
 from conftest import tiny_model
 from model import Transformer
+from training import Dist, shard_model
 from test_ccrl import log_rows, samples
 from test_sft import COMMON, ROOT, free_port, logged_losses, run_sft
 
@@ -92,14 +92,13 @@ def rl_update(model, rows, kept_totals, world: int):
                               shard=world > 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
     d = Dist(dist.get_rank(), world) if world > 1 else Dist()
-    run = Run(args, d, torch.device("cpu"), None, 0, model, None, None, opt, torch.autocast("cpu", enabled=False),
-              [], [], {}, None)
+    run = Run(args, d, torch.device("cpu"), None, model, opt, torch.autocast("cpu", enabled=False), {}, None)
     seqs, plens, adv = rows
     kept = Kept(torch.ones(1, dtype=torch.bool), list(range(len(seqs))), adv, kept_totals)
     norms = []
     for step in range(3):
         from ccrl import Rollout
-        ro = Rollout(seqs, plens, None, None, [], [], [], 0, [])
+        ro = Rollout(seqs, plens, judged=[], rewards=None, correct=None, completion_tokens=0, examples=[])
         norms.append(policy_update(run, ro, kept, step)[1])
     return norms
 

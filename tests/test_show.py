@@ -10,8 +10,8 @@ from fractions import Fraction
 import pytest
 
 import ccrl
-import evaluate
 from conftest import stopped
+import evaluate
 from rewards import token_char_ends
 from rewards import judge
 from show import Example, html_page, marks, render_ansi, render_html, render_plain, verdict

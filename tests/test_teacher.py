@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import engine
-import teacher
 from engine import Samples
 from tasks import load_problems
+import teacher
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 RAW = os.path.join(ROOT, "tests", "fixtures", "raw_gsm8k.jsonl")
