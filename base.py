@@ -22,8 +22,6 @@ the gold plan" is the ceiling of what its execution allows, "question only" its 
 
 Corpus: corpus.py (worked problems with their plan in the prompt, story text, arithmetic lines).
 
-  skipped), a plan as a target.
-
 Model: the Llama architecture of model.py (tied embeddings, GQA), AdamW with warm-up and cosine
 decay, next-token loss on the supervised tokens. The ten digit tokens start with a Fourier code of
 their value (cos, sin of 2 pi f d / 10, f = 1..5) in their first ten embedding dimensions: a

@@ -35,8 +35,8 @@ Algorithm, one step
     Greedy accuracy on a slice of `test` is measured before the first step, every --eval-every
     steps and at the end. Checkpoints, --resume and signals work as in sft_comt.py. With
     --log-examples K, K sampled completions per step go to OUT/examples.txt with every numeric
-    step marked by its confidence and right/wrong and the reward parts (show.py), so the change
-    of behaviour during RL can be read.
+    step marked by its confidence and right/wrong and the parts of the reward the update used (the
+    same judgement, rendered by show.py), so the change of behaviour during RL can be read.
 
 Deviations from the paper: the reward formula, the confidence aggregation and the step check are
 our reconstruction (see rewards.py); the RL optimiser is plain GRPO with the options above. Budgets

@@ -27,6 +27,7 @@ Corpus (drawn fresh for every step, one document per row; `corpus_docs` and the 
       last), full loss.
   Never in the corpus: a question of any split (the fresh frames' people are never a split's, and
   train-frame questions at the splits' standard sizes or in the val or test hash bucket are
+  skipped), a plan as a target.
 """
 import random
 from dataclasses import replace

@@ -148,24 +148,10 @@ def test_cli_rejects_a_missing_checkpoint(tmp_path):
                                         ("Answer: 5\nthen again\nAnswer: 12", "12"), ("Answer: 12", "12.5"),
                                         ("the total is 12", "12"), ("#### 1,200", "1200")])
 def test_one_checker_for_every_accuracy(text, gold, tok):
-    """The SFT and base quick checks (answer_correct) and evaluate.py (rewards.judge) agree."""
+    """answer_correct and the strict and lenient verdicts of the record evaluate.py keeps agree."""
     ids = tok(text, add_special_tokens=False)["input_ids"]
     r = judge_record(text, ids, [0.0] * len(ids), Problem(id="x", question="q", answer=gold), tok, ARGS)
     assert (r["ok"], r["ok_lenient"]) == (answer_correct(text, gold), answer_correct(text, gold, lenient=True))
-
-
-def test_sft_summary_accuracy_equals_evaluate_on_the_same_checkpoint(model_dir, tok):
-    from engine import Engine
-    from evaluate import run_split
-    from model import Transformer
-    from sft_comt import quick_eval
-    from tasks import make_split
-    model = Transformer.from_pretrained(model_dir)
-    q = quick_eval(model, tok, SimpleNamespace(eval_n=12, seed=0, eval_max_new=16))
-    args = SimpleNamespace(**vars(ARGS), batch=64, max_new_tokens=16, show=0)
-    records, _ = run_split(Engine(model, pad_id=tok.pad_token_id), tok, make_split("test", 12, 0), args, "m", "test")
-    assert q["test_acc"] == sum(r["ok"] for r in records) / len(records)
-    assert q["plan_rate"] == sum(r["plan"] for r in records) / len(records)
 
 
 def test_docstring_examples_hold():
