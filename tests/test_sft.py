@@ -226,10 +226,10 @@ def test_quick_check_and_evaluate_agree_on_the_same_checkpoint(tmp_path):
     import evaluate
     import sft_comt
     out, res = str(tmp_path / "sft"), str(tmp_path / "eval.json")
-    sft_comt.main(["--out", out, "--steps", "100", "--eval-n", "30", "--log-every", "50"])  # from the shipped base
+    sft_comt.main(["--out", out, "--steps", "100", "--eval-n", "60", "--log-every", "50"])  # from the shipped base
     with open(os.path.join(out, "log.jsonl")) as f:
         summary = json.loads(f.readlines()[-1])
-    evaluate.main(["--ckpt", out, "--splits", "test", "--n", "30", "--max-new-tokens", "256", "--json", res,
+    evaluate.main(["--ckpt", out, "--splits", "test", "--n", "60", "--max-new-tokens", "256", "--json", res,
                    "--no-plots"])
     with open(res) as f:
         m = json.load(f)["results"]["sft"]["test"]
