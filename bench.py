@@ -128,11 +128,10 @@ def timed_rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micr
         s = engine.generate(prompts, num_samples=group, max_new_tokens=new_tokens, temperature=1.0, seed=0)
     model.train()
     with Timer(device) as training:
-        seqs = [prompts[i] + t[m].tolist() for i, t, m in zip(s.prompt_index.tolist(), s.tokens, s.mask)]
+        seqs = [prompts[i] + s.completion(r)[0] for r, i in enumerate(s.prompt_index.tolist())]
         plens = [len(prompts[i]) for i in s.prompt_index.tolist()]
         adv = torch.randn(len(seqs), generator=torch.Generator().manual_seed(0)).tolist()
-        ro = Rollout(seqs, plens, judged=[], rewards=None, correct=None, completion_tokens=int(s.mask.sum()),
-                     examples=[])
+        ro = Rollout(seqs, plens, judged=[], group_size=group, completion_tokens=int(s.mask.sum()), examples=[])
         policy_update(run, ro, Kept(None, list(range(len(seqs))), adv, (float(s.mask.sum()), float(len(seqs)))), 0)
     return sampling.seconds, training.seconds
 

@@ -74,11 +74,18 @@ from training import (Dist, all_reduce_sum, as_many_as_any_rank, autocast_for, c
 class Rollout:
     seqs: list[list[int]]  # prompt + completion (stop token included) per sample
     prompt_lens: list[int]
-    judged: list[Judgement]  # each sample judged once, with the run's reward settings
-    rewards: torch.Tensor  # (P,G) their rewards
-    correct: torch.Tensor  # (P,G) bool
+    judged: list[Judgement]  # each sample judged once, with the run's reward settings; prompt-major
+    group_size: int
     completion_tokens: int
     examples: list  # show.Example of the first sample of the first --log-examples prompts
+
+    @property
+    def rewards(self) -> torch.Tensor:  # (P,G)
+        return torch.tensor([j.reward for j in self.judged]).view(-1, self.group_size)
+
+    @property
+    def correct(self) -> torch.Tensor:  # (P,G) bool
+        return torch.tensor([j.correct for j in self.judged]).view(-1, self.group_size)
 
 
 def reward_settings(args) -> dict:
@@ -97,15 +104,13 @@ def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
     seqs, plens, judged, examples = [], [], [], []
     for r in range(s.tokens.shape[0]):
         p, prompt = problems[int(s.prompt_index[r])], prompts[int(s.prompt_index[r])]
-        ids, lps = s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist()
+        ids, lps = s.completion(r)
         judged.append(judge_completion(tok, ids, lps, p, **reward_settings(args)))
         if r % args.group_size == 0 and len(examples) < args.log_examples:
             examples.append(Example(f"problem {p.id}, sample 1 of {args.group_size}", p.question, p.answer, judged[-1]))
         seqs.append(prompt + ids)
         plens.append(len(prompt))
-    P, G = len(problems), args.group_size
-    return Rollout(seqs, plens, judged, torch.tensor([j.reward for j in judged]).view(P, G),
-                   torch.tensor([j.correct for j in judged]).view(P, G), int(s.mask.sum()), examples)
+    return Rollout(seqs, plens, judged, args.group_size, int(s.mask.sum()), examples)
 
 
 # -----------------------------------------------------------------------------
@@ -192,15 +197,20 @@ def all_reduce_grads(model, dist: Dist):
 # Evaluation
 
 
+def plan_and_step_stats(judged: list[Judgement], threshold: float) -> dict:
+    """The share of completions that open with a plan, and step-confidence statistics (rewards.step_stats)."""
+    return dict(plan_rate=sum(j.plan for j in judged) / len(judged),
+                **step_stats([j.step_confs for j in judged], [j.step_rights for j in judged], threshold))
+
+
 def greedy_eval(engine, tok, problems, args) -> dict:
     """Greedy accuracy on `problems` (evaluate.greedy_judgements), the share of outputs with a plan,
     the mean completion length and step-confidence statistics."""
     judged = greedy_judgements(engine, tok, problems, args.max_new_tokens, agg=args.conf_agg, check=args.step_check)
     n = len(judged)
-    return dict(acc=sum(j.correct for j in judged) / n, plan_rate=sum(j.plan for j in judged) / n,
-                mean_len=sum(j.tokens for j in judged) / n, **step_stats([j.step_confs for j in judged],
-                                                                        [j.step_rights for j in judged],
-                                                                        args.overconf_threshold))
+    stats = plan_and_step_stats(judged, args.overconf_threshold)
+    return dict(acc=sum(j.correct for j in judged) / n, plan_rate=stats.pop("plan_rate"),
+                mean_len=sum(j.tokens for j in judged) / n, **stats)
 
 
 # -----------------------------------------------------------------------------
@@ -295,8 +305,9 @@ class Kept:
 def advantages_and_filter(ro: Rollout, args, device, dist: Dist) -> Kept:
     """Group advantages; with --filter-groups only groups with right and wrong answers stay. Without
     KL, rows of advantage 0 add nothing to the gradient and are left out (the totals still count them)."""
-    adv = group_advantages(ro.rewards, args.adv).flatten()  # (P*G,)
-    groups = mixed_groups(ro.correct) if args.filter_groups else torch.ones(ro.rewards.shape[0], dtype=torch.bool)
+    rewards = ro.rewards
+    adv = group_advantages(rewards, args.adv).flatten()  # (P*G,)
+    groups = mixed_groups(ro.correct) if args.filter_groups else torch.ones(rewards.shape[0], dtype=torch.bool)
     rows = [r for r in range(adv.numel()) if groups[r // args.group_size]]
     kept_tokens = float(sum(len(ro.seqs[r]) - ro.prompt_lens[r] for r in rows))
     totals = all_reduce_sum(torch.tensor([kept_tokens, float(len(rows))], device=device), dist).tolist()
@@ -347,9 +358,7 @@ def step_metrics(step: int, ro: Rollout, kept: Kept, stats: dict, norm: float, l
     row = dict(step=step, reward=r.mean().item(), acc=c.mean().item(),
                zero_spread=(r.std(1, unbiased=False) == 0).float().mean().item(),
                kept_groups=kept.groups.float().mean().item(), resp_len=ro.completion_tokens / r.numel(),
-               plan_rate=sum(j.plan for j in ro.judged) / len(ro.judged),
-               **step_stats([j.step_confs for j in ro.judged], [j.step_rights for j in ro.judged],
-                            args.overconf_threshold),
+               **plan_and_step_stats(ro.judged, args.overconf_threshold),
                kl=stats["kl"] / max(stats["tokens"], 1), clip_frac=stats["clipped"] / max(stats["tokens"], 1),
                grad_norm=norm, lr=lr, tokens_per_s=ro.completion_tokens / (t2 - t0), sample_s=t1 - t0,
                train_s=t2 - t1)

@@ -63,6 +63,10 @@ class Samples:
     def lengths(self) -> torch.Tensor:  # (N,)
         return self.mask.sum(1)
 
+    def completion(self, r: int) -> tuple[list[int], list[float]]:
+        """Row r's generated token ids (the stop token included) and their log-probs."""
+        return self.tokens[r][self.mask[r]].tolist(), self.logprobs[r][self.mask[r]].tolist()
+
 
 @dataclass
 class DecodeState:
@@ -409,7 +413,7 @@ def complete(engine: Engine, tok, prompts: list[list[int]], max_new_tokens: int,
     out = []
     for i in tqdm(range(0, len(prompts), batch), desc="generate", disable=not progress, leave=False):
         s = engine.generate(prompts[i:i + batch], max_new_tokens=max_new_tokens, stop_tokens=stops, **sampling)
-        out += [tok.decode(t[m].tolist(), skip_special_tokens=True) for t, m in zip(s.tokens, s.mask)]
+        out += [tok.decode(s.completion(r)[0], skip_special_tokens=True) for r in range(len(s.tokens))]
     return out
 
 
@@ -447,7 +451,7 @@ def main():
                           temperature=args.temperature, top_p=args.top_p, greedy=args.greedy,
                           stop_tokens=stop_ids(tok, model), seed=args.seed)
     for r in range(out.tokens.shape[0]):
-        text = tok.decode(out.tokens[r][out.mask[r]].tolist(), skip_special_tokens=True)
+        text = tok.decode(out.completion(r)[0], skip_special_tokens=True)
         print(text if out.tokens.shape[0] == 1 else f"--- sample {r}\n{text}")
 
 

@@ -123,8 +123,7 @@ def greedy_judgements(engine, tok, problems: list, max_new_tokens: int, gold_pla
     out = []
     for i in tqdm(range(0, len(prompts), batch), desc=desc, disable=desc is None, leave=False):
         s = engine.generate(prompts[i:i + batch], max_new_tokens=max_new_tokens, greedy=True, stop_tokens=stops)
-        out += [judge_completion(tok, s.tokens[r][s.mask[r]].tolist(), s.logprobs[r][s.mask[r]].tolist(), p,
-                                 **settings) for r, p in enumerate(problems[i:i + batch])]
+        out += [judge_completion(tok, *s.completion(r), p, **settings) for r, p in enumerate(problems[i:i + batch])]
     return out
 
 
@@ -172,9 +171,7 @@ def sampled_right_counts(engine, tok, problems, args) -> list[int]:
         s = engine.generate(prompts[i:i + args.batch], num_samples=k, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, stop_tokens=stops, seed=args.seed + i)
         for r, p in enumerate(problems[i:i + args.batch]):
-            rows = range(r * k, (r + 1) * k)
-            counts.append(sum(judge_completion(tok, s.tokens[j][s.mask[j]].tolist(), s.logprobs[j][s.mask[j]].tolist(),
-                                               p).correct for j in rows))
+            counts.append(sum(judge_completion(tok, *s.completion(j), p).correct for j in range(r * k, (r + 1) * k)))
     return counts
 
 

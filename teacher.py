@@ -201,7 +201,7 @@ def model_plans(problems, args, rejected: Counter) -> dict:
                                 temperature=args.temperature, top_p=args.top_p, stop_tokens=stops,
                                 seed=args.seed * 7919 + attempt * 104_729 + i, banned_tokens=banned)
             for r, p in enumerate(chunk):
-                text = tok.decode(s.tokens[r][s.mask[r]].tolist(), skip_special_tokens=True).strip()
+                text = tok.decode(s.completion(r)[0], skip_special_tokens=True).strip()
                 why = rejection(text, bool(s.stopped[r]))
                 if why:
                     rejected[why] += 1

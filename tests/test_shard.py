@@ -98,7 +98,7 @@ def rl_update(model, rows, kept_totals, world: int):
     norms = []
     for step in range(3):
         from ccrl import Rollout
-        ro = Rollout(seqs, plens, judged=[], rewards=None, correct=None, completion_tokens=0, examples=[])
+        ro = Rollout(seqs, plens, judged=[], group_size=1, completion_tokens=0, examples=[])
         norms.append(policy_update(run, ro, kept, step)[1])
     return norms
 
