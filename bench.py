@@ -35,7 +35,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from common import COUNT, Timer, pick_device, pick_dtype, seed_everything
+from common import COUNT, SEED, Timer, pick_device, pick_dtype, seed_everything
 from engine import Engine
 from model import ModelConfig, Transformer
 from training import Dist, length_groups
@@ -187,7 +187,7 @@ def main():
     # measurement
     ap.add_argument("--repeats", type=COUNT, default=3, help="timed runs per measurement (best kept)")
     ap.add_argument("--skip-hf", action="store_true", help="measure only our engine and training loop")
-    ap.add_argument("--seed", type=int, default=0, help="seed for weights and prompts")
+    ap.add_argument("--seed", type=SEED, default=0, help="seed for weights and prompts")
     args = ap.parse_args()
 
     device = pick_device(args.device)
@@ -263,10 +263,12 @@ def stage_steps(model, prompts, device, autocast, args) -> dict:
     """The SFT-step and RL-step rows (ours only)."""
     sft, tokens = sft_step_run(model, args.sft_batch, args.sft_len, device, autocast)
     t = best_times({"sft": sft}, device, args.repeats)["sft"]
-    sample_s, train_s = best_rl_step(model, prompts[:args.rl_prompts], args.rl_group, args.new_tokens,
-                                     args.rl_micro, device, autocast, args.repeats)
+    rl_prompts = [prompts[i % len(prompts)] for i in range(args.rl_prompts)]  # as many as reported, whatever --batch
+    sample_s, train_s = best_rl_step(model, rl_prompts, args.rl_group, args.new_tokens, args.rl_micro, device,
+                                     autocast, args.repeats)
     return dict(sft_batch=args.sft_batch, sft_len=args.sft_len, sft_tokens=tokens, sft_step_s=t,
-                sft_tokens_per_s=tokens / t, rl_prompts=args.rl_prompts, rl_group=args.rl_group, rl_sample_s=sample_s, rl_train_s=train_s)
+                sft_tokens_per_s=tokens / t, rl_prompts=len(rl_prompts), rl_group=args.rl_group, rl_sample_s=sample_s,
+                rl_train_s=train_s)
 
 
 def cpu_has_bf16() -> bool:

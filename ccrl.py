@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, number, pad_id,
-                    seed_everything)
+from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, log_json, number,
+                    pad_id, seed_everything)
 from engine import Engine, stop_ids
 from evaluate import greedy_judgements
 from lifecycle import (RunLog, StopRequest, add_run_args, begin_run, fingerprint, mark_given, restore_train_state,
@@ -262,7 +262,7 @@ def parse_args(argv=None):
     ap.add_argument("--grad-clip", type=POSITIVE, default=1.0, help="clip the gradient norm to this")
     ap.add_argument("--micro-batch", type=COUNT, default=32, help="sequences per forward/backward")
     ap.add_argument("--steps", type=COUNT, default=100, help="RL steps")
-    ap.add_argument("--seed", type=int, default=0, help="seed for prompts and sampling")
+    ap.add_argument("--seed", type=SEED, default=0, help="seed for prompts and sampling")
     # runtime
     add_run_args(ap, save_every=50)
     ap.add_argument("--eval-every", type=COUNT, default=50, help="steps between greedy test evaluations")
@@ -348,6 +348,20 @@ def policy_update(run: "Run", ro: Rollout, kept: Kept, step: int) -> tuple[dict,
         run.opt.step()
         run.opt.zero_grad(set_to_none=True)
     return stats, norm
+
+
+def every_rank(ro: Rollout, kept: Kept, stats: dict, dist: Dist) -> tuple[Rollout, Kept, dict]:
+    """The step's judged samples, kept groups and update statistics of all ranks together (each rank
+    holds its share of the prompts), so that the log describes the whole step."""
+    if dist.world == 1:
+        return ro, kept, stats
+    import torch.distributed
+    parts = [None] * dist.world
+    torch.distributed.all_gather_object(parts, (ro.judged, ro.completion_tokens, kept.groups.tolist(), stats))
+    judged = [j for p in parts for j in p[0]]
+    return (Rollout([], [], judged, ro.group_size, sum(p[1] for p in parts), []),
+            Kept(torch.tensor([g for p in parts for g in p[2]]), [], [], kept.totals),
+            {k: sum(p[3][k] for p in parts) for k in stats})
 
 
 def step_metrics(step: int, ro: Rollout, kept: Kept, stats: dict, norm: float, lr: float, times: tuple,
@@ -446,7 +460,8 @@ def rl_step(run: Run, step: int) -> dict:
     run.totals["sample_seconds"] += t1 - t0
     if dist.main:
         log_examples(ro.examples, step, args.out)
-    row = step_metrics(step, ro, kept, stats, norm, run.opt.param_groups[0]["lr"], (t0, t1, t2), args)
+    row = step_metrics(step, *every_rank(ro, kept, stats, dist), norm, run.opt.param_groups[0]["lr"], (t0, t1, t2),
+                       args)
     return dict(row, gather_s=round(gather_s, 3)) if args.shard else row
 
 
@@ -463,6 +478,7 @@ def summary(run: Run) -> dict:
     return out
 
 
+@training.one_voice
 def main(argv=None):
     args, dist, device, state = begin_run(parse_args(argv), "ccrl.py")
     run = set_up(args, dist, device, state)

@@ -43,6 +43,7 @@ NONNEG_INT = number(int, lo=0)  # sizes where 0 means "none"
 POSITIVE = number(above=0)  # learning rates, temperatures, clip norms
 NONNEG = number(lo=0)  # weights and coefficients where 0 means "off"
 SHARE = number(lo=0, hi=1)  # probabilities and thresholds
+SEED = number(int, lo=0, hi=2**32 - 1)  # what numpy's generator takes
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -146,6 +147,20 @@ def pad_id(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
+def unwritable(path: str) -> str | None:
+    """Why the file `path` cannot be written (its folder cannot be made or written, or it is a folder
+    or a read-only file), found before any work is done; None when it can."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        return f"cannot create {folder} ({e.strerror})"
+    if os.path.isdir(path) or not os.access(folder, os.W_OK) or (os.path.exists(path)
+                                                                 and not os.access(path, os.W_OK)):
+        return "not a file that can be written"
+    return None
+
+
 def why(e: Exception) -> str:
     return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
 
@@ -165,7 +180,7 @@ def check_checkpoint(path: str, flag: str, hint: str = ""):
                          f"tokenizer files{hint})")
     try:
         with open(config) as f:
-            ModelConfig.from_hf_dict(json.load(f))
+            cfg = ModelConfig.from_hf_dict(json.load(f))
     except Exception as e:  # json and our own UnsupportedModelError alike
         raise SystemExit(f"{flag} {path}: cannot read config.json ({why(e)})") from None
     from lifecycle import load_train_state
@@ -176,16 +191,32 @@ def check_checkpoint(path: str, flag: str, hint: str = ""):
     weights = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not weights:
         raise SystemExit(f"{flag} {path}: no *.safetensors weights")
+    shapes = {}
     for name in weights:
         try:
-            with safe_open(os.path.join(path, name), "pt"):
-                pass
+            with safe_open(os.path.join(path, name), "pt") as f:
+                shapes.update({k: f.get_slice(k).get_shape() for k in f.keys()})
         except Exception as e:  # a truncated file fails its header check
             raise SystemExit(f"{flag} {path}: cannot read {name} ({why(e)})") from None
+    mismatch = config_mismatch(cfg, shapes)
+    if mismatch:
+        raise SystemExit(f"{flag} {path}: config.json does not describe its weights ({mismatch})")
     try:
         return AutoTokenizer.from_pretrained(path)
     except Exception as e:
         raise SystemExit(f"{flag} {path}: cannot load the tokenizer ({why(e)})") from None
+
+
+def config_mismatch(cfg, shapes: dict) -> str | None:
+    """What of the config the weights' headers contradict (layer count, vocabulary and hidden size),
+    found before a model of that config is built; None when they agree."""
+    layers = {int(k.split(".")[2]) for k in shapes if k.startswith("model.layers.") and k.split(".")[2].isdigit()}
+    if layers != set(range(cfg.num_hidden_layers)):
+        return f"num_hidden_layers {cfg.num_hidden_layers}, the weights hold {len(layers)} layers"
+    embed = list(shapes.get("model.embed_tokens.weight", []))
+    if embed != [cfg.vocab_size, cfg.hidden_size]:
+        return f"vocab_size x hidden_size {cfg.vocab_size} x {cfg.hidden_size}, the embedding is {embed or 'missing'}"
+    return None
 
 
 def load_model(path: str, device="cpu", dtype=torch.float32):

@@ -418,7 +418,7 @@ def complete(engine: Engine, tok, prompts: list[list[int]], max_new_tokens: int,
 
 
 def main():
-    from common import check_checkpoint, COUNT, load_model, NONNEG, number, pad_id, pick_device, pick_dtype
+    from common import COUNT, NONNEG, SEED, check_checkpoint, load_model, number, pad_id, pick_device, pick_dtype
 
     ap = argparse.ArgumentParser(description="Sample a completion from a Hugging Face model directory.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -431,11 +431,13 @@ def main():
     ap.add_argument("--top-p", type=number(above=0, hi=1), default=1.0, help="nucleus sampling mass (1: off)")
     ap.add_argument("--num-samples", type=COUNT, default=1, help="completions to draw")
     ap.add_argument("--max-new-tokens", type=COUNT, default=128, help="tokens to generate at most")
-    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ap.add_argument("--seed", type=SEED, default=0, help="sampling seed")
     # runtime
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ap.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16")
     args = ap.parse_args()
+    if not args.prompt.strip():
+        ap.error("--prompt is empty: give the text to continue")
 
     device = pick_device(args.device)
     tok = check_checkpoint(args.model, "--model")
@@ -446,6 +448,10 @@ def main():
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
     else:
         ids = tok(args.prompt)["input_ids"]
+    context = model.config.max_position_embeddings
+    if len(ids) + args.max_new_tokens > context:
+        raise SystemExit(f"--prompt of {len(ids)} tokens + --max-new-tokens {args.max_new_tokens} is longer than the "
+                         f"{context} tokens the model reads")
     engine = Engine(model, pad_id=pad_id(tok))
     out = engine.generate([list(ids)], num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_p=args.top_p, greedy=args.greedy,

@@ -35,6 +35,10 @@ once and shared by all checkpoints. Per checkpoint x split:
 With --gold-plan every prompt also holds the problem's gold plan and the "Solution:" marker (the
 base model's ceiling: how well it executes a plan it is handed); the plan verdicts then judge the
 execution against that plan.
+With --own-plan FORM the prompt is the question under the base's own plan header instead
+("Question: ...\nSteps:\n" for steps; tasks.OWN_FORMS), and only the plan it writes is judged:
+plan_correct against the gold program (the base's planning ceiling; the post-training template is
+never its own form).
 
 Output: Markdown tables (accuracy, calibration, plans) on stdout; every number and, per problem,
 what the experiment's intervals resample (right or wrong, steps, overconfident steps, plan
@@ -54,12 +58,13 @@ import time
 
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG_INT, POSITIVE, SHARE, check_checkpoint, load_model, log_json, pad_id, pick_device,
-                    write_json)
+from common import (COUNT, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, log_json, pad_id,
+                    pick_device, unwritable, write_json)
 from engine import Engine, stop_ids
 from rewards import Judgement, judge_completion, step_stats
 from show import Example, html_page, render_text, visible
-from tasks import SPLITS, WRONG_KINDS, comt_target, encode_prompt, load_problems, plan_verdict, prompts_that_fit
+from tasks import (OWN_FORMS, SPLITS, WRONG_KINDS, comt_target, encode_prompt, load_problems, own_plan_correct,
+                   own_plan_program, own_plan_prompt, plan_verdict, prompts_that_fit)
 
 # -----------------------------------------------------------------------------
 # Metrics (pure functions; the tests check them against hand-computed values)
@@ -127,6 +132,23 @@ def greedy_judgements(engine, tok, problems: list, max_new_tokens: int, gold_pla
     return out
 
 
+def own_plan_judgements(engine, tok, problems: list, max_new_tokens: int, form: str = "steps", batch: int = 64,
+                        desc: str | None = None) -> list[dict]:
+    """The base's own plans: every problem prompted greedily under the base's own header for `form`
+    (tasks.own_plan_prompt: the question, then e.g. "Steps:"), the plan it writes judged against the
+    gold program (tasks.own_plan_correct). One dict per problem: text, plan_correct, steps (the lines
+    it wrote that read as steps of that form)."""
+    prompts = [tok(own_plan_prompt(p, form))["input_ids"] for p in problems]
+    stops, out = stop_ids(tok, engine.model), []
+    for i in tqdm(range(0, len(prompts), batch), desc=desc, disable=desc is None, leave=False):
+        s = engine.generate(prompts[i:i + batch], max_new_tokens=max_new_tokens, greedy=True, stop_tokens=stops)
+        for r, p in enumerate(problems[i:i + batch]):
+            text = tok.decode(s.completion(r)[0], skip_special_tokens=True)
+            out.append(dict(text=text, plan_correct=own_plan_correct(text, p, form),
+                            steps=sum(op != "?" for op, _ in own_plan_program(text, form))))
+    return out
+
+
 def planned_text(text: str, p, args) -> str:
     """The text whose plan the plan verdicts read: the completion, after the gold plan with --gold-plan."""
     return comt_target(p) + text if getattr(args, "gold_plan", False) else text
@@ -173,6 +195,14 @@ def sampled_right_counts(engine, tok, problems, args) -> list[int]:
         for r, p in enumerate(problems[i:i + args.batch]):
             counts.append(sum(judge_completion(tok, *s.completion(j), p).correct for j in range(r * k, (r + 1) * k)))
     return counts
+
+
+def own_plan_summary(judged: list[dict]) -> dict:
+    """The metrics of one checkpoint x split under --own-plan: plan_correct (share of the problems), the
+    mean number of steps written in the form, and per problem what the intervals resample."""
+    right = [j["plan_correct"] for j in judged]
+    return dict(n=len(judged), plan_correct=sum(right) / len(right),
+                plan_steps=sum(j["steps"] for j in judged) / len(judged), per_problem=dict(plan_correct=right))
 
 
 def summarise(records: list[dict], right_counts: list[int], args) -> dict:
@@ -258,7 +288,26 @@ def markdown_tables(results: dict) -> str:
     for ck, per in results.items():
         for split, m in per.items():
             lines.append(f"| {ck} | {split} | " + " | ".join(fmt(m[c]) for c in plans) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + skipped_note(results))
+
+
+def skipped_note(results: dict) -> list[str]:
+    """A line under the tables naming the problems left out (prompt + --max-new-tokens longer than a
+    model's context), so that no table is read as covering them; [] when none was."""
+    left = [f"{ck} {split}: {m['skipped']} of {m['n'] + m['skipped']}" for ck, per in results.items()
+            for split, m in per.items() if m.get("skipped")]
+    return ["", "Skipped, too long for the model's context (not in the tables above): " + "; ".join(left)] * bool(left)
+
+
+def own_plan_table(results: dict) -> str:
+    """--own-plan: plan correct, % (mean steps written in the form), checkpoints x splits."""
+    splits = list(next(iter(results.values())))
+    lines = ["| checkpoint, own plans: plan correct (steps) | " + " | ".join(splits) + " |",
+             "|---" * (len(splits) + 1) + "|"]
+    for ck, per in results.items():
+        cells = [f"{fmt(m['plan_correct'])} ({m['plan_steps']:.1f})" for m in per.values()]
+        lines.append(f"| {ck} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + skipped_note(results))
 
 
 def plot(results: dict, curves: dict, bins: int, stem: str) -> list[str]:
@@ -353,7 +402,7 @@ def parse_args(argv=None):
     ap.add_argument("--data", default=None, help="real data instead, comma-separated: benchmark names (gsm8k, "
                     "svamp, gsm8k:test, ...), JSONL paths or hub:NAME[:CONFIG]:SPLIT")
     ap.add_argument("--n", type=NONNEG_INT, default=200, help="problems per split (real data: the first N; 0 = all)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic problems and of sampling")
+    ap.add_argument("--seed", type=SEED, default=0, help="seed of the synthetic problems and of sampling")
     ap.add_argument("--max-new-tokens", type=COUNT, default=320, help="completion length limit (the longest "
                     "default OOD response, plan included, is about 300 tokens)")
     ap.add_argument("--batch", type=COUNT, default=64, help="prompts per engine call")
@@ -374,21 +423,24 @@ def parse_args(argv=None):
                     "written to <json stem>_examples.html with the plots")
     ap.add_argument("--gold-plan", action="store_true", help="prompt with the question, the problem's gold plan and "
                     "the 'Solution:' marker (how well a model executes a plan it is handed; synthetic splits)")
+    ap.add_argument("--own-plan", choices=OWN_FORMS, default=None, help="prompt with the question under the base's own "
+                    "plan header instead and judge only the plan it writes (plan_correct: the planning ceiling of a "
+                    "base model; synthetic splits)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = ap.parse_args(argv)
+    if args.own_plan and (args.gold_plan or args.data or args.samples > 1 or args.show):
+        ap.error("--own-plan judges plans written on synthetic splits: not with --gold-plan, --data, --samples or "
+                 "--show")
     for ck in args.ckpt:
         if not os.path.isfile(os.path.join(ck, "config.json")):
             ap.error(f"--ckpt {ck}: not a checkpoint directory (no config.json)")
+    for flag, value in (("--data", args.data), ("--splits", args.splits)):
+        if value is not None and not [s for s in value.split(",") if s.strip()]:
+            ap.error(f"{flag} {value!r}: names nothing to evaluate")
     if args.n == 0 and not args.data:
         ap.error("--n 0 (every row) is for real data (--data); a synthetic split is generated: give --n a count")
-    folder = os.path.dirname(os.path.abspath(args.json))
-    try:  # before the evaluation, not after it
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        ap.error(f"--json {args.json}: cannot create {folder} ({e.strerror})")
-    if os.path.isdir(args.json) or not os.access(folder, os.W_OK) or (os.path.exists(args.json)
-                                                                     and not os.access(args.json, os.W_OK)):
-        ap.error(f"--json {args.json}: not a file that can be written")
+    if unwritable(args.json):  # before the evaluation, not after it
+        ap.error(f"--json {args.json}: {unwritable(args.json)}")
     return args
 
 
@@ -426,6 +478,11 @@ def main(argv=None):
         for split, problems in data.items():
             kept = prompts_that_fit(tok, problems, args.max_new_tokens, engine.model.config.max_position_embeddings,
                                     f"{split} problems")
+            if args.own_plan:
+                judged = own_plan_judgements(engine, tok, kept, args.max_new_tokens, args.own_plan, args.batch,
+                                             f"{name} {split}")
+                results[name][split] = dict(own_plan_summary(judged), skipped=len(problems) - len(kept))
+                continue
             records, counts = run_split(engine, tok, kept, args, name, split)
             shown.setdefault(split, []).append([r["example"] for r in records[:args.show]])
             results[name][split] = dict(summarise(records, counts, args), skipped=len(problems) - len(kept))
@@ -433,9 +490,9 @@ def main(argv=None):
             curves["step"][split][name] = ([c for r in records for c in r["step_confs"]],
                                            [z for r in records for z in r["step_rights"]])
         seconds[name] = round(time.time() - t1, 1)
-    print(markdown_tables(results))
+    print(own_plan_table(results) if args.own_plan else markdown_tables(results))
     write_json(dict(args=vars(args), results=results, seconds=seconds), args.json)
-    pngs = [] if args.no_plots else plot(results, curves, args.bins, os.path.splitext(args.json)[0])
+    pngs = [] if args.no_plots or args.own_plan else plot(results, curves, args.bins, os.path.splitext(args.json)[0])
     page = show_examples(shown, pngs, os.path.splitext(args.json)[0] + "_examples.html") if args.show else None
     log_json(dict(summary=True, json=args.json, plots=pngs, examples=page, checkpoints=len(args.ckpt),
                   splits=len(data), problems=sum(len(p) for p in data.values()), seconds=round(time.time() - t0, 1)))

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 
-from common import COUNT, write_json
+from common import COUNT, SEED, unwritable, write_json
 from lifecycle import STOPPED, lock_out
 
 ARMS = {  # arm: (script, its flags, the arm it starts from); the first four are the paper's comparison
@@ -93,7 +93,8 @@ def stage_record(log_path: str) -> dict | None:
                 end = json.loads(line)
     if summary is None or end is None:
         return None
-    return dict(summary, wall_seconds=end["stage_wall_seconds"], stage_command=end.get("command"))
+    return dict(summary, wall_seconds=end["stage_wall_seconds"], stage_command=end.get("command"),
+                stage_code=end.get("code"))
 
 
 def run_stage(cmd: list[str], log_path: str) -> dict:
@@ -107,8 +108,19 @@ def run_stage(cmd: list[str], log_path: str) -> dict:
             how = "was stopped before its end" if proc.returncode == STOPPED else "failed"
             raise SystemExit(f"stage {how} (exit {proc.returncode}): {' '.join(cmd)}; see {log_path}; "
                              f"`python experiment.py --resume` (with the same flags) runs it again")
-        log.write(json.dumps(dict(stage_wall_seconds=round(time.time() - t0, 1), command=cmd)) + "\n")
+        log.write(json.dumps(dict(stage_wall_seconds=round(time.time() - t0, 1), command=cmd, code=code_version()))
+                  + "\n")
     return stage_record(log_path)
+
+
+def code_version() -> str:
+    """A short hash of the project's scripts and modules: which code made a stage."""
+    import hashlib
+    root, h = os.path.dirname(os.path.abspath(__file__)), hashlib.sha256()
+    for name in sorted(n for n in os.listdir(root) if n.endswith(".py")):
+        with open(os.path.join(root, name), "rb") as f:
+            h.update(name.encode() + f.read())
+    return h.hexdigest()[:12]
 
 
 def finished_or_run(cmd: list[str], log_path: str, ckpt: str | None, keep: bool) -> tuple[dict, bool]:
@@ -121,7 +133,10 @@ def finished_or_run(cmd: list[str], log_path: str, ckpt: str | None, keep: bool)
               flush=True)
         record = None
     if record is not None and (ckpt is None or os.path.isfile(os.path.join(ckpt, "config.json"))):
-        print(f"kept: {log_path} ({record['wall_seconds']} s)", flush=True)
+        older = "" if record["stage_code"] == code_version() else (
+            f"; made by other code ({record['stage_code'] or 'unrecorded'}, now {code_version()}): a rerun may give "
+            f"other numbers, delete its log to rerun it")
+        print(f"kept: {log_path} ({record['wall_seconds']} s){older}", flush=True)
         return record, False
     if ckpt is not None:
         shutil.rmtree(ckpt, ignore_errors=True)  # a rerun starts the arm afresh
@@ -130,8 +145,10 @@ def finished_or_run(cmd: list[str], log_path: str, ckpt: str | None, keep: bool)
 
 BASE_ROWS = {  # evaluate.py runs of the base model: the key (its JSON in --out), the row label, the flags
     "base_plan": ("base, from the gold plan", ["--gold-plan"]),
+    "base_own": ("base, its own plans (plan correct)", ["--own-plan", "steps"]),
     "base_plain": ("base, question only", []),
 }
+BASE_METRIC = {"base_own": "plan_correct"}  # what the own-plan row shows in the accuracy tables (it writes no answer)
 
 
 def eval_flags(args) -> list[str]:
@@ -139,8 +156,8 @@ def eval_flags(args) -> list[str]:
 
 
 def base_rows(args, keep: bool) -> tuple[dict, float]:
-    """The base model evaluated from the gold plan and from the question alone, once (greedy, so
-    the same for every seed): ({row: {split: metrics}}, the seconds it took)."""
+    """The base model evaluated from the gold plan, in its own plan form and from the question alone,
+    once (greedy, so the same for every seed): ({row: {split: metrics}}, the seconds it took)."""
     rows, seconds = {}, 0.0
     for key, (_, flags) in BASE_ROWS.items():
         path = os.path.join(args.out, f"{key}.json")
@@ -163,6 +180,10 @@ def runs_from_logs(args) -> list[dict]:
             stages[arm] = stage_record(log)
             if stages[arm] is None:
                 raise SystemExit(f"--from-logs: {log} is missing or unfinished (run the experiment, or --resume it)")
+            if arm != "eval" and stages[arm]["stage_command"] != stage_command(args, seed, arm):
+                raise SystemExit(f"--from-logs: {log} was made by `{' '.join(stages[arm]['stage_command'] or ['?'])}`, "
+                                 f"not by this command's flags; give the flags the run had (--sft-steps, --rl-steps, "
+                                 f"--base, --quick) so the results name what made them")
         with open(os.path.join(root, "eval.json")) as f:
             per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
     return per_seed
@@ -215,23 +236,27 @@ def aggregate(per_seed: list[dict]) -> dict:
 # -----------------------------------------------------------------------------
 # How sure each claim is: paired differences between arms, with a bootstrap interval
 
-CLAIMS = (  # (the comparison, arm, the arm it is compared with, metric); see RATIOS
-    ("CoMT-SFT + CCRL minus CoT-SFT + GRPO, accuracy", "comt_ccrl", "cot_grpo", "acc"),
-    ("CoMT-SFT minus CoT-SFT, accuracy", "comt_sft", "cot_sft", "acc"),
-    ("CCRL minus its init (CoMT-SFT), accuracy", "comt_ccrl", "comt_sft", "acc"),
-    ("GRPO minus its init (CoT-SFT), accuracy", "cot_grpo", "cot_sft", "acc"),
-    ("CCRL minus its init, overconfident step errors", "comt_ccrl", "comt_sft", "overconf_err"),
-    ("CoMT-SFT + CCRL minus CoT-SFT + GRPO, overconfident step errors", "comt_ccrl", "cot_grpo", "overconf_err"),
+CLAIMS = (  # (the comparison, arm, the arm it is compared with, metric, the direction the paper reports); see RATIOS
+    ("CoMT-SFT + CCRL minus CoT-SFT + GRPO, accuracy", "comt_ccrl", "cot_grpo", "acc", "higher"),
+    ("CoMT-SFT minus CoT-SFT, accuracy", "comt_sft", "cot_sft", "acc", "higher"),
+    ("CCRL minus its init (CoMT-SFT), accuracy", "comt_ccrl", "comt_sft", "acc", "higher"),
+    ("GRPO minus its init (CoT-SFT), accuracy", "cot_grpo", "cot_sft", "acc", "higher"),
+    ("CCRL minus its init, overconfident step errors", "comt_ccrl", "comt_sft", "overconf_err", "lower"),
+    ("CoMT-SFT + CCRL minus CoT-SFT + GRPO, overconfident step errors", "comt_ccrl", "cot_grpo", "overconf_err",
+     "lower"),
 )
 RATIOS = {"acc": ("ok", None), "overconf_err": ("overconf", "steps")}  # metric = sum(numerator) / sum(denominator)
 
 
-def paired_interval(a_num, a_den, b_num, b_den, n_boot: int = 10_000, seed: int = 0) -> dict:
+def paired_interval(a_num, a_den, b_num, b_den, n_boot: int = 10_000, seed: int = 0, seeds: bool = True) -> dict:
     """Arms a and b on the same problems in S seeds: (S,N) arrays of each problem's numerator and
     denominator (a metric is sum(num) / sum(den) over a seed's problems). Returns the per-seed
     differences a - b, their mean, and the 2.5th and 97.5th percentiles of that mean over n_boot
-    resamples of the N problems, the same resample in every seed and for both arms (every seed and
-    arm answered the same problems, so a hard problem stays hard in every resample).
+    hierarchical resamples: S seeds drawn with replacement, then within each drawn seed N problems
+    drawn with replacement (the same problems for both arms: every seed and arm answered the same
+    problems, so a pair stays a pair). Seed-to-seed variation is the larger part of an RL result's
+    uncertainty, so with few seeds the interval is wide. seeds=False resamples the problems only (the
+    same resample in every seed): what these S runs say, not what the method does.
 
     >>> r = paired_interval([[1, 0, 0, 0]], [[1, 1, 1, 1]], [[0, 0, 0, 0]], [[1, 1, 1, 1]])
     >>> r["per_seed"], r["mean"], r["low"], r["high"]  # a resample's mean is X/4, X ~ Binomial(4, 1/4)
@@ -239,11 +264,19 @@ def paired_interval(a_num, a_den, b_num, b_den, n_boot: int = 10_000, seed: int 
     """
     import numpy as np
     a_num, a_den, b_num, b_den = (np.asarray(x, dtype=float) for x in (a_num, a_den, b_num, b_den))
+    S, N = a_num.shape
     ratio = lambda num, den: num.sum(-1) / den.sum(-1)
-    idx = np.random.default_rng(seed).integers(0, a_num.shape[1], size=(n_boot, a_num.shape[1]))  # (B,N)
+    rng = np.random.default_rng(seed)
+    if seeds:
+        rows = rng.integers(0, S, size=(n_boot, S, 1))  # (B,S,1): which seed fills each slot
+        cols = rng.integers(0, N, size=(n_boot, S, N))  # (B,S,N): its problems
+    else:
+        rows = np.arange(S)[None, :, None]  # (1,S,1): every seed once
+        cols = np.broadcast_to(rng.integers(0, N, size=(n_boot, 1, N)), (n_boot, S, N))  # one resample for all
     with np.errstate(invalid="ignore", divide="ignore"):  # a resample (or a seed) with no steps: nan
         per_seed = ratio(a_num, a_den) - ratio(b_num, b_den)  # (S,)
-        boot = (ratio(a_num[:, idx], a_den[:, idx]) - ratio(b_num[:, idx], b_den[:, idx])).mean(0)  # (B,)
+        pick = lambda x: x[rows, cols]  # (B,S,N)
+        boot = (ratio(pick(a_num), pick(a_den)) - ratio(pick(b_num), pick(b_den))).mean(-1)  # (B,)
     low, high = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (float("nan"),) * 2
     return dict(per_seed=[float(x) for x in per_seed], mean=float(per_seed.mean()), low=float(low), high=float(high))
 
@@ -259,11 +292,11 @@ def claims(per_seed: list[dict], splits: list[str]) -> list[dict]:
     """Every CLAIMS comparison whose arms ran, on every split, with paired_interval's figures."""
     arms = set(per_seed[0]["eval"])
     out = []
-    for what, a, b, metric in CLAIMS:
+    for what, a, b, metric, expected in CLAIMS:
         if {a, b} <= arms:
             for split in splits:
                 r = paired_interval(*claim_arrays(per_seed, a, split, metric), *claim_arrays(per_seed, b, split, metric))
-                out.append(dict(claim=what, split=split, metric=metric, **r))
+                out.append(dict(claim=what, split=split, metric=metric, expected=expected, **r))
     return out
 
 
@@ -274,6 +307,121 @@ def reading(c: dict) -> str:
     if c["low"] <= 0 <= c["high"]:
         return "within noise"
     return "higher" if c["low"] > 0 else "lower"
+
+
+# -----------------------------------------------------------------------------
+# The reading, claim by claim: generated from the claims and the tables, so a rerun cannot leave it behind
+
+
+def interval_text(c: dict) -> str:
+    return f"{pts(c['mean'])} [{pts(c['low'])}, {pts(c['high'])}]"
+
+
+def claim_sentence(cs: list[dict]) -> str:
+    """One comparison over the splits: its reading in distribution (`test`) and how many OOD splits
+    read higher, lower or within noise, each with its interval.
+
+    >>> c = lambda s, m, lo, hi: dict(claim="x", split=s, mean=m, low=lo, high=hi, expected="higher")
+    >>> s = claim_sentence([c("test", .02, -.01, .05), c("ood_a", .04, .01, .07), c("ood_b", -.01, -.04, .02)])
+    >>> print(s.replace("; ", ";\\n").replace("), ", "),\\n"))
+    **x** (the paper: higher): `test` +2.0 [-1.0, +5.0], within noise;
+    out of distribution higher on 1 of 2 splits (`ood_a` +4.0 [+1.0, +7.0]),
+    within noise on 1 (`ood_b` -1.0 [-4.0, +2.0])
+    """
+    head = f"**{cs[0]['claim']}** (the paper: {cs[0]['expected']})"
+    parts = [f"`{c['split']}` {interval_text(c)}, {reading(c)}" for c in cs if not c["split"].startswith("ood_")]
+    ood = [c for c in cs if c["split"].startswith("ood_")]
+    if ood:
+        groups = [(w, [c for c in ood if reading(c) == w]) for w in ("higher", "lower", "within noise")]
+        said = [f"{w} on {len(g)}" + (f" of {len(ood)} splits" if not k else "")
+                + " (" + ", ".join(f"`{c['split']}` {interval_text(c)}" for c in g) + ")"
+                for k, (w, g) in enumerate((w, g) for w, g in groups if g)]
+        parts.append("out of distribution " + ", ".join(said))
+    return head + ": " + "; ".join(parts)
+
+
+def kept_table(ev: dict, base: dict, splits: list[str]) -> list[str]:
+    """For each OOD split, each arm's plans right as a share of the base's own-plan figure (what
+    post-training kept of the base's planning) and its accuracy beside the base's from the gold plan."""
+    ood = [s for s in splits if s.startswith("ood_")]
+    if "base_own" not in base or not ood:
+        return []
+    mean = lambda xs: statistics.fmean(measured(xs)) if measured(xs) else float("nan")
+    out = ["What post-training kept of the base's planning out of distribution: plans right, % of problems (in "
+           "brackets: as a share of what the base plans right in its own words), then accuracy, %; means over "
+           "seeds. The base's row: its own plans right / its accuracy from the gold plan", "",
+           *table_head(["arm", *ood])]
+    out.append("| base | " + " | ".join(f"{100 * base['base_own'][s]['plan_correct']:.0f} / "
+                                      f"{100 * base['base_plan'][s]['acc']:.0f}" for s in ood) + " |")
+    for arm in (a for a in ARMS if a in ev):
+        cells = []
+        for s in ood:
+            own, plans = base["base_own"][s]["plan_correct"], mean(ev[arm][s]["plan_correct"])
+            kept = f" ({100 * plans / own:.0f}% kept)" if own > 0 else ""
+            cells.append(f"{100 * plans:.0f}{kept} / {100 * mean(ev[arm][s]['acc']):.0f}")
+        out.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return out
+
+
+def kept_sentences(ev: dict, base: dict, splits: list[str]) -> list[str]:
+    """One line per OOD split: how many plans the base gets right in its own words, how many each
+    arm gets right after post-training, and whether every arm lost some of it."""
+    mean = lambda xs: statistics.fmean(measured(xs)) if measured(xs) else float("nan")
+    out = []
+    for s in (s for s in splits if s.startswith("ood_") and "base_own" in base):
+        own = base["base_own"][s]["plan_correct"]
+        plans = {arm: mean(ev[arm][s]["plan_correct"]) for arm in ARMS if arm in ev}
+        best, worst = max(plans, key=plans.get), min(plans, key=plans.get)
+        out.append(f"- `{s}`: the base plans {100 * own:.0f}% right in its own words; the arms plan "
+                   f"{100 * plans[worst]:.0f}-{100 * plans[best]:.0f}% right (most {best}, least {worst}): "
+                   + ("every arm lost part of the base's planning." if plans[best] < own else
+                      f"{best} kept all of it."))
+    return out
+
+
+def loss_example(args, run: dict, base: dict) -> list[str]:
+    """A marked example of what post-training lost: the first problem of an OOD split that the base
+    plans right in its own words and the CoMT-SFT arm (else the first arm) of the run `run` plans wrong,
+    with both texts regenerated greedily (the texts the evaluation judged) and the arm's steps marked
+    as `--show` marks them. [] when there is none."""
+    from common import check_checkpoint, load_model, pad_id
+    from engine import Engine
+    from evaluate import greedy_judgements, own_plan_judgements
+    from show import Example, render_text
+    from tasks import make_split, plan_verdict
+    arm = "comt_sft" if "comt_sft" in run["eval"] else next(iter(run["eval"]))
+    flags = eval_flags(args)
+    new = int(flags[flags.index("--max-new-tokens") + 1]) if "--max-new-tokens" in flags else 320
+    for split in (s for s in run["eval"][arm] if s.startswith("ood_") and "base_own" in base):
+        own = base["base_own"][split]["per_problem"]["plan_correct"]
+        planned = run["eval"][arm][split]["per_problem"]["plan_correct"]
+        i = next((i for i, (a, b) in enumerate(zip(own, planned)) if a and b is False), None)
+        if i is None:
+            continue
+        p = make_split(split, len(own))[i]
+        models = {}
+        for name, path in (("base", args.base), (arm, os.path.join(args.out, f"seed{run['seed']}", arm))):
+            tok = check_checkpoint(path, "--base" if name == "base" else "--out")
+            models[name] = (Engine(load_model(path).eval(), pad_id=pad_id(tok)), tok)
+        base_text = own_plan_judgements(*models["base"], [p], new)[0]["text"]
+        j = greedy_judgements(*models[arm], [p], new)[0]
+        shown = render_text(Example(f"{arm} (seed {run['seed']})", p.question, p.answer, j,
+                                    plan_verdict(j.text, p, j.correct)), ansi=False)
+        return [f"A loss, marked (`{split}` problem {i + 1}, the first the base plans right in its own words and "
+                f"{arm} plans wrong; numbers marked [confidence ✓/✗] as `evaluate.py --show` marks them):", "",
+                "```text", f"Question: {p.question}", "--- base, its own plan (evaluate.py --own-plan steps): right",
+                base_text.strip(), shown, "```"]
+    return []
+
+
+def reading_lines(ev: dict, base: dict, found: list[dict], splits: list[str]) -> list[str]:
+    """The claim-by-claim reading and what post-training kept out of distribution (generated)."""
+    out = ["What the default reproduces of the paper's claims, claim by claim (generated from the paired "
+           "differences: \"within noise\" where the interval covers 0):", ""]
+    out += ["- " + claim_sentence([c for c in found if c["claim"] == what])
+            for what in dict.fromkeys(c["claim"] for c in found)]
+    kept = kept_table(ev, base, splits)
+    return out + ([""] + kept + [""] + kept_sentences(ev, base, splits) if kept else [])
 
 
 # -----------------------------------------------------------------------------
@@ -293,7 +441,8 @@ def accuracy_table(ev: dict, base: dict, splits: list[str], key: str = "acc") ->
     lines = table_head(["arm", *splits])
     for row, (label, _) in BASE_ROWS.items():
         if row in base:
-            lines.append(f"| {label} | " + " | ".join(f"{100 * base[row][s][key]:.1f}" for s in splits) + " |")
+            k = BASE_METRIC.get(row, key)
+            lines.append(f"| {label} | " + " | ".join(f"{100 * base[row][s][k]:.1f}" for s in splits) + " |")
     for arm in ARMS:
         if arm in ev:
             lines.append(f"| {arm} | " + " | ".join(pm(ev[arm][s][key]) for s in splits) + " |")
@@ -303,18 +452,20 @@ def accuracy_table(ev: dict, base: dict, splits: list[str], key: str = "acc") ->
 def plan_tables(ev: dict, base: dict, splits: list[str]) -> tuple[list[str], list[str]]:
     """(plan correct / plan followed, the wrong answers split three ways), arms x splits."""
     head = table_head(["arm", *splits])
-    one = lambda m, k: 100 * (sum(m[k]) / len(m[k]) if isinstance(m[k], list) else m[k])  # mean over seeds
-    rows = [(BASE_ROWS["base_plan"][0], base["base_plan"])] if "base_plan" in base else []
+    one = lambda m, k: ("–" if k not in m else  # a mean over seeds
+                        f"{100 * (sum(m[k]) / len(m[k]) if isinstance(m[k], list) else m[k]):.0f}")
+    rows = [(BASE_ROWS[r][0], base[r]) for r in ("base_plan", "base_own") if r in base]
     rows += [(arm, ev[arm]) for arm in ARMS if arm in ev]
     plans = ["Plans, % of problems: plan correct (its operator sequence is the gold program's) / plan followed (the "
-             "execution carries out its own plan); means over seeds", ""] + head
-    plans += [f"| {name} | " + " | ".join(f"{one(m[s], 'plan_correct'):.0f} / {one(m[s], 'plan_followed'):.0f}"
+             "execution carries out its own plan); means over seeds. The base's own plans are in its own form "
+             "(`evaluate.py --own-plan steps`), which it never executes", ""] + head
+    plans += [f"| {name} | " + " | ".join(f"{one(m[s], 'plan_correct')} / {one(m[s], 'plan_followed')}"
                                           for s in splits) + " |" for name, m in rows]
     wrong = ["Wrong answers, % of problems: wrong plan / right plan not followed / right plan followed but "
              "executed wrongly (they add up to 100 - accuracy)", ""] + head
-    wrong += [f"| {name} | " + " | ".join(" / ".join(f"{one(m[s], k):.0f}" for k in ("wrong_plan", "not_followed",
-                                                                                     "executed_wrongly"))
-                                          for s in splits) + " |" for name, m in rows]
+    wrong += [f"| {name} | " + " | ".join(" / ".join(one(m[s], k) for k in ("wrong_plan", "not_followed",
+                                                                           "executed_wrongly"))
+                                          for s in splits) + " |" for name, m in rows if "wrong_plan" in m[splits[0]]]
     return plans, wrong
 
 
@@ -337,21 +488,26 @@ def claims_table(found: list[dict], seeds: list[int]) -> list[str]:
     return out
 
 
-def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: str) -> tuple[str, str]:
+def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: str,
+           example: list[str] = ()) -> tuple[str, str]:
     """(the full results Markdown, the shorter block the README shows: one table per claim family,
-    accuracy, paired differences (accuracy and overconfident errors) and cost, and the plans that
-    explain the OOD rows)."""
+    accuracy, paired differences (accuracy and overconfident errors) and cost, the plans that
+    explain the OOD rows, then the generated reading and the marked example of a loss)."""
     ev, costs = agg["eval"], agg["costs"]
     splits = list(next(iter(ev.values())))
     head = [f"Produced by `{command}` ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"
             + ("; mean ± std over seeds." if len(seeds) > 1 else "."), ""]
     acc = ["Greedy accuracy, % (strict: the `Answer:` line). The base rows are the shipped base model, greedy, so "
-           "the same in every seed: from the gold plan (the ceiling execution allows) and from the question "
-           "alone (the floor)", ""] + accuracy_table(ev, base, splits)
-    how = ("a 95% interval from 10,000 bootstrap resamples of the problems (the same resample in every seed; "
-           "`experiment.paired_interval`)")
+           "the same in every seed: from the gold plan (the ceiling execution allows), its own plans (the share it "
+           "plans right in its own words: the planning ceiling) and from the question alone under the post-training "
+           "prompt (the floor)", ""] + accuracy_table(ev, base, splits)
+    how = ("a 95% interval from 10,000 hierarchical bootstrap resamples: the seeds drawn with replacement, then "
+           "the problems within each (`experiment.paired_interval`); it counts seed-to-seed variation, so with three "
+           "seeds it is wide")
     sure = [f"Paired differences between arms, percentage points: the mean over seeds and {how}; * where the "
             "interval excludes 0 (elsewhere the difference is within noise)", ""] + claims_grid(found, splits)
+    if not found:
+        sure = ["No paired differences: the arms run hold none of the compared pairs (`experiment.CLAIMS`)"]
     plans, wrong = plan_tables(ev, base, splits)
     overconf = ["Overconfident step errors by split, % of steps (wrong steps written with confidence > 0.9)", "",
                 *table_head(["arm", *splits])]
@@ -363,7 +519,8 @@ def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: 
     cost += [f"| {arm} | {pm(costs[arm]['sup_tokens'], 1, 0)} | {pm(costs[arm]['sup_tokens_per_example'], 1, 1)} | "
              f"{pm(costs[arm]['train_seconds'], 1)} | {pm(costs[arm]['wall_seconds'], 1)} |" for arm in ARMS
              if arm in costs]
-    readme = head + acc + [""] + sure + [""] + cost + [""] + plans
+    readme = head + acc + [""] + sure + [""] + cost + [""] + plans + [""] + reading_lines(ev, base, found, splits)
+    readme += [""] + list(example) if example else []
     return "\n".join(readme + [""] + overconf + [""] + extra_tables(ev, base, found, seeds, splits, how) + [""]
                      + wrong) + "\n", "\n".join(readme) + "\n"
 
@@ -376,7 +533,8 @@ def extra_tables(ev: dict, base: dict, found: list[dict], seeds: list[int], spli
     calib += [f"| {arm} | " + " | ".join(pm(ev[arm]["test"][k]) for k in ("ece", "step_acc", "overconf_err",
                                                                            "first_wrong_conf", "plan_rate")) + " |"
               for arm in ARMS if arm in ev and "test" in ev[arm]]
-    out = calib + ["", f"The paired differences per seed, with their mean and {how}", ""] + claims_table(found, seeds)
+    out = calib + (["", f"The paired differences per seed, with their mean and {how}", ""] + claims_table(found, seeds)
+                   if found else [])
     out += ["", "Greedy accuracy, lenient (the last number when there is no `Answer:` line), %", ""]
     out += accuracy_table(ev, base, splits, "acc_lenient")
     out += ["", "`test` accuracy by seed, % (the RL arms' gain over the SFT arm they start from is per seed)", "",
@@ -388,7 +546,8 @@ def extra_tables(ev: dict, base: dict, found: list[dict], seeds: list[int], spli
 
 def accuracy_chart(ev: dict, base: dict, path: str):
     """Accuracy by split: each arm's mean over seeds with its std as an error bar, and the base
-    model's ceiling (from the gold plan) and floor (question only) marked on every split."""
+    model's ceilings (accuracy from the gold plan, plans right in its own form) and floor (question
+    only) marked on every split."""
     from evaluate import pyplot
     plt = pyplot()
     splits, arms = list(next(iter(ev.values()))), [a for a in ARMS if a in ev]
@@ -398,11 +557,12 @@ def accuracy_chart(ev: dict, base: dict, path: str):
         xs = [i + (j - (len(arms) - 1) / 2) * width for i in range(len(splits))]
         stats = [mean_std(ev[arm][s]["acc"]) for s in splits]
         ax.bar(xs, [m for m, _ in stats], width, yerr=[sd for _, sd in stats], capsize=3, label=arm)
-    for row, style in (("base_plan", dict(color="black", ls="-")), ("base_plain", dict(color="grey", ls="--"))):
+    for row, style in (("base_plan", dict(color="black", ls="-")), ("base_own", dict(color="black", ls=":")),
+                       ("base_plain", dict(color="grey", ls="--"))):
         if row in base:
             for i, s in enumerate(splits):
-                ax.hlines(base[row][s]["acc"], i - 0.45, i + 0.45, lw=2, label=BASE_ROWS[row][0] if i == 0 else None,
-                          **style)
+                ax.hlines(base[row][s][BASE_METRIC.get(row, "acc")], i - 0.45, i + 0.45, lw=2,
+                          label=BASE_ROWS[row][0] if i == 0 else None, **style)
     ax.set_xticks(range(len(splits)), splits, rotation=15)
     ax.set(ylabel="greedy accuracy (mean ± std over seeds)", ylim=(0, 1), title="accuracy by split")
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: no ceiling hidden
@@ -428,7 +588,7 @@ def update_readme(md: str, path: str = "README.md", start: str = "<!-- results:s
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Four arms x seeds from one base, then evaluate.py on all of them.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run of every arm per seed")
+    ap.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2], help="one run of every arm per seed")
     ap.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, help=f"arms to run (the SFT arms they start from "
                     f"are added); all: {' '.join(ARMS)}")
     ap.add_argument("--base", default=None, help="base model directory (default: the shipped models/base; quick: "
@@ -448,6 +608,12 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny budgets and one seed: checks the pipeline, not "
                     "the method")
     args = ap.parse_args(argv)
+    if len(set(args.seeds)) < len(args.seeds):
+        ap.error(f"--seeds {' '.join(map(str, args.seeds))}: a seed given twice would be counted as two runs")
+    budgets = [f for f, v in (("--sft-steps", args.sft_steps), ("--rl-steps", args.rl_steps),
+                              ("--eval-n", args.eval_n != EVAL_N)) if v]
+    if args.quick and budgets:
+        ap.error(f"--quick sets its own budgets: {', '.join(budgets)} would not apply")
     args.arms = with_parents(args.arms)
     if args.quick:
         args.seeds = args.seeds[:1]
@@ -457,6 +623,9 @@ def parse_args(argv=None):
     args.out = args.out or "runs/exp"
     args.base = args.base or DEFAULT_BASE
     args.results = args.results or "results/default"
+    for path in [args.results + ".md", args.results + ".json"] + ["README.md"] * args.update_readme:
+        if unwritable(path):
+            ap.error(f"cannot write {path}: {unwritable(path)} (found now, before the experiment runs)")
     return args
 
 
@@ -473,23 +642,15 @@ def main(argv=None):
                   os.path.join(args.out, "base.log"))
     base_summary = read_build(args.base)
     base, base_seconds = base_rows(args, keep=args.resume)
-    # the stages skip their own quick evaluation: evaluate.py measures every arm afterwards
-    sft_flags = QUICK["sft"] if args.quick else ["--steps", str(args.sft_steps)] * bool(args.sft_steps) + ["--eval-n", "0"]
-    rl_flags = QUICK["rl"] if args.quick else ["--steps", str(args.rl_steps)] * bool(args.rl_steps) + ["--eval-n", "0"]
     per_seed = []
     for seed in args.seeds:
         root = os.path.join(args.out, f"seed{seed}")
         os.makedirs(root, exist_ok=True)
         stages, ran = {}, set()
         for arm in args.arms:
-            script, flags, parent = ARMS[arm]
-            out = os.path.join(root, arm)
-            src = ["--model", args.base] if parent is None else ["--init", os.path.join(root, parent)]
-            budget = sft_flags if parent is None else rl_flags
-            log = os.path.join(root, f"{arm}.log")
-            keep = args.resume and parent not in ran  # an arm whose SFT parent was retrained is retrained too
-            stages[arm], now = finished_or_run([script, *flags, *src, "--out", out, "--seed", str(seed), *budget],
-                                               log, out, keep)
+            keep = args.resume and ARMS[arm][2] not in ran  # an arm whose SFT parent was retrained is retrained too
+            stages[arm], now = finished_or_run(stage_command(args, seed, arm), os.path.join(root, f"{arm}.log"),
+                                               os.path.join(root, arm), keep)
             if now:
                 ran.add(arm)
         eval_json = os.path.join(root, "eval.json")
@@ -501,6 +662,18 @@ def main(argv=None):
         with open(eval_json) as f:
             per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
     finish(args, per_seed, base, base_summary, command, total_wall(per_seed) + base_seconds)
+
+
+def stage_command(args, seed: int, arm: str) -> list[str]:
+    """The command of one arm's stage in one seed: the README's, with --eval-n 0 (evaluate.py measures
+    every arm afterwards) and the budget flags given."""
+    script, flags, parent = ARMS[arm]
+    root = os.path.join(args.out, f"seed{seed}")
+    src = ["--model", args.base] if parent is None else ["--init", os.path.join(root, parent)]
+    steps = args.sft_steps if parent is None else args.rl_steps
+    budget = QUICK["sft" if parent is None else "rl"] if args.quick else ["--steps", str(steps)] * bool(steps) + [
+        "--eval-n", "0"]
+    return [script, *flags, *src, "--out", os.path.join(root, arm), "--seed", str(seed), *budget]
 
 
 def produced_by(args) -> str:
@@ -526,7 +699,7 @@ def finish(args, per_seed: list[dict], base: dict, base_summary: dict, command: 
     agg = aggregate(per_seed)
     splits = list(next(iter(agg["eval"].values())))
     found = claims(per_seed, splits)
-    md, readme = report(agg, base, found, args.seeds, command)
+    md, readme = report(agg, base, found, args.seeds, command, loss_example(args, per_seed[0], base))
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     with open(args.results + ".md", "w") as f:
         f.write(md)

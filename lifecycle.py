@@ -15,7 +15,8 @@ import sys
 import torch
 
 from common import COUNT, DTYPES, why
-from training import Dist, all_reduce_sum, barrier, close_distributed, gathered_copy, init_distributed, is_sharded
+from training import (Dist, all_reduce_sum, barrier, close_distributed, gathered_copy, init_distributed, is_sharded,
+                      main_decides)
 
 # -----------------------------------------------------------------------------
 # Checkpoints: a Hugging Face directory (the run's --out) holding model, tokenizer, train_state.pt,
@@ -54,16 +55,23 @@ def lock_out(out: str):
     """Create `out` and take an exclusive lock on it (OUT/.lock, filelock: flock on Unix, msvcrt on
     Windows) for the life of this process; the operating system releases it however the process ends."""
     from filelock import FileLock, Timeout
-    os.makedirs(out, exist_ok=True)
-    key = os.path.realpath(out)
-    if key in _locks:
-        return
-    lock = FileLock(os.path.join(out, LOCK_FILE), timeout=0)
+    path = os.path.join(out, LOCK_FILE)
     try:
+        os.makedirs(out, exist_ok=True)
+        key = os.path.realpath(out)
+        if key in _locks:
+            return
+        if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
+            raise SystemExit(f"--out {out}: its {LOCK_FILE} is not a plain file (a link or a folder); a run locks "
+                             f"only a file of its own, so choose another --out")
+        lock = FileLock(path, timeout=0)
         lock.acquire()
     except Timeout:
         raise SystemExit(f"--out {out}: another run is using this directory; wait for it to end, stop it, or "
                          f"choose another --out") from None
+    except OSError as e:
+        raise SystemExit(f"--out {out}: cannot create or lock it ({why(e)}); choose a directory you can "
+                         f"write") from None
     _locks[key] = lock
 
 
@@ -95,8 +103,9 @@ def finish_interrupted_save(out: str):
             path = os.path.join(out, name)
             if name not in (RUN_FILE, PARTIAL, LOCK_FILE) and os.path.isfile(path) and not os.path.islink(path):
                 os.remove(path)
-    if os.path.isdir(os.path.join(out, SHARDS)) and not os.path.islink(os.path.join(out, SHARDS)):
-        shutil.rmtree(os.path.join(out, SHARDS))  # the previous checkpoint's (the partial may bring new ones)
+    old_shards = os.path.join(out, SHARDS)
+    if SHARDS in names and os.path.isdir(old_shards) and not os.path.islink(old_shards):
+        shutil.rmtree(old_shards)  # the previous checkpoint's, replaced by the partial's (not yet moved in)
     for name in sorted(names, key=lambda n: n == STATE_FILE):  # train_state.pt last
         os.replace(os.path.join(partial, name), os.path.join(out, name))
     os.rmdir(partial)
@@ -113,9 +122,7 @@ def save_checkpoint(out: str, model, tokenizer, state: dict):
     try:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-        readable = 0o666 & ~current_umask()
-        for name in os.listdir(partial):  # some writers create their file 0600
-            os.chmod(os.path.join(partial, name), readable)
+        make_readable(partial)
         logs = {name: os.fspath(RunLog(out, name)) for name in LOG_FILES}
         sizes = {name: os.path.getsize(path) for name, path in logs.items() if os.path.isfile(path)}
         torch.save(dict(state, log_bytes=sizes), os.path.join(partial, STATE_FILE + ".tmp"))
@@ -128,6 +135,18 @@ def save_checkpoint(out: str, model, tokenizer, state: dict):
                          f"untouched") from None
     os.replace(os.path.join(partial, STATE_FILE + ".tmp"), os.path.join(partial, STATE_FILE))  # the commit
     finish_interrupted_save(out)
+
+
+def make_readable(folder: str):
+    """Give what a save wrote in `folder` the modes the user's umask allows (some writers create their
+    files 0600): files rw-r--r--, folders (the optimiser shards) rwxr-xr-x, so the owner can enter,
+    replace and remove them."""
+    umask = current_umask()
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
 
 
 def current_umask() -> int:
@@ -156,8 +175,9 @@ def run_owner(out: str) -> str | None:
             return str(json.load(f)["script"])
     except FileNotFoundError:
         pass
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"--out {out}: its {RUN_FILE} cannot be read ({why(e)}), so whose run it holds is unknown; "
+                         f"choose another --out") from None
     if os.path.isfile(os.path.join(out, "build.json")):
         return "base.py"
     state = load_train_state(out, mmap=True) or load_train_state(out, mmap=True, partial=True)
@@ -196,22 +216,23 @@ def claim_out(args, d: Dist) -> dict | None:
     missing = f"--resume: no checkpoint to resume in {args.out} (missing {STATE_FILE})"
     if args.resume and not os.path.isdir(args.out):
         raise SystemExit(missing)
-    if d.main:
-        refuse_foreign_out(args)
-        lock_out(args.out)
-        finish_interrupted_save(args.out)
-    barrier(d)
-    if args.resume:
-        state = load_train_state(args.out)
-        if state is None:
+
+    def claim():
+        try:
+            refuse_foreign_out(args)
+            lock_out(args.out)
+            finish_interrupted_save(args.out)
+        except OSError as e:  # a directory that cannot be read or written
+            raise SystemExit(f"--out {args.out}: cannot use it ({why(e)}); choose a directory you can write") from None
+        state = load_train_state(args.out, mmap=True)
+        if not args.resume and state and state["step"] < state["args"]["steps"]:
+            raise SystemExit(f"--out {args.out} holds an unfinished run (step {state['step']} of "
+                             f"{state['args']['steps']}): continue it with --resume, or choose another --out "
+                             f"(or delete that one) to start over")
+        if args.resume and state is None:
             raise SystemExit(missing)
-        return state
-    state = load_train_state(args.out, mmap=True) if d.main else None
-    if state and state["step"] < state["args"]["steps"]:
-        raise SystemExit(f"--out {args.out} holds an unfinished run (step {state['step']} of "
-                         f"{state['args']['steps']}): continue it with --resume, or choose another --out "
-                         f"(or delete that one) to start over")
-    return None
+    main_decides(d, claim)  # the other ranks wait here, and leave with rank 0 if it refuses
+    return load_train_state(args.out) if args.resume else None
 
 
 def trim_logs(out: str, state: dict):
@@ -295,7 +316,8 @@ def add_run_args(ap, save_every: int):
 
 # flags that may differ from the checkpoint's on --resume: where the run is and how it is run, and
 # --steps to extend it (the learning-rate schedule then stretches from the resumed step on)
-RESUMABLE = ("out", "resume", "stop_at", "device", "steps", "save_every", "log_every", "eval_every", "log_examples")
+RESUMABLE = ("out", "resume", "stop_at", "device", "steps", "save_every", "log_every", "eval_every", "log_examples",
+             "eval_max_new")
 UNSET = object()
 
 
@@ -325,6 +347,9 @@ def resume_run(args, d: Dist) -> tuple:
                                                              f"checkpoint's {saved[k]!r}" for k in changed)
                          + ". Leave them out to continue the run as it was, or start a new run in another --out. "
                          "Flags that may change on resume: " + ", ".join(map(flag, RESUMABLE)))
+    if "steps" in given and args.steps < state["step"]:
+        raise SystemExit(f"--resume {args.out}: --steps {args.steps} is below the checkpoint's step {state['step']}; "
+                         f"a run cannot be shortened (its checkpoint is past that step)")
     kept = {k: getattr(args, k) for k in given & set(RESUMABLE)}
     merged = {**saved_args(args), **saved, **kept,  # (flags newer than the checkpoint: their defaults)
               "out": args.out, "resume": True, "stop_at": args.stop_at, "device": args.device}
@@ -359,9 +384,8 @@ def save_run(out: str, model, tok, opt, step: int, totals: dict, args, d: Dist):
     whole training state. Sharded, the full weights are gathered to rank 0 (float32, on the CPU) and
     written as the same Hugging Face directory, while each rank writes its shard of the optimiser
     state into the staged save (OUT/.partial/optimizer_shards); rank 0 then commits as always."""
-    if not is_sharded(model):
-        if d.main:
-            save_checkpoint(out, model, tok, train_state(step, opt, totals, args))
+    if not is_sharded(model):  # (a refusal on rank 0, e.g. a full disk, ends every rank)
+        main_decides(d, lambda: save_checkpoint(out, model, tok, train_state(step, opt, totals, args)))
         return
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
@@ -371,26 +395,78 @@ def save_run(out: str, model, tok, opt, step: int, totals: dict, args, d: Dist):
     barrier(d)
     dcp.save(get_optimizer_state_dict(model, opt), checkpoint_id=os.path.join(out, PARTIAL, SHARDS))
     barrier(d)
-    if d.main:
-        save_checkpoint(out, full, tok, dict(train_state(step, None, totals, args), shards=d.world))
-    barrier(d)
+    main_decides(d, lambda: save_checkpoint(out, full, tok, dict(train_state(step, None, totals, args),
+                                                                    shards=d.world)))
 
 
 def restore_train_state(state: dict, opt, model=None, out: str | None = None) -> tuple[int, dict]:
-    """Load optimiser and RNG state (a sharded optimiser state from OUT/optimizer_shards, on any
+    """Load optimiser and RNG state (a sharded run's optimiser state from OUT/optimizer_shards, on any
     number of ranks); returns (next step, totals)."""
-    sharded = state.get("optimizer") is None  # --shard is taken from the checkpoint: model is sharded too
+    sharded = model is not None and is_sharded(model)  # --shard is taken from the checkpoint's arguments
+    if sharded != bool(state.get("shards")) or (not sharded and not isinstance(state.get("optimizer"), dict)):
+        raise SystemExit(f"--resume {out}: its training state does not match its arguments (a "
+                         f"{'sharded' if sharded else 'one-process'} run without its optimiser state); start a new "
+                         f"run in another --out")
     if sharded:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
-        osd = get_optimizer_state_dict(model, opt)
-        dcp.load(osd, checkpoint_id=os.path.join(out, SHARDS))
-        set_optimizer_state_dict(model, opt, osd)
+        load_optimizer_shards(model, opt, os.path.join(out, SHARDS))
     else:
         opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     return state["step"], state["totals"]
+
+
+def load_optimizer_shards(model, opt, path: str):
+    """Read a sharded optimiser state (torch.distributed.checkpoint files) into `opt`, resharded for
+    this run's ranks, without running code: its metadata file is a pickle, read here by an unpickler
+    that builds only the checkpoint's own record types, and its non-tensor items are read with
+    weights_only. Missing or unreadable shards are one line."""
+    import io
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import CheckpointException, DefaultLoadPlanner, FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+    from torch.distributed.checkpoint.default_planner import set_element
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    class RecordsOnly(pickle.Unpickler):
+        def find_class(self, module, name):
+            value = getattr(sys.modules.get(module), name, None)
+            records = module in ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+            if ((records and isinstance(value, type)) or (module, name) in SAFE_GLOBALS
+                    or (module == "torch" and isinstance(value, (torch.dtype, torch.layout, torch.memory_format)))):
+                return value
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of an optimiser checkpoint")
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            with open(os.path.join(path, ".metadata"), "rb") as f:
+                metadata = RecordsOnly(f).load()
+            metadata.storage_meta = getattr(metadata, "storage_meta", None) or StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    class Planner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value: io.BytesIO):  # DefaultLoadPlanner's, with weights_only
+            item = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], item)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = item
+
+    osd, reader = get_optimizer_state_dict(model, opt), Reader(path)
+    try:
+        reader.read_metadata()  # first here, where a refusal is one line (torch logs its own failures at length)
+        dcp.load(osd, storage_reader=reader, planner=Planner())
+    except (Exception, CheckpointException) as e:  # a missing, cut or crafted file: torch raises several kinds
+        raise SystemExit(f"--resume: the optimiser shards in {path} are missing or unreadable ({why(e)}); start a "
+                         f"new run in another --out") from None
+    set_optimizer_state_dict(model, opt, osd)
+
+
+SAFE_GLOBALS = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
+                ("pathlib", "WindowsPath"), ("collections", "OrderedDict")}
 
 
 def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save):
@@ -402,7 +478,8 @@ def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save):
         save(done)
     if halt:
         if d.main:
-            print(f"stopped after step {done} of {args.steps} (exit status {STOPPED}); continue with: python "
+            launcher = f"torchrun --nproc_per_node {d.world}" if d.world > 1 else "python"
+            print(f"stopped after step {done} of {args.steps} (exit status {STOPPED}); continue with: {launcher} "
                   f"{args._script} --out {args.out} --resume", flush=True)
         close_distributed(d)
         raise SystemExit(STOPPED)

@@ -39,6 +39,8 @@ import torch.utils.checkpoint
 
 SUPPORTED_TYPES = ("llama", "qwen2", "qwen3")
 SUPPORTED_ROPE = ("default", "linear", "llama3")
+ROPE_FIELDS = {"linear": ("factor",),  # the numbers each scaling reads
+               "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
@@ -83,6 +85,13 @@ class ModelConfig:
         if rope_type not in SUPPORTED_ROPE:
             raise UnsupportedModelError(
                 f"rope type {rope_type!r} is not supported; supported: {', '.join(SUPPORTED_ROPE)}")
+        needs = ROPE_FIELDS.get(rope_type, ())
+        bad = [k for k in needs if isinstance(self.rope_scaling.get(k), bool)
+               or not isinstance(self.rope_scaling.get(k), (int, float)) or not self.rope_scaling[k] > 0]
+        if bad:
+            found = ", ".join(f"{k}={self.rope_scaling.get(k)!r}" for k in bad)
+            raise UnsupportedModelError(f"rope_scaling of type {rope_type!r} needs a positive number for each of "
+                                        f"{', '.join(needs)} (it has {found})")
 
     @property
     def qkv_bias(self) -> bool:
@@ -108,7 +117,10 @@ class ModelConfig:
             raise UnsupportedModelError(f"{mt} with sliding-window attention is not supported")
         if d.get("hidden_act", "silu") != "silu":
             raise UnsupportedModelError(f"hidden_act {d['hidden_act']!r} is not supported; only silu")
-        rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})  # 5.x / 4.x layout
+        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}  # 5.x / 4.x layout
+        if not isinstance(rope, dict):
+            raise UnsupportedModelError(f"rope_scaling must be an object of rope_type and its numbers, not {rope!r}")
+        rope = dict(rope)
         theta = rope.pop("rope_theta", d.get("rope_theta", 10000.0))
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope.get("partial_rotary_factor", 1.0) != 1.0:

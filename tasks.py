@@ -45,6 +45,9 @@ Text formats (our reconstruction; the paper's formats are not public)
     cot       comt + "<solution>\nAnswer: <answer>"            (CoT-SFT target, then the stop token)
 The CoT target is the complete trajectory and the CoMT target its abstract prefix, so both arms
 write the same text at test time and differ only in whether the execution is supervised.
+The base model writes plans in forms of its own instead (OWN_FORMS, its pretraining text; never a
+post-training target): "Question: <q>\nSteps:\n1. add the a and the b -> the c\n...\nWanted: the c",
+or "Problem: <q>\nReasoning:\nThe c are the a plus the b.\n...\nWe are asked for the c.".
 
 Real benchmarks
 ---------------
@@ -115,11 +118,11 @@ def fitting(items: list, lengths: list[int], limit: int, what: str) -> list:
     """The items whose token length is at most `limit` (the model's context); the others are skipped
     with a count on stderr. None left is an error."""
     keep = [x for x, n in zip(items, lengths) if n <= limit]
+    if not keep:
+        raise SystemExit(f"none of the {len(items)} {what} fits in the model's {limit} tokens")
     if len(keep) < len(items):
         print(f"skipped {len(items) - len(keep)} of {len(items)} {what}: longer than the {limit} tokens the model "
               f"reads", file=sys.stderr, flush=True)
-    if not keep:
-        raise SystemExit(f"none of the {len(items)} {what} fits in the model's {limit} tokens")
     return keep
 
 
@@ -374,22 +377,38 @@ def make_split(split: str, n: int, seed: int = 0) -> list[Problem]:
 
 PLAN_STEP = re.compile(r"^\w+, (?P<verb>add|subtract|multiply|divide) .*? to get the (?P<name>[^\n]+?)\.$", re.M)
 EXECUTION_STEP = re.compile(r"^(?P<name>[^=\n]+?) = -?\d[\d,.]* (?P<op>[-+*/]) -?\d[\d,.]* =", re.M)
-VERB_OP = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
+WORD_OP = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/",  # the template's verbs
+           "plus": "+", "minus": "-", "times": "*", "divided by": "/"}  # and the base's own "reasoning" form's
 WRONG_KINDS = ("wrong plan", "plan not followed", "executed wrongly")
 
 
 def plan_program(text: str) -> list[tuple[str, str]] | None:
     """The (operator, quantity) of each step of the plan that opens `text` (the lines between
-    "Plan:" and "Solution:"); None when the text does not open with "Plan:".
+    "Plan:" and "Solution:", but its closing "The answer is ..."); None when the text does not open
+    with "Plan:". A line that is not a step the pattern reads is a step ("?", line): a made-up step
+    makes a plan wrong.
 
     >>> plan_program("Plan:\\nFirst, add the a and the b to get the c.\\nThe answer is the c.\\nSolution:\\n")
     [('+', 'c')]
+    >>> plan_program("Plan:\\nFirst, add the a and the b to get the c.\\nThen frobnicate the c.\\nSolution:\\n")
+    [('+', 'c'), ('?', 'Then frobnicate the c.')]
     """
     head = (text or "").lstrip()
     if not head.startswith("Plan:"):
         return None
-    head = head.split("Solution:", 1)[0]
-    return [(VERB_OP[m["verb"]], m["name"].strip()) for m in PLAN_STEP.finditer(head)]
+    lines = head.removeprefix("Plan:").split("Solution:", 1)[0].split("\n")
+    return program_lines(lines, PLAN_STEP, ("The answer is",))
+
+
+def program_lines(lines: list[str], step: re.Pattern, closing: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(operator, quantity) of each non-blank line read by `step`; ("?", line) for a line it cannot
+    read, lines opening with `closing` (the plan's last line, naming the answer) left out."""
+    out = []
+    for line in (ln.strip() for ln in lines):
+        if line and not line.startswith(closing):
+            m = step.fullmatch(line)
+            out.append((WORD_OP[m["verb"]], m["name"].strip()) if m else ("?", line))
+    return out
 
 
 def execution_program(text: str) -> list[tuple[str, str]]:
@@ -425,6 +444,71 @@ def plan_verdict(text: str, p: "Problem", correct: bool) -> dict | None:
     followed = plan is not None and execution_program(text) == plan
     kind = None if correct else WRONG_KINDS[0] if not right_plan else WRONG_KINDS[1] if not followed else WRONG_KINDS[2]
     return dict(plan_correct=right_plan, plan_followed=followed, wrong_kind=kind)
+
+
+# -----------------------------------------------------------------------------
+# The base's own plan forms: how a plan is written in the pretraining corpus (corpus.py), never in
+# the post-training template. The same content as a template plan (each step's operation, the
+# quantities it combines, the quantity it names) in other headers and other wording:
+#   steps      "Question: <q>\nSteps:\n" then "1. add the a and the b -> the c" per step and
+#              "Wanted: the c"
+#   reasoning  "Problem: <q>\nReasoning:\n" then "The c are the a plus the b." per step and
+#              "We are asked for the c."
+# The prompt ends at the header; the plan and the stop token are what the base writes.
+
+OWN_FORMS = ("steps", "reasoning")
+OWN_HEADERS = {"steps": "Question: {q}\nSteps:\n", "reasoning": "Problem: {q}\nReasoning:\n"}
+TEMPLATE_STEP = re.compile(r"^\w+, (?P<verb>add|subtract|multiply|divide) (?P<x>.+?) (?:and|from|by) (?P<y>.+?) "
+                           r"to get the (?P<name>[^\n]+?)\.$")
+OWN_WORDS = {"add": "plus", "subtract": "minus", "multiply": "times", "divide": "divided by"}
+OWN_STEP = {"steps": re.compile(r"^\d+\. (?P<verb>add|subtract|multiply|divide) .+ -> the (?P<name>[^\n]+)$", re.M),
+            "reasoning": re.compile(r"^The (?P<name>.+?) are the .+ (?P<verb>plus|minus|times|divided by) the .+\.$",
+                                    re.M)}
+OWN_CLOSING = ("Wanted:", "We are asked for")  # the last line of each own form, naming the answer
+
+
+def own_plan_prompt(p: Problem, form: str = "steps") -> str:
+    """The question under the base's own header for `form` (the plan follows)."""
+    return OWN_HEADERS[form].format(q=p.question)
+
+
+def own_plan_text(plan: str, form: str = "steps") -> str:
+    """A template plan (one "First, add ... to get the c." line per step, then "The answer is the c.")
+    rewritten in the base's own form.
+
+    >>> own_plan_text("First, subtract the a from the b to get the c.\\nThe answer is the c.", "reasoning")
+    'The c are the b minus the a.\\nWe are asked for the c.'
+    """
+    lines = []
+    for k, line in enumerate(plan.split("\n")[:-1]):
+        m = TEMPLATE_STEP.match(line)
+        if m is None:
+            raise ValueError(f"not a template plan line: {line!r}")
+        verb, x, y, name = m["verb"], m["x"], m["y"], m["name"]
+        if form == "steps":
+            lines.append(f"{k + 1}. {line.split(', ', 1)[1].rsplit(' to get the ', 1)[0]} -> the {name}")
+        else:  # "subtract the a from the b": the b minus the a
+            first, second = (y, x) if verb == "subtract" else (x, y)
+            lines.append(f"The {name} are {first} {OWN_WORDS[verb]} {second}.")
+    wanted = plan.split("\n")[-1].removeprefix("The answer is the ").removesuffix(".")
+    return "\n".join(lines + [f"Wanted: the {wanted}" if form == "steps" else f"We are asked for the {wanted}."])
+
+
+def own_plan_program(text: str, form: str = "steps") -> list[tuple[str, str]]:
+    """The (operator, quantity) of each step of a plan written in the base's own form; a line of
+    another form is a step ("?", line), so it makes the plan wrong.
+
+    >>> own_plan_program("1. add the a and the b -> the c\\n2. divide the c by the d -> the e\\nWanted: the e")
+    [('+', 'c'), ('/', 'e')]
+    """
+    return program_lines((text or "").split("\n"), OWN_STEP[form], OWN_CLOSING)
+
+
+def own_plan_correct(text: str, p: Problem, form: str = "steps") -> bool | None:
+    """Whether a plan in the base's own form has the gold program's operator sequence (as plan_correct
+    judges a template plan); None for a problem without a program."""
+    gold = gold_program(p)
+    return None if gold is None else [op for op, _ in own_plan_program(text, form)] == [op for op, _ in gold]
 
 
 # -----------------------------------------------------------------------------
@@ -481,19 +565,42 @@ def problem_from_row(row: dict, source: str, where: str) -> Problem:
 
 
 def read_jsonl(path: str, source: str | None = None) -> list[Problem]:
+    """The problems of a JSONL file, one per line; a malformed line or an id that repeats is an error
+    naming the file and line."""
     source = source or os.path.splitext(os.path.basename(path))[0]
-    out = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:  # a number with a fraction part is kept as its text, so a gold answer is read exactly
-                row = json.loads(line, parse_float=str)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-            out.append(problem_from_row(row, source, where))
+    out, seen = [], {}
+    for lineno, line in enumerate(text_lines(path), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:  # a number with a fraction part is kept as its text, so a gold answer is read exactly
+            row = json.loads(line, parse_float=str)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+        out.append(problem_from_row(row, source, where))
+        if seen.setdefault(out[-1].id, lineno) != lineno:
+            raise ValueError(f"{where}: id {out[-1].id!r} repeats line {seen[out[-1].id]} (joined files that each "
+                             f"number from 0? give every problem its own id)")
     return out
+
+
+MAX_LINE = 1 << 20  # bytes in one line of a JSONL input (a problem or a target is a few hundred)
+
+
+def text_lines(path: str):
+    """The lines of a UTF-8 text file; a line that is not UTF-8, or longer than MAX_LINE bytes, is
+    refused naming the file and line (a huge line is never read whole)."""
+    with open(path, "rb") as f:
+        lineno = 0
+        while line := f.readline(MAX_LINE + 1):
+            lineno += 1
+            if len(line) > MAX_LINE:
+                raise ValueError(f"{path}:{lineno}: a line of over {MAX_LINE:,} bytes; a problem or a target "
+                                 f"fits in far less")
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line)") from None
 
 
 def benchmark_path(name: str, split: str | None, data_dir: str | None) -> str:

@@ -38,9 +38,9 @@ import time
 from collections import Counter
 from fractions import Fraction
 
-from common import COUNT, NONNEG, check_checkpoint, load_model, log_json, number, pad_id, pick_device
+from common import COUNT, NONNEG, SEED, check_checkpoint, load_model, log_json, number, pad_id, pick_device, unwritable
 from rewards import exact_number, has_digit
-from tasks import ANNOTATION, clean_solution, problems_for_cli
+from tasks import ANNOTATION, BENCHMARKS, benchmark_path, clean_solution, problems_for_cli
 
 TEACHER_PROMPT = (
     "Here is a math word problem. Describe, step by step, how to solve it, in natural language and "
@@ -234,7 +234,7 @@ def parse_args(argv=None):
     ap.add_argument("--max-new-tokens", type=COUNT, default=256, help="plan length limit (longer plans are rejected)")
     ap.add_argument("--temperature", type=NONNEG, default=0.7, help="teacher sampling temperature")
     ap.add_argument("--top-p", type=number(above=0, hi=1), default=0.95, help="teacher nucleus sampling")
-    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ap.add_argument("--seed", type=SEED, default=0, help="sampling seed")
     ap.add_argument("--ban-digits", action=argparse.BooleanOptionalAction, default=True,
                     help="never sample a token that holds a digit")
     ap.add_argument("--tokenizer", default=None, help="tokenizer directory for the token counts in the summary "
@@ -244,7 +244,23 @@ def parse_args(argv=None):
     for flag, path in (("--teacher", None if args.teacher == "rules" else args.teacher), ("--tokenizer", args.tokenizer)):
         if path and not os.path.isdir(path):
             ap.error(f"{flag} {path}: not a directory (a local Hugging Face model/tokenizer directory)")
+    source = data_file(args.data)
+    if source and os.path.exists(args.out) and os.path.samefile(args.out, source):
+        ap.error(f"--out {args.out} is the --data file: write the targets to another file")
+    if unwritable(args.out):  # before the work, not after it
+        ap.error(f"--out {args.out}: {unwritable(args.out)}")
     return args
+
+
+def data_file(spec: str) -> str | None:
+    """The file --data reads (a path, or a benchmark name's file), None for the hub or a bad name."""
+    if os.path.isfile(spec):
+        return spec
+    name, _, split = spec.partition(":")
+    try:
+        return benchmark_path(name, split or None, None) if name in BENCHMARKS else None
+    except (ValueError, FileNotFoundError):
+        return None
 
 
 def main(argv=None):
@@ -269,7 +285,10 @@ def main(argv=None):
         plan_tokens.append(token_count(tok, plan))
         if solution:
             sol_tokens.append(token_count(tok, solution))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if not rows:
+        raise SystemExit(f"no plan written for any of the {len(problems)} problems of {args.data} (the rules need "
+                         f"annotated solutions, the model's samples were all rejected: {dict(rejected)}); "
+                         f"{args.out} not written")
     with open(args.out, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")

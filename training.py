@@ -49,6 +49,41 @@ def all_reduce_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
     return x
 
 
+def main_decides(d: Dist, decide):
+    """Run decide() on the main rank only (it reads or claims the run directory); a refusal there
+    (SystemExit) is raised on every rank, so that no rank is left waiting at a collective for one
+    that has gone."""
+    refusal = None
+    if d.main:
+        try:
+            decide()
+        except SystemExit as e:
+            refusal = e.code
+    if d.world > 1:
+        import torch.distributed as dist
+        box = [refusal]
+        dist.broadcast_object_list(box, src=0)
+        refusal = box[0]
+    if refusal is not None:
+        raise SystemExit(refusal)
+
+
+def one_voice(main):
+    """Decorate a training script's main: under torchrun a refusal (SystemExit with a message, raised
+    alike on every rank) is printed by rank 0 alone; the other ranks exit with status 1 silently."""
+    import functools
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except SystemExit as e:
+            if isinstance(e.code, str) and int(os.environ.get("RANK", "0")) > 0:
+                raise SystemExit(1) from None
+            raise
+    return run
+
+
 def barrier(d: Dist):
     if d.world > 1:
         import torch.distributed as dist
@@ -242,6 +277,8 @@ def set_up_shard(args, model, device: torch.device):
     compute = pick_dtype(args.dtype, device)
     if args.offload and not args.shard:
         raise SystemExit("--offload shards to CPU memory: it needs --shard")
+    if args.offload and device.type != "cuda":
+        raise SystemExit("--offload moves GPU memory to the CPU: on the CPU there is nothing to offload; drop it")
     if args.shard:
         if "RANK" not in os.environ:
             raise SystemExit(f"--shard runs under torchrun, e.g. torchrun --nproc_per_node 2 {args._script} "

@@ -31,7 +31,8 @@ from tasks import problems_for_cli
     (ccrl.parse_args, ["--kl-coef", "inf"], "argument --kl-coef: inf is out of range"),
     (ccrl.parse_args, ["--dtype", "fp8"], "argument --dtype: invalid choice: 'fp8'"),
     (evaluate.parse_args, ["--ckpt", "x", "--bins", "0"], "argument --bins: 0 is out of range"),
-    (base.parse_args, ["--worked", "0.95"], "--worked 0.95 and --story 0.1 are shares of the corpus"),
+    (base.parse_args, ["--worked", "0.95"], "--worked 0.95, --plans 0.0 and --story 0.1 are shares of the corpus"),
+    (base.parse_args, ["--init", "models/base"], "--init models/base is --out"),
     (base.parse_args, ["--dim", "100"], "--dim 100 must be a multiple of --heads 8"),
 ])
 def test_flags_out_of_range_are_refused_in_one_line(parse, argv, words, capsys):
