@@ -1,7 +1,8 @@
 """
 The base model's pretraining corpus (base.py) and stage 1's replay documents (sft_comt.py --replay):
-worked problems with their plan in the prompt, story text and arithmetic lines, drawn in fresh
-frames so that no noun or number can be recalled, and never a question of any split.
+worked problems with their plan in the prompt, plan documents in the base's own forms, story text
+and arithmetic lines, drawn in fresh frames so that no noun or number can be recalled, and never a
+question of any split.
 
 Corpus (drawn fresh for every step, one document per row; `corpus_docs` and the tests hold it to this):
   (a) worked problems, --worked share: "Question: ...\\nPlan:\\n<plan>\\n", then
@@ -19,21 +20,29 @@ Corpus (drawn fresh for every step, one document per row; `corpus_docs` and the 
       train recipe. Reading each number off the question is learned first where it is easiest:
       with the whole world from the first step, the same schedule had reached 28% of `test` from
       the gold plan at its end (docs/notes.md).
-  (b) story text, --story share: two to four questions, one per line, full loss: half of the
+  (b) plan documents, --plans share (0 in base.py's first phase): a problem drawn across the world
+      (world_recipe, in a fresh frame, 5-7 steps half the time: PLAN_STEPS) and its plan in one of
+      the base's own forms (tasks.OWN_FORMS: "Question: ...\\nSteps:\\n" then "1. add the a and the b
+      -> the c" lines, or "Problem: ...\\nReasoning:\\n" then "The c are the a plus the b." lines),
+      with the loss on the plan and the end token. The same content as a template plan (each step's
+      operation, what it combines and what it names), never its "Plan:" header, its "First, ... to
+      get the ..." steps or its "The answer is" line; no execution and no answer, so no plan
+      document sits beside its own execution.
+  (c) story text, --story share: two to four questions, one per line, full loss: half of the
       train recipe in the train frames, half of world_recipe in fresh frames.
-  (c) arithmetic, the rest: twelve lines `x op y = z` (a third of them `name = x op y = z`) with
+  (d) arithmetic, the rest: twelve lines `x op y = z` (a third of them `name = x op y = z`) with
       +, -, *, exact / in the train ranges (values <= 99, added or removed numbers, factors and
       divisors <= 9) or the wide ones (WIDE_RAMP: 40% of the lines at the first step, 80% at the
       last), full loss.
   Never in the corpus: a question of any split (the fresh frames' people are never a split's, and
   train-frame questions at the splits' standard sizes or in the val or test hash bucket are
-  skipped), a plan as a target.
+  skipped), a plan in the post-training template as a target.
 """
 import random
 from dataclasses import replace
 
-from tasks import (CHAIN_EVENTS, Frame, OOD_FRAMES, OPS, Recipe, SPLITS, START_EVENTS, TRAIN_FRAMES, TRAIN_RECIPE,
-                   generate_problem, hash_bucket, make_split)
+from tasks import (CHAIN_EVENTS, OOD_FRAMES, OPS, OWN_FORMS, OWN_HEADERS, SPLITS, START_EVENTS, TRAIN_FRAMES,
+                   TRAIN_RECIPE, Frame, Recipe, generate_problem, hash_bucket, make_split, own_plan_text)
 
 STANDARD_SIZES = {"train": 8000, "val": 500, "test": 500, "ood_template": 500, "ood_steps": 500,
                   "ood_numbers": 500, "ood_distractor": 500}
@@ -146,6 +155,17 @@ def worked_doc(rng: random.Random, taboo: set[str], world: bool = True) -> tuple
     return f"Question: {p['question']}\nPlan:\n{p['plan']}\n", f"Solution:\n{p['solution']}\nAnswer: {p['answer']}"
 
 
+PLAN_STEPS = (1, 2, 3, 4, 5, 6, 7, 5, 6, 7)  # plan documents: long chains weighted (5-7 steps half the time)
+
+
+def plan_doc(rng: random.Random, taboo: set[str]) -> tuple[str, str]:
+    """A fresh-frame world problem and its plan in one of the base's own forms (tasks.OWN_FORMS, never
+    the post-training template): (header and question, plan). No execution, no answer."""
+    recipe = replace(world_recipe(rng, fresh_frame(rng, taboo)), steps=PLAN_STEPS)
+    p, form = drawn(rng, recipe), rng.choice(OWN_FORMS)
+    return OWN_HEADERS[form].format(q=p["question"]), own_plan_text(p["plan"], form)
+
+
 def story_doc(rng: random.Random, taboo: set[str], exclude: set[str]) -> tuple[str, str]:
     """Two to four questions, one per line: of the train recipe in the train frames (never one of a
     split: not in `exclude`, not in the val or test hash bucket), or of world_recipe in a fresh frame."""
@@ -203,13 +223,13 @@ def arithmetic_doc(rng: random.Random, names: list[str], taboo: set[str], wide: 
 
 
 class Corpus:
-    """The document mix: shares of worked problems and story text, the rest arithmetic. `progress`
-    (0 at the first step, 1 at the last; set per window by Batches) moves worked problems from the
-    train recipe towards the whole world and arithmetic towards the wide ranges (WORLD_RAMP,
-    WIDE_RAMP): reading numbers off a question is learned first where it is easiest."""
+    """The document mix: shares of worked problems, plan documents and story text, the rest
+    arithmetic. `progress` (0 at the first step, 1 at the last; set per window by Batches) moves
+    worked problems from the train recipe towards the whole world and arithmetic towards the wide
+    ranges (WORLD_RAMP, WIDE_RAMP): reading numbers off a question is learned first where it is easiest."""
 
-    def __init__(self, worked: float, story: float, exclude: set[str], progress: float = 0.5):
-        self.worked, self.story, self.exclude, self.progress = worked, story, exclude, progress
+    def __init__(self, worked: float, story: float, exclude: set[str], progress: float = 0.5, plans: float = 0.0):
+        self.worked, self.story, self.exclude, self.progress, self.plans = worked, story, exclude, progress, plans
         self.taboo = taboo_words()
         self.names = quantity_names()
 
@@ -217,15 +237,17 @@ class Corpus:
         u = rng.random()
         if u < self.worked:
             return worked_doc(rng, self.taboo, world=rng.random() < ramp(WORLD_RAMP, self.progress))
-        if u < self.worked + self.story:
+        if u < self.worked + self.plans:
+            return plan_doc(rng, self.taboo)
+        if u < self.worked + self.plans + self.story:
             return story_doc(rng, self.taboo, self.exclude)
         return arithmetic_doc(rng, self.names, self.taboo, ramp(WIDE_RAMP, self.progress))
 
 
 def corpus_docs(n: int, seed: int, worked: float = 0.5, story: float = 0.1, exclude=frozenset(),
-                progress: float = 0.5) -> list:
+                progress: float = 0.5, plans: float = 0.0) -> list:
     """n (prefix, target) documents of the corpus at `progress`, deterministic by seed."""
-    rng, corpus = random.Random(f"docs-{seed}"), Corpus(worked, story, set(exclude), progress)
+    rng, corpus = random.Random(f"docs-{seed}"), Corpus(worked, story, set(exclude), progress, plans)
     return [corpus.doc(rng) for _ in range(n)]
 
 

@@ -24,6 +24,22 @@ def docs():
                        progress=1.0)
 
 
+def shipped_shares() -> dict:
+    """The corpus shares of the shipped base's last phase (its build.json)."""
+    args = json.load(open(os.path.join(SHIPPED, "build.json")))["args"]
+    return dict(worked=args["worked"], plans=args.get("plans", 0.0), story=args["story"])
+
+
+@pytest.fixture(scope="module")
+def last_docs():
+    """(prefix, target) documents of the shipped base's last phase (plan documents among them)."""
+    return corpus_docs(3000, seed=1, exclude=split_questions(), progress=1.0, **shipped_shares())
+
+
+def plan_docs(docs) -> list[tuple[str, str]]:
+    return [(p, t) for p, t in docs if p.endswith(("\nSteps:\n", "\nReasoning:\n"))]
+
+
 class Phrasing:
     """A phrasing only ood_template uses, as a pattern with its slots as wildcards (within a
     sentence); its longest literal piece is checked first, which keeps the scan fast."""
@@ -41,12 +57,51 @@ def held_out_phrasings() -> list[Phrasing]:
     return [Phrasing(e[3][2]) for e in START_EVENTS + CHAIN_EVENTS] + [Phrasing(FINAL_QUESTIONS[2])]
 
 
-def test_corpus_holds_no_question_of_any_split(docs):
+def test_corpus_holds_no_question_of_any_split(docs, last_docs):
     hashed = {p.question for s in ("test", "val") for p in make_split(s, 2000)}  # the hash buckets, beyond 500
     questions = split_questions() | hashed
-    for prefix, target in docs:
-        texts = [prefix.split("\n")[0].removeprefix("Question: ")] if prefix else target.split("\n")
+    assert plan_docs(last_docs)  # plan documents are checked too
+    for prefix, target in docs + last_docs:
+        texts = ([prefix.split("\n")[0].removeprefix("Question: ").removeprefix("Problem: ")] if prefix
+                 else target.split("\n"))
         assert not questions & set(texts)
+
+
+def test_plan_documents_are_plans_in_the_base_own_forms_never_the_template(last_docs):
+    """A question, then its plan in one of the base's own forms: no line of the post-training template
+    (no "Plan:" header, no "First, ... to get the ..." step, no "The answer is"), no digit but the
+    numbering of the steps form, no execution
+    and no answer; each step in the form's own wording; both forms present."""
+    from rewards import has_digit
+    from tasks import OWN_STEP, PLAN_STEP
+    docs = plan_docs(last_docs)
+    assert abs(len(docs) / len(last_docs) - shipped_shares()["plans"]) < 0.05
+    forms = {"steps": 0, "reasoning": 0}
+    for prefix, target in docs:
+        form = "steps" if prefix.endswith("\nSteps:\n") else "reasoning"
+        forms[form] += 1
+        assert "Plan:" not in prefix + target and "Solution:" not in target and "Answer" not in target
+        assert not PLAN_STEP.search(target) and "The answer is" not in target
+        assert not has_digit(re.sub(r"^\d\. ", "", target, flags=re.M))  # no number but the steps' own
+        steps = target.split("\n")[:-1]
+        assert steps and all(OWN_STEP[form].fullmatch(line) for line in steps), target
+    assert min(forms.values()) > 0.4 * len(docs)
+
+
+def test_plan_documents_cover_every_phrasing_length_and_distractor(last_docs):
+    """The base learns to plan across the world: held-out phrasings, one to seven steps (long chains
+    often), wide numbers and irrelevant sentences, in fresh frames."""
+    found = []
+    for prefix, target in plan_docs(last_docs):
+        question = prefix.split("\n")[0].split(": ", 1)[1]
+        steps = target.count("\n")
+        numbers = [int(n) for n in re.findall(r"\d+", question)]
+        found.append(dict(held_out=any(p.search(question) for p in held_out_phrasings()), steps=steps,
+                          givens=len(numbers), largest=max(numbers)))
+    share = lambda f: sum(map(f, found)) / len(found)
+    assert {f["steps"] for f in found} == set(range(1, 8))
+    assert share(lambda f: f["steps"] >= 6) > 0.25 and share(lambda f: f["held_out"]) > 0.3
+    assert share(lambda f: f["givens"] == f["steps"] + 2) > 0.1 and share(lambda f: f["largest"] > 20) > 0.3
 
 
 OOD_WORDS = {w.lower() for f in OOD_FRAMES for w in (f.item, *f.group, *f.mates)}
@@ -163,10 +218,17 @@ def test_base_run_writes_a_checkpoint_transformers_opens(tmp_path):
     out_text = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     summary = json.loads(out_text.strip().splitlines()[-1])
     assert set(summary["arithmetic"]) == {"train", "wide"}
-    for mode in ("from_plan", "question_only"):  # every split the results tables show, both ways
-        assert set(summary[mode]) == {"test", "ood_template", "ood_steps", "ood_numbers", "ood_distractor"}
-        assert all(0 <= a <= 1 for a in summary[mode].values())
+    splits = {"test", "ood_template", "ood_steps", "ood_numbers", "ood_distractor"}
+    for figures in (summary["from_plan"], summary["question_only"], summary["own_plan"]["plan_correct"]):
+        assert set(figures) == splits and all(0 <= a <= 1 for a in figures.values())  # every split, three ways
     assert json.loads((out / "build.json").read_text())["params"] == summary["params"]
+    more = tmp_path / "more"  # a second phase continues it, and records both commands
+    cmd2 = [sys.executable, "base.py", "--init", str(out), "--out", str(more), "--steps", "2", "--plans", "0.4",
+            "--eval-n", "2", "--batch", "4"]
+    subprocess.run(cmd2, cwd=ROOT, capture_output=True, text=True, check=True)
+    build = json.loads((more / "build.json").read_text())
+    assert build["init"]["command"] == "python base.py " + " ".join(cmd[2:]) and build["args"]["plans"] == 0.4
+    assert (more / "tokenizer.json").read_text() == (out / "tokenizer.json").read_text()
     hf = AutoModelForCausalLM.from_pretrained(out).eval()
     tok = AutoTokenizer.from_pretrained(out)
     ids = torch.tensor([tok("Question: Mia has 3 bags with 4 apples in each bag.")["input_ids"]])
@@ -184,10 +246,13 @@ def test_shipped_base_opens_and_matches_its_build_summary():
     hf = AutoModelForCausalLM.from_pretrained(SHIPPED).eval()
     tok = AutoTokenizer.from_pretrained(SHIPPED)
     assert sum(p.numel() for p in hf.parameters()) == build["params"] and len(tok) == build["vocab"]
-    assert build["command"] == "python base.py"  # the command a user runs, nothing else
+    # two phases, each the command a user runs: from scratch, then continued with plan documents
+    assert build["command"].startswith("python base.py --init ") and build["init"]["command"] == "python base.py"
+    assert build["args"]["plans"] > 0 and build["init"]["args"].get("plans", 0) == 0
     assert min(build["arithmetic"].values()) >= 0.95  # every split's number range
-    for split, ceiling in build["from_plan"].items():  # it carries out a handed plan, but cannot make one
-        assert ceiling >= 0.5 and ceiling > build["question_only"][split] + 0.4, split
+    for split, ceiling in build["from_plan"].items():  # it carries out a handed plan and plans in its own words,
+        own = build["own_plan"]["plan_correct"][split]  # but does not answer under the post-training prompt
+        assert min(ceiling, own) >= 0.5 and min(ceiling, own) > build["question_only"][split] + 0.4, split
     ids = torch.tensor([tok("Question: Mia has 3 bags with 4 apples in each bag.")["input_ids"]])
     with torch.no_grad():
         ref = hf(ids).logits.float()
@@ -196,8 +261,9 @@ def test_shipped_base_opens_and_matches_its_build_summary():
     assert [p for p in tok.convert_ids_to_tokens(tok("= 1203")["input_ids"]) if p.strip("Ġ")][1:] == list("1203")
 
 
-def test_shipped_base_executes_gold_plans_as_its_build_summary_says():
-    """Recompute one figure of build.json: test problems from their gold plan (greedy, 200)."""
+def test_shipped_base_executes_gold_plans_and_plans_as_its_build_summary_says():
+    """Recompute two figures of build.json: test problems from their gold plan and in the base's own
+    plan form (greedy, 200)."""
     from common import pad_id
     from engine import Engine
     from evaluate import greedy_judgements
@@ -206,9 +272,13 @@ def test_shipped_base_executes_gold_plans_as_its_build_summary_says():
     build = json.load(open(os.path.join(SHIPPED, "build.json")))
     tok = AutoTokenizer.from_pretrained(SHIPPED)
     engine = Engine(Transformer.from_pretrained(SHIPPED).eval(), pad_id=pad_id(tok))
-    judged = greedy_judgements(engine, tok, make_split("test", build["args"]["eval_n"]), 192, gold_plan=True)
+    problems = make_split("test", build["args"]["eval_n"])
+    judged = greedy_judgements(engine, tok, problems, 192, gold_plan=True)
     acc = sum(j.correct for j in judged) / len(judged)
     assert acc == pytest.approx(build["from_plan"]["test"], abs=0.015)  # a rare greedy tie may flip on another CPU
+    from evaluate import own_plan_judgements
+    right = [j["plan_correct"] for j in own_plan_judgements(engine, tok, problems, 192)]
+    assert sum(right) / len(right) == pytest.approx(build["own_plan"]["plan_correct"]["test"], abs=0.015)
 
 
 def test_digit_embeddings_start_on_the_circle_of_their_value(docs):

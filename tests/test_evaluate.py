@@ -227,3 +227,94 @@ def test_real_problems_get_no_plan_verdict(tok):
     ids = tok(text, add_special_tokens=False)["input_ids"]
     r = judge_record(text, ids, [0.0] * len(ids), p, tok, ARGS)
     assert "plan_correct" not in r and math.isnan(summarise([r], [], ARGS)["plan_correct"])
+
+
+OWN_RIGHT = ("1. multiply the number of bags by the apples per bag -> the apples in the bags\n"
+             "2. add the apples in the bags and the apples bought -> the apples after buying\n"
+             "3. subtract the apples used from the apples after buying -> the apples after using\n"
+             "Wanted: the apples after using")
+OWN_PLANS = {  # the base's own plan (evaluate.py --own-plan steps), hand-built: (text, plan correct)
+    "right plan": (OWN_RIGHT, True),
+    "right plan, other names": (OWN_RIGHT.replace("after buying", "after receiving"), True),
+    "short plan": (OWN_RIGHT.split("\n3.")[0] + "\nWanted: the apples after buying", False),
+    "a step too many": (OWN_RIGHT.replace("\nWanted", "\n4. add the apples after using and the apples found -> "
+                                          "the apples after finding\nWanted"), False),
+    "wrong operator": (OWN_RIGHT.replace("3. subtract the apples used from", "3. add the apples used and"), False),
+    "template form": (GOLD_PLAN.removeprefix("Plan:\n").removesuffix("Solution:\n"), False),
+    "other own form": ("The apples in the bags are the number of bags times the apples per bag.\n"
+                       "The apples after buying are the apples in the bags plus the apples bought.\n"
+                       "The apples after using are the apples after buying minus the apples used.", False),
+    "nothing": ("", False),
+}
+
+
+@pytest.mark.parametrize("kind", OWN_PLANS)
+def test_own_plans_are_judged_by_their_steps_in_the_asked_form(kind):
+    from tasks import own_plan_correct
+    text, right = OWN_PLANS[kind]
+    assert own_plan_correct(text, APPLES, "steps") is right
+    if kind == "other own form":  # right in the form it is written in
+        assert own_plan_correct(text, APPLES, "reasoning") is True
+
+
+class ScriptedEngine:
+    """An engine stand-in whose completion of the k-th prompt it is given is the k-th scripted text."""
+
+    def __init__(self, tok, texts):
+        self.tok, self.texts, self.prompts = tok, list(texts), []
+        self.model = SimpleNamespace(config=SimpleNamespace(eos_token_id=tok.eos_token_id))
+
+    def generate(self, prompts, **kw):
+        import torch
+
+        from engine import Samples
+        rows = [self.tok(self.texts.pop(0), add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
+                for _ in prompts]
+        self.prompts += prompts
+        tokens = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        mask = torch.zeros_like(tokens, dtype=torch.bool)
+        for r, ids in enumerate(rows):
+            tokens[r, :len(ids)], mask[r, :len(ids)] = torch.tensor(ids), True
+        return Samples(tokens=tokens, mask=mask, logprobs=torch.zeros(tokens.shape), stopped=torch.ones(len(rows),
+                       dtype=torch.bool), prompt_index=torch.arange(len(rows)))
+
+
+def test_own_plan_evaluation_prompts_in_the_base_form_and_judges_what_it_writes(tok):
+    from evaluate import own_plan_judgements, own_plan_summary
+    kinds = ["right plan", "short plan", "template form"]
+    engine = ScriptedEngine(tok, [OWN_PLANS[k][0] for k in kinds])
+    judged = own_plan_judgements(engine, tok, [APPLES] * 3, 64, "steps", batch=2)
+    assert [j["plan_correct"] for j in judged] == [True, False, False] and [j["steps"] for j in judged] == [3, 2, 0]
+    assert tok.decode(engine.prompts[0]) == f"Question: {APPLES.question}\nSteps:\n"
+    m = own_plan_summary(judged)
+    assert m["plan_correct"] == pytest.approx(1 / 3) and m["per_problem"]["plan_correct"] == [True, False, False]
+
+
+@pytest.mark.cli
+def test_cli_own_plan_mode_writes_plan_correct_per_split(tmp_path):
+    """evaluate.py --own-plan on the shipped base: a plan-correct table and JSON per split; every plan
+    it writes word for word as the gold plan rewritten in the base's form (an independent check) is
+    judged right, and most test plans are."""
+    out = tmp_path / "own.json"
+    base = os.path.join(ROOT, "models", "base")
+    res = subprocess.run([sys.executable, "evaluate.py", "--ckpt", base, "--own-plan", "steps", "--splits",
+                          "test,ood_steps", "--n", "8", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| checkpoint, own plans: plan correct (steps) | test | ood_steps |" in res.stdout
+    saved = json.loads(out.read_text())["results"]["base"]
+    from common import check_checkpoint, load_model, pad_id
+    from engine import Engine
+    from evaluate import own_plan_judgements
+    from tasks import make_split, own_plan_text
+    tok = check_checkpoint(base, "--ckpt")
+    engine = Engine(load_model(base).eval(), pad_id=pad_id(tok))
+    exact = 0
+    for split in ("test", "ood_steps"):
+        problems = make_split(split, 8)
+        texts = [j["text"].strip() for j in own_plan_judgements(engine, tok, problems, 320)]
+        for text, p, right in zip(texts, problems, saved[split]["per_problem"]["plan_correct"]):
+            if text == own_plan_text(p.plan, "steps"):
+                exact += 1
+                assert right, text
+    assert exact >= 4 and saved["test"]["plan_correct"] > 0.5

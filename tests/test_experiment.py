@@ -81,14 +81,35 @@ def test_arms_bring_the_sft_arms_they_start_from():
 def test_paired_interval_against_the_exact_bootstrap_distribution():
     """Four problems, arm a right on the first only and b on none: a resample's difference is X/4 with
     X ~ Binomial(4, 1/4) (how often the first problem is drawn), so P(X >= 3) = 13/256 = 5.1% and
-    P(X = 4) = 0.4%: the 2.5th and 97.5th percentiles are 0 and 3/4. With a second seed in which the
-    arms tie, the mean over seeds halves every resample: [0, 3/8]."""
+    P(X = 4) = 0.4%: the 2.5th and 97.5th percentiles are 0 and 3/4.
+    Add a second seed in which the arms tie. Problems only (one resample for both seeds): the mean
+    over seeds halves every resample, [0, 3/8]. Seeds too: both slots seed 1 (1/4: (X1 + X2)/8, a
+    Binomial(8, 1/4) over 8), one slot each (1/2: X/8) or both seed 2 (1/4: 0), so P(>= 4/8) =
+    1/4 * 0.1138 + 1/2 * 0.0039 = 3.0% and P(>= 5/8) = 1/4 * 0.0273 = 0.7%: [0, 1/2]."""
     from experiment import paired_interval
     ones = [[1, 1, 1, 1]]
     r = paired_interval([[1, 0, 0, 0]], ones, [[0, 0, 0, 0]], ones)
     assert (r["per_seed"], r["mean"], r["low"], r["high"]) == ([0.25], 0.25, 0.0, 0.75)
-    r = paired_interval([[1, 0, 0, 0], [1, 1, 0, 0]], ones * 2, [[0, 0, 0, 0], [1, 1, 0, 0]], ones * 2)
+    two = ([[1, 0, 0, 0], [1, 1, 0, 0]], ones * 2, [[0, 0, 0, 0], [1, 1, 0, 0]], ones * 2)
+    r = paired_interval(*two, seeds=False)
     assert (r["per_seed"], r["mean"], r["low"], r["high"]) == ([0.25, 0.0], 0.125, 0.0, 0.375)
+    r = paired_interval(*two)
+    assert (r["per_seed"], r["mean"], r["low"], r["high"]) == ([0.25, 0.0], 0.125, 0.0, 0.5)
+
+
+def test_the_interval_counts_seeds_that_disagree():
+    """Three seeds of 200 problems whose differences are +20, +5 and -10 points (as RL seeds can be):
+    resampling the problems alone gives a narrow interval around +5 that excludes 0; resampling the
+    seeds as well covers 0 and is several times wider."""
+    from experiment import paired_interval, reading
+    a = [[1] * k + [0] * (200 - k) for k in (100, 70, 40)]
+    b = [[1] * k + [0] * (200 - k) for k in (60, 60, 60)]
+    ones = [[1] * 200] * 3
+    problems = paired_interval(a, ones, b, ones, seeds=False)
+    both = paired_interval(a, ones, b, ones)
+    assert problems["per_seed"] == both["per_seed"] == pytest.approx([0.2, 0.05, -0.1])
+    assert reading(problems) == "higher" and reading(both) == "within noise"
+    assert both["high"] - both["low"] > 2 * (problems["high"] - problems["low"])
 
 
 def test_paired_interval_of_a_ratio_resamples_numerator_and_denominator_together():
@@ -104,3 +125,23 @@ def test_a_claim_reads_within_noise_where_its_interval_covers_zero():
     from experiment import reading
     assert reading(dict(low=-0.01, high=0.05)) == "within noise"
     assert reading(dict(low=0.01, high=0.05)) == "higher" and reading(dict(low=-0.05, high=-0.01)) == "lower"
+
+
+def test_the_reading_is_generated_from_the_results():
+    """A hand-made results file: a difference whose interval covers 0 reads "within noise", one that
+    excludes it "higher"; each arm's plans on an OOD split are set against the base's own-plan figure."""
+    from experiment import reading_lines
+    claim = lambda split, mean, low, high: dict(claim="CoMT-SFT minus CoT-SFT, accuracy", split=split, metric="acc",
+                                                expected="higher", per_seed=[mean], mean=mean, low=low, high=high)
+    found = [claim("test", 0.02, -0.03, 0.07), claim("ood_steps", 0.10, 0.04, 0.16)]
+    arm = lambda plans, acc: {s: dict(plan_correct=[plans, plans], acc=[acc, acc]) for s in ("test", "ood_steps")}
+    ev = dict(cot_sft=arm(0.2, 0.1), comt_sft=arm(0.4, 0.3))
+    base = dict(base_own={"test": dict(plan_correct=0.9), "ood_steps": dict(plan_correct=0.8)},
+                base_plan={"test": dict(acc=0.95), "ood_steps": dict(acc=0.7)})
+    text = "\n".join(reading_lines(ev, base, found, ["test", "ood_steps"]))
+    assert "**CoMT-SFT minus CoT-SFT, accuracy** (the paper: higher): `test` +2.0 [-3.0, +7.0], within noise" in text
+    assert "out of distribution higher on 1 of 1 splits (`ood_steps` +10.0 [+4.0, +16.0])" in text
+    assert "| base | 80 / 70 |" in text and "| cot_sft | 20 (25% kept) / 10 |" in text
+    assert "| comt_sft | 40 (50% kept) / 30 |" in text
+    assert "`ood_steps`: the base plans 80% right in its own words; the arms plan 20-40% right (most comt_sft, least " \
+           "cot_sft): every arm lost part of the base's planning." in text
