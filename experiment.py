@@ -520,7 +520,8 @@ def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: 
              f"{pm(costs[arm]['train_seconds'], 1)} | {pm(costs[arm]['wall_seconds'], 1)} |" for arm in ARMS
              if arm in costs]
     readme = head + acc + [""] + sure + [""] + cost + [""] + plans + [""] + reading_lines(ev, base, found, splits)
-    readme += [""] + list(example) if example else []
+    if example:
+        readme += ["", *example]
     return "\n".join(readme + [""] + overconf + [""] + extra_tables(ev, base, found, seeds, splits, how) + [""]
                      + wrong) + "\n", "\n".join(readme) + "\n"
 
