@@ -439,8 +439,9 @@ def parse_args(argv=None):
             ap.error(f"{flag} {value!r}: names nothing to evaluate")
     if args.n == 0 and not args.data:
         ap.error("--n 0 (every row) is for real data (--data); a synthetic split is generated: give --n a count")
-    if unwritable(args.json):  # before the evaluation, not after it
-        ap.error(f"--json {args.json}: {unwritable(args.json)}")
+    problem = unwritable(args.json)  # before the evaluation, not after it
+    if problem:
+        ap.error(f"--json {args.json}: {problem}")
     return args
 
 

@@ -247,8 +247,9 @@ def parse_args(argv=None):
     source = data_file(args.data)
     if source and os.path.exists(args.out) and os.path.samefile(args.out, source):
         ap.error(f"--out {args.out} is the --data file: write the targets to another file")
-    if unwritable(args.out):  # before the work, not after it
-        ap.error(f"--out {args.out}: {unwritable(args.out)}")
+    problem = unwritable(args.out)  # before the work, not after it
+    if problem:
+        ap.error(f"--out {args.out}: {problem}")
     return args
 
 

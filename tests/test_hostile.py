@@ -15,6 +15,7 @@ from conftest import stopped
 import lifecycle
 import sft_comt
 from test_ccrl import SMALL, log_rows, run_ccrl
+from tasks import MAX_LINE
 from test_sft import COMMON, ROOT, free_port, run_sft
 
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2")
@@ -297,13 +298,8 @@ def absurd_config(model_dir, tmp_path):
 def big_line(tmp_path):
     path = tmp_path / "big.jsonl"
     with open(path, "w") as f:
-        f.write('{"id": "a", "plan": "' + "x" * (lifecycle_max_line() + 10) + '"}\n')
+        f.write('{"id": "a", "plan": "' + "x" * (MAX_LINE + 10) + '"}\n')
     return str(path)
-
-
-def lifecycle_max_line():
-    from tasks import MAX_LINE
-    return MAX_LINE
 
 
 @pytest.mark.cli
