@@ -25,16 +25,16 @@ recipe, in the project's template. Like a pretrained LM that has read text of ev
 is taught, as general skills, the language of every frame and phrasing (the OOD ones included),
 arithmetic over every split's number range, executing a handed plan of up to seven steps, reading
 past an irrelevant sentence, and writing a plan for a problem of any kind in its own forms
-(corpus.py: "Steps:" lists and "Reasoning:" sentences, never the "Plan:" template). It is never
+(comt/corpus.py: "Steps:" lists and "Reasoning:" sentences, never the "Plan:" template). It is never
 shown a question of any split, nor a plan in the post-training template as a target. Stages 1 and
 2 then train on the train recipe alone, so every OOD split is out of distribution for
 post-training (as GSM-Hard or SVAMP are for a model post-trained on GSM8K) while within reach of
 the base, and a results table asks how much of what the base can do each arm keeps.
 
-Corpus: corpus.py (worked problems with their plan in the prompt, plan documents, story text,
+Corpus: comt/corpus.py (worked problems with their plan in the prompt, plan documents, story text,
 arithmetic lines).
 
-Model: the Llama architecture of model.py (tied embeddings, GQA), AdamW with warm-up and cosine
+Model: the Llama architecture of comt/model.py (tied embeddings, GQA), AdamW with warm-up and cosine
 decay, next-token loss on the supervised tokens. The ten digit tokens start with a Fourier code of
 their value (cos, sin of 2 pi f d / 10, f = 1..5) in their first ten embedding dimensions: a
 stand-in for a real model's number sense that makes the units digit of a sum quick to learn.
@@ -63,18 +63,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, log_json, pad_id,
-                    seed_everything, write_json)
-from corpus import Corpus, arithmetic_line, corpus_docs, encode_doc, quantity_names, split_questions
-from engine import Engine, complete
-from evaluate import greedy_judgements, own_plan_judgements
-from lifecycle import (STATE_FILE, STOPPED, StopRequest, mark_given, restore_train_state, resume_run, save_checkpoint,
-                       save_or_stop, saved_args, start_log, train_state)
-from model import ModelConfig, Transformer
-from tasks import OOD_SPLITS, make_split
-from training import Dist, cosine_lr
+from comt.common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, log_json,
+                         pad_id, seed_everything, write_json)
+from comt.corpus import Corpus, arithmetic_line, corpus_docs, encode_doc, quantity_names, split_questions
+from comt.engine import Engine, complete
+from comt.evaluation import greedy_judgements, own_plan_judgements
+from comt.lifecycle import (STATE_FILE, STOPPED, StopRequest, claim_and_log, given_flags, restore_train_state,
+                            resume_run, save_checkpoint, save_or_stop, train_state)
+from comt.model import ModelConfig, Transformer
+from comt.tasks import OOD_SPLITS, make_split
+from comt.training import Dist, cosine_lr
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
+SCRIPT = "base.py"
 DEFAULT_OUT = "models/base"
 PLANNED_NEW_TOKENS, PLAIN_NEW_TOKENS = 192, 320  # a 7-step execution of large numbers; a plan and its execution
 OWN_PLAN_NEW_TOKENS = 192  # a 7-step plan in the base's own form
@@ -183,7 +184,7 @@ def evaluate_base(model, tok, n: int, splits=EVAL_SPLITS, seed: int = 0) -> dict
 # Training
 
 
-def parse_args(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Build the tokenizer and pretrain the default base model.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", default=DEFAULT_OUT, help="output Hugging Face directory")
@@ -218,6 +219,11 @@ def parse_args(argv=None):
     ap.add_argument("--stop-at", type=COUNT, default=None, help=f"save and stop after this step (exit status "
                     f"{STOPPED}; --resume continues)")
     ap.set_defaults(device="cpu")  # trains in float32 on the CPU
+    return ap
+
+
+def parse_args(argv=None):
+    ap = parser()
     args = ap.parse_args(argv)
     if args.worked + args.plans + args.story > 1:
         ap.error(f"--worked {args.worked}, --plans {args.plans} and --story {args.story} are shares of the corpus: "
@@ -226,7 +232,7 @@ def parse_args(argv=None):
         ap.error(f"--init {args.init} is --out: write the continued base to another directory")
     if args.dim % args.heads or args.heads % args.kv_heads:
         ap.error(f"--dim {args.dim} must be a multiple of --heads {args.heads}, and that of --kv-heads {args.kv_heads}")
-    return mark_given(ap, argv, args)
+    return args
 
 
 def build_model(args, tok) -> Transformer:
@@ -238,10 +244,9 @@ def build_model(args, tok) -> Transformer:
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    args._script, state = "base.py", None
+    args, state = parse_args(argv), None
     if args.resume:
-        args, state = resume_run(args, Dist())
+        args, state = resume_run(args, Dist(), SCRIPT, given_flags(parser(), argv))
         print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)", flush=True)
     seed_everything(args.seed)
     corpus = Corpus(args.worked, args.story, split_questions(), plans=args.plans)
@@ -261,11 +266,11 @@ def main(argv=None):
     start, totals = 0, dict(tokens=0, sup_tokens=0, seconds=0.0, metrics={}, command=command, init=init_build(args))
     if state:
         start, totals = restore_train_state(state, opt)
-    log_path = start_log(args, state, Dist())
+    log_path = claim_and_log(args, SCRIPT, state, Dist(), checks={})
     batch_at = Batches(corpus, tok, args.seed, args.batch, args.max_len, args.steps, ramp=not args.init)
 
     def checkpoint(step):
-        save_checkpoint(args.out, model, tok, train_state(step, opt, totals, args))
+        save_checkpoint(args.out, model, tok, train_state(step, opt, totals, args, SCRIPT, checks={}))
 
     stop = StopRequest()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="pretrain")
@@ -281,7 +286,7 @@ def main(argv=None):
             totals["metrics"] = evaluate_base(model, tok, args.eval_n,
                                               EVAL_SPLITS if done == args.steps else ("test", "ood_steps"))
             log_json(dict(eval=True, step=done, **totals["metrics"]), log_path)
-        save_or_stop(done, args, stop, Dist(), torch.device("cpu"), checkpoint)
+        save_or_stop(done, args, stop, Dist(), torch.device("cpu"), checkpoint, SCRIPT)
     bar.close()
     finish_build(args, model, tok, totals, row["loss"], log_path)
 
@@ -324,7 +329,7 @@ def init_build(args) -> dict | None:
 
 def finish_build(args, model, tok, totals: dict, loss: float, log_path: str):
     """build.json with the command, its arguments and the figures; the optimiser state removed."""
-    settings = {k: v for k, v in saved_args(args).items() if k not in ("resume", "stop_at", "device")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "stop_at", "device")}
     summary = dict(summary=True, command=totals["command"], args=settings, params=model.num_params(), vocab=len(tok),
                    tokens_trained=totals["tokens"], supervised_tokens=totals["sup_tokens"],
                    train_seconds=round(totals["seconds"], 1), final_loss=loss, **totals["metrics"],

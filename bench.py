@@ -35,10 +35,11 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from common import COUNT, SEED, Timer, pick_device, pick_dtype, seed_everything
-from engine import Engine
-from model import ModelConfig, Transformer
-from training import Dist, length_groups
+from comt.common import COUNT, SEED, Timer, pick_device, pick_dtype, seed_everything
+from comt.engine import Engine
+from comt.model import ModelConfig, Transformer
+from comt.training import Dist, length_groups
+from rewards import RewardSettings
 
 SHAPES = {
     # a few-million-parameter Llama, the size of the embedded default model
@@ -101,6 +102,7 @@ def train_step_run(model, batch, seq, device, autocast, hf=False):
 def sft_step_run(model, rows: int, max_len: int, device, autocast):
     """One sft_comt.train_step on `rows` random rows of max_len/2..max_len tokens, loss on their
     second halves, in micro-batches as sft_comt.py groups them -> (step function, tokens per step)."""
+    from comt.training import Run
     from sft_comt import collate, train_step
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(max(2, max_len // 2), max_len + 1, (rows,), generator=g).tolist()
@@ -111,7 +113,8 @@ def sft_step_run(model, rows: int, max_len: int, device, autocast):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
     model.train()
-    return lambda: train_step(model, opt, micro, n_sup, 1, 1.0, ctx), sum(lengths)
+    run = Run(args=None, dist=Dist(), device=device, tok=None, model=model, opt=opt, autocast=ctx)
+    return lambda: train_step(run, micro, n_sup, grad_clip=1.0), sum(lengths)
 
 
 def timed_rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micro: int, device,
@@ -119,10 +122,11 @@ def timed_rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micr
     """One RL step: sample `group` completions per prompt, then ccrl.policy_update (ccrl.py's own
     update: its loss, micro-batches and gradient clipping, default settings) on all of them with
     random advantages -> (sampling seconds, training seconds)."""
-    from ccrl import Kept, Rollout, Run, parse_args, policy_update
+    from ccrl import Kept, Rollout, Run, UpdateSettings, parse_args, policy_update
     args = parse_args(["--micro-batch", str(micro), "--max-new-tokens", str(new_tokens)])
     ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
-    run = Run(args, Dist(), device, None, model, opt, ctx, totals={}, log_path=None, engine=engine)
+    run = Run(args=args, dist=Dist(), device=device, tok=None, model=model, opt=opt, autocast=ctx,
+              reward=RewardSettings(), update=UpdateSettings.from_flags(args), engine=engine)
     model.eval()
     with Timer(device) as sampling:
         s = engine.generate(prompts, num_samples=group, max_new_tokens=new_tokens, temperature=1.0, seed=0)
@@ -131,8 +135,9 @@ def timed_rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micr
         seqs = [prompts[i] + s.completion(r)[0] for r, i in enumerate(s.prompt_index.tolist())]
         plens = [len(prompts[i]) for i in s.prompt_index.tolist()]
         adv = torch.randn(len(seqs), generator=torch.Generator().manual_seed(0)).tolist()
-        ro = Rollout(seqs, plens, judged=[], group_size=group, completion_tokens=int(s.mask.sum()), examples=[])
-        policy_update(run, ro, Kept(None, list(range(len(seqs))), adv, (float(s.mask.sum()), float(len(seqs)))), 0)
+        ro = Rollout(seqs, plens, judged=[], group_size=group, completion_tokens=int(s.mask.sum()), problems=[])
+        kept = Kept(None, list(range(len(seqs))), adv, (float(s.mask.sum()), float(len(seqs))))
+        policy_update(run, ro, kept, run.update, 0)
     return sampling.seconds, training.seconds
 
 

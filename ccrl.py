@@ -17,7 +17,8 @@ Algorithm, one step
        reached of +c/-c (signed; 0 for a right step of a wrong answer) or -(c-z)^2 (brier), a
        step never reached counting -1, where c is the policy's confidence in the step's written
        result and z whether the step is right (--step-check); with --plan-weight w, either reward
-       loses w when the completion does not open with a digit-free plan;
+       loses w when the completion does not open with a digit-free plan. These settings are one
+       record (rewards.RewardSettings), saved with the run's arguments: evaluate.py --show reads it;
     4. advantages per group (z-score or mean-only); with --filter-groups, drop groups whose
        samples are all right or all wrong (binary correctness, never the shaped reward);
     5. update: loss = sum over completion tokens of w * (-min(rho*A, clip(rho, 1-eps_low,
@@ -36,7 +37,7 @@ Algorithm, one step
     steps and at the end. Checkpoints, --resume and signals work as in sft_comt.py. With
     --log-examples K, K sampled completions per step go to OUT/examples.txt with every numeric
     step marked by its confidence and right/wrong and the parts of the reward the update used (the
-    same judgement, rendered by show.py), so the change of behaviour during RL can be read.
+    same judgement, rendered by comt/show.py), so the change of behaviour during RL can be read.
 
 Deviations from the paper: the reward formula, the confidence aggregation and the step check are
 our reconstruction (see rewards.py); the RL optimiser is plain GRPO with the options above. Budgets
@@ -46,38 +47,55 @@ import argparse
 import copy
 import functools
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, log_json, number,
-                    pad_id, seed_everything)
-from engine import Engine, stop_ids
-from evaluate import greedy_judgements
-from lifecycle import (RunLog, StopRequest, add_run_args, begin_run, fingerprint, mark_given, restore_train_state,
-                       save_or_stop, save_run, start_log)
-from rewards import Judgement, group_advantages, judge_completion, mixed_groups, step_stats
-from show import Example, render_text, visible
-from tasks import RECIPES, encode_prompt, make_split, problems_for_cli, prompts_that_fit
-import training
-from training import (Dist, all_reduce_sum, as_many_as_any_rank, autocast_for, clip_grads, close_distributed, cosine_lr,
-                      gathered_copy, length_groups, pad_rows, peak_memory, refresh_copy, set_up_shard, shard_model,
-                      target_logprobs)
+from comt import training
+from comt.common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, log_json,
+                         number, pad_id, pick_dtype, seed_everything)
+from comt.engine import Engine, stop_ids
+from comt.evaluation import greedy_judgements
+from comt.lifecycle import (RunLog, StopRequest, add_run_args, begin_run, claim_and_log, fingerprint, given_flags,
+                            restore_train_state, save_or_stop, save_run)
+from comt.show import Example, render_text, visible
+from comt.tasks import RECIPES, encode_prompt, make_split, problems_for_cli, prompts_that_fit
+from comt.training import (Dist, Laps, all_reduce_sum, autocast_for, backward, clip_grads, close_distributed, cosine_lr,
+                           even_out, gathered_copy, length_groups, my_share, pad_rows, peak_memory, refresh_copy,
+                           refuse_bad_memory_flags, set_lr, shard_model, sum_grads, target_logprobs)
+from rewards import Judgement, RewardSettings, group_advantages, judge_completion, mixed_groups, step_stats
+
+SCRIPT = "ccrl.py"
+
 
 # -----------------------------------------------------------------------------
-# Sampling and scoring
+# 1. prompts: consecutive slices of seeded per-epoch shuffles (a pure function of the step)
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+
+
+def step_problems(step: int, n: int, per_step: int, seed: int) -> list[int]:
+    """Problem indices of a step: consecutive slices of seeded per-epoch shuffles."""
+    return [epoch_order(n, seed, k // n)[k % n] for k in range(step * per_step, (step + 1) * per_step)]
+
+
+# -----------------------------------------------------------------------------
+# 2-3. sample a group per prompt and judge every sample (rewards.py)
 
 
 @dataclass
 class Rollout:
+    """Steps 2-3's output on this rank: the samples, judged; prompt-major (G samples of each prompt)."""
     seqs: list[list[int]]  # prompt + completion (stop token included) per sample
     prompt_lens: list[int]
-    judged: list[Judgement]  # each sample judged once, with the run's reward settings; prompt-major
+    judged: list[Judgement]  # each sample judged once, with the run's RewardSettings
     group_size: int
     completion_tokens: int
-    examples: list  # show.Example of the first sample of the first --log-examples prompts
+    problems: list  # the prompts' problems, one per group
 
     @property
     def rewards(self) -> torch.Tensor:  # (P,G)
@@ -88,37 +106,58 @@ class Rollout:
         return torch.tensor([j.correct for j in self.judged]).view(-1, self.group_size)
 
 
-def reward_settings(args) -> dict:
-    """The run's reward: what rewards.judge is given for every sample."""
-    return dict(reward=args.reward, weight=args.conf_weight, form=args.conf_form, agg=args.conf_agg,
-                check=args.step_check, plan_weight=args.plan_weight)
-
-
-def sample_and_score(engine, tok, problems, args, seed: int) -> Rollout:
+def sample_and_judge(engine, tok, problems: list, group_size: int, max_new_tokens: int, temperature: float,
+                     top_p: float, reward: RewardSettings, seed: int) -> Rollout:
     """G completions per problem, each judged once (rewards.judge_completion): the same record gives
-    the update its reward and --log-examples its marks and reward parts."""
+    the update its reward and the logged examples their marks and reward parts."""
     prompts = [encode_prompt(tok, p) for p in problems]
-    s = engine.generate(prompts, num_samples=args.group_size, max_new_tokens=args.max_new_tokens,
-                        temperature=args.temperature, top_p=args.top_p, stop_tokens=stop_ids(tok, engine.model),
-                        seed=seed)
-    seqs, plens, judged, examples = [], [], [], []
+    s = engine.generate(prompts, num_samples=group_size, max_new_tokens=max_new_tokens, temperature=temperature,
+                        top_p=top_p, stop_tokens=stop_ids(tok, engine.model), seed=seed)
+    seqs, plens, judged = [], [], []
     for r in range(s.tokens.shape[0]):
         p, prompt = problems[int(s.prompt_index[r])], prompts[int(s.prompt_index[r])]
         ids, lps = s.completion(r)
-        judged.append(judge_completion(tok, ids, lps, p, **reward_settings(args)))
-        if r % args.group_size == 0 and len(examples) < args.log_examples:
-            examples.append(Example(f"problem {p.id}, sample 1 of {args.group_size}", p.question, p.answer, judged[-1]))
+        judged.append(judge_completion(tok, ids, lps, p, reward))
         seqs.append(prompt + ids)
         plens.append(len(prompt))
-    return Rollout(seqs, plens, judged, args.group_size, int(s.mask.sum()), examples)
+    return Rollout(seqs, plens, judged, group_size, int(s.mask.sum()), problems)
 
 
 # -----------------------------------------------------------------------------
-# The update
+# 4. advantages: per group, optionally only groups with right and wrong answers
+
+
+@dataclass
+class Kept:
+    """Step 4's output: which samples train, with what advantage, under which loss totals."""
+    groups: torch.Tensor  # (P,) bool: the group passed --filter-groups (all True without it)
+    rows: list[int]  # flat sample indices that enter the update
+    adv: list[float]  # their advantages
+    totals: tuple[float, float]  # (completion tokens, sequences) of all kept samples over all ranks
+
+
+def advantages_and_filter(ro: Rollout, mode: str, filter_groups: bool, keep_zero: bool, device,
+                          dist: Dist) -> Kept:
+    """Group advantages (`mode`: zscore or mean); with filter_groups only groups with right and wrong
+    answers stay. Rows of advantage 0 add nothing to the gradient without KL and are left out unless
+    keep_zero (the totals still count them)."""
+    rewards = ro.rewards
+    adv = group_advantages(rewards, mode).flatten()  # (P*G,)
+    groups = mixed_groups(ro.correct) if filter_groups else torch.ones(rewards.shape[0], dtype=torch.bool)
+    rows = [r for r in range(adv.numel()) if groups[r // ro.group_size]]
+    kept_tokens = float(sum(len(ro.seqs[r]) - ro.prompt_lens[r] for r in rows))
+    totals = all_reduce_sum(torch.tensor([kept_tokens, float(len(rows))], device=device), dist).tolist()
+    rows = [r for r in rows if keep_zero or adv[r] != 0]
+    return Kept(groups, rows, adv[rows].tolist(), tuple(totals))
+
+
+# -----------------------------------------------------------------------------
+# 5. update: the clipped policy-gradient loss (+ KL), over micro-batches, ppo-epochs times
 
 
 @dataclass
 class RolloutBatch:
+    """One micro-batch of the update."""
     ids: torch.Tensor  # (B,T) prompt + completion, right-padded
     comp: torch.Tensor  # (B,T) bool: completion token (predicted from the tokens before it)
     adv: torch.Tensor  # (B,) advantage of each sequence
@@ -182,19 +221,112 @@ def policy_loss(model, b: RolloutBatch, temperature: float, clip_low: float, cli
     return (w * loss).sum(), stats
 
 
-def all_reduce_grads(model, dist: Dist):
-    """Sum gradients over ranks (each rank's loss already carries the global weights). A rank, or a
-    step, with no row to train on (all filtered out, or all advantages zero) contributes zeros, so
-    the optimizer step is the same as if those rows had been run."""
-    for p in model.parameters():
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        if dist.world > 1:
-            all_reduce_sum(p.grad, dist)
+@dataclass(frozen=True)
+class UpdateSettings:
+    """Step 5's settings, read once from the flags of the same names."""
+    loss_agg: str  # token, seq or const: the loss normaliser
+    max_new_tokens: int  # (the const normaliser's length)
+    micro_batch: int  # sequences per forward/backward
+    ppo_epochs: int  # passes over the step's samples
+    temperature: float  # of the log-probs, as sampled
+    clip_low: float
+    clip_high: float
+    kl_coef: float  # beta (0: no reference model)
+    kl_est: str
+    grad_clip: float
+
+    @classmethod
+    def from_flags(cls, args) -> "UpdateSettings":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def policy_update(run: "Run", ro: Rollout, kept: Kept, u: UpdateSettings, step: int) -> tuple[dict, float]:
+    """u.ppo_epochs optimiser steps on the kept samples; returns (summed loss stats, gradient norm).
+    How the ranks share the work is comt/training.py's (even_out, backward, sum_grads)."""
+    stats, norm = dict(clipped=0.0, kl=0.0, tokens=0.0), 0.0
+    if kept.totals[1] == 0:
+        return stats, norm
+    batches = make_batches([ro.seqs[r] for r in kept.rows], [ro.prompt_lens[r] for r in kept.rows], kept.adv,
+                           u.loss_agg, u.max_new_tokens, u.micro_batch, run.pad, kept.totals)
+    empty = RolloutBatch(torch.full((1, 2), run.pad), torch.tensor([[False, True]]), torch.zeros(1), torch.zeros(1))
+    batches = even_out([b.to(run.device) for b in batches], empty.to(run.device), run)  # (weight 0: trains nothing)
+    if u.ppo_epochs > 1:
+        with torch.no_grad(), run.autocast:
+            for b in batches:
+                b.old_logp = token_logprobs(run.model, b, u.temperature)
+    for epoch in range(u.ppo_epochs):
+        for b in batches:
+            with run.autocast:
+                loss, st = policy_loss(run.model, b, u.temperature, u.clip_low, u.clip_high, run.ref, u.kl_coef,
+                                       u.kl_est)
+            backward(loss, run)
+            for k in stats:
+                stats[k] += st[k]
+        sum_grads(run)
+        norm = clip_grads(run.model, u.grad_clip)
+        if not math.isfinite(norm):
+            raise SystemExit(f"non-finite gradient ({norm}) at step {step}: stopping before the update; the "
+                             f"last checkpoint in {run.args.out} is untouched (try a lower --lr or --kl-coef)")
+        run.opt.step()
+        run.opt.zero_grad(set_to_none=True)
+    return stats, norm
 
 
 # -----------------------------------------------------------------------------
-# Evaluation
+# One step: the five above, in order
+
+
+@dataclass(kw_only=True)
+class Run(training.Run):
+    """The RL run: the common record (training.Run), its reward and update settings, the KL reference,
+    the sampling engine and the data; totals: seconds, sample_seconds and the evaluations."""
+    reward: RewardSettings
+    update: UpdateSettings
+    pad: int = 0
+    ref: torch.nn.Module | None = None  # the initial policy, for --kl-coef > 0
+    engine: Engine | None = None  # decodes the model, or under --shard a full copy of it (refreshed by sync_sampler)
+    problems: list = field(default_factory=list)  # the training problems
+    test: list = field(default_factory=list)  # the test slice of the greedy evaluations
+
+
+@dataclass
+class StepFacts:
+    """What one RL step did on this rank (the loop keeps the books and writes the log)."""
+    rollout: Rollout
+    kept: Kept
+    stats: dict  # the update's summed loss statistics: clipped, kl, tokens
+    grad_norm: float
+
+
+def rl_step(run: Run, step: int, laps: Laps) -> StepFacts:
+    """One step of the header's algorithm on this rank's share of the step's prompts."""
+    args = run.args
+    sync_sampler(run)
+    laps.mark("gather")
+    # 1. prompts
+    idx = my_share(step_problems(step, len(run.problems), args.prompts_per_step, args.seed), run)
+    # 2-3. sample a group per prompt, judge every sample
+    run.model.eval()
+    ro = sample_and_judge(run.engine, run.tok, [run.problems[i] for i in idx], args.group_size, args.max_new_tokens,
+                          args.temperature, args.top_p, run.reward,
+                          seed=args.seed * 1_000_003 + step * 97 + run.dist.rank)
+    laps.mark("sample")
+    # 4. advantages
+    kept = advantages_and_filter(ro, args.adv, args.filter_groups, args.kl_coef > 0, run.device, run.dist)
+    # 5. update
+    run.model.train()
+    set_lr(run.opt, cosine_lr(step, args.steps, args.lr, args.warmup))
+    stats, norm = policy_update(run, ro, kept, run.update, step)
+    return StepFacts(ro, kept, stats, norm)
+
+
+def sync_sampler(run: Run) -> float:
+    """Sharded: gather the current weights into the sampling copy (every rank); the seconds."""
+    return refresh_copy(run.engine.model, run.model) if run.sharded else 0.0
+
+
+# -----------------------------------------------------------------------------
+# Evaluation and logging: greedy checks on test, the books of the run, the log line, the summary
 
 
 def plan_and_step_stats(judged: list[Judgement], threshold: float) -> dict:
@@ -203,21 +335,106 @@ def plan_and_step_stats(judged: list[Judgement], threshold: float) -> dict:
                 **step_stats([j.step_confs for j in judged], [j.step_rights for j in judged], threshold))
 
 
-def greedy_eval(engine, tok, problems, args) -> dict:
-    """Greedy accuracy on `problems` (evaluate.greedy_judgements), the share of outputs with a plan,
-    the mean completion length and step-confidence statistics."""
-    judged = greedy_judgements(engine, tok, problems, args.max_new_tokens, agg=args.conf_agg, check=args.step_check)
+def greedy_eval(engine, tok, problems, max_new_tokens: int, reward: RewardSettings, threshold: float) -> dict:
+    """Greedy accuracy on `problems` (comt.evaluation.greedy_judgements), the share of outputs with a
+    plan, the mean completion length and step-confidence statistics."""
+    judged = greedy_judgements(engine, tok, problems, max_new_tokens, settings=reward)
     n = len(judged)
-    stats = plan_and_step_stats(judged, args.overconf_threshold)
+    stats = plan_and_step_stats(judged, threshold)
     return dict(acc=sum(j.correct for j in judged) / n, plan_rate=stats.pop("plan_rate"),
                 mean_len=sum(j.tokens for j in judged) / n, **stats)
 
 
+def log_greedy_eval(run: Run, step: int):
+    """Greedy accuracy and step calibration on the test slice, logged and kept for the summary."""
+    if not run.test:
+        return
+    sync_sampler(run)  # (every rank)
+    if run.dist.main:
+        run.model.eval()
+        res = greedy_eval(run.engine, run.tok, run.test, run.args.max_new_tokens, run.reward,
+                          run.args.overconf_threshold)
+        res = dict(eval=True, step=step, **{k: round(v, 4) for k, v in res.items()})
+        run.totals["evals"].append(res)
+        log_json(res, run.log_path)
+
+
+def record(run: Run, step: int, facts: StepFacts, laps: Laps) -> dict:
+    """The loop's books for one step (every rank calls it: the log gathers all ranks' samples): the
+    totals, the examples file and the log line."""
+    args, seconds, sampled = run.args, laps.total(), laps.at["sample"]
+    run.totals["seconds"] += seconds
+    run.totals["sample_seconds"] += sampled
+    if run.dist.main:
+        log_examples(logged_examples(facts.rollout, args.log_examples), step, args.out)
+    ro, kept, stats = every_rank(facts.rollout, facts.kept, facts.stats, run.dist)
+    row = step_metrics(step, ro, kept, stats, facts.grad_norm, run.opt.param_groups[0]["lr"], seconds, sampled,
+                       args.overconf_threshold, args.reward == "ccrl")
+    return dict(row, gather_s=round(laps.at["gather"], 3)) if run.sharded else row
+
+
+def every_rank(ro: Rollout, kept: Kept, stats: dict, dist: Dist) -> tuple[Rollout, Kept, dict]:
+    """The step's judged samples, kept groups and update statistics of all ranks together (each rank
+    holds its share of the prompts), so that the log describes the whole step."""
+    if dist.world == 1:
+        return ro, kept, stats
+    import torch.distributed
+    parts = [None] * dist.world
+    torch.distributed.all_gather_object(parts, (ro.judged, ro.completion_tokens, kept.groups.tolist(), stats))
+    judged = [j for p in parts for j in p[0]]
+    return (Rollout([], [], judged, ro.group_size, sum(p[1] for p in parts), []),
+            Kept(torch.tensor([g for p in parts for g in p[2]]), [], [], kept.totals),
+            {k: sum(p[3][k] for p in parts) for k in stats})
+
+
+def step_metrics(step: int, ro: Rollout, kept: Kept, stats: dict, norm: float, lr: float, seconds: float,
+                 sample_seconds: float, threshold: float, ccrl: bool) -> dict:
+    """The step's log line: reward and accuracy of the samples, calibration of their steps, the update."""
+    r, c = ro.rewards, ro.correct.float()
+    row = dict(step=step, reward=r.mean().item(), acc=c.mean().item(),
+               zero_spread=(r.std(1, unbiased=False) == 0).float().mean().item(),
+               kept_groups=kept.groups.float().mean().item(), resp_len=ro.completion_tokens / r.numel(),
+               **plan_and_step_stats(ro.judged, threshold),
+               kl=stats["kl"] / max(stats["tokens"], 1), clip_frac=stats["clipped"] / max(stats["tokens"], 1),
+               grad_norm=norm, lr=lr, tokens_per_s=ro.completion_tokens / seconds, sample_s=sample_seconds,
+               train_s=seconds - sample_seconds)
+    if ccrl:
+        row.update(correct_part=c.mean().item(), conf_part=r.mean().item() - c.mean().item())
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}
+
+
+def logged_examples(ro: Rollout, k: int) -> list[Example]:
+    """--log-examples: the first sample of each of the first k prompts, as judged."""
+    return [Example(f"problem {p.id}, sample 1 of {ro.group_size}", p.question, p.answer, ro.judged[i * ro.group_size])
+            for i, p in enumerate(ro.problems[:k])]
+
+
+def log_examples(examples: list, step: int, out: str):
+    """Append a step's --log-examples samples to OUT/examples.txt, steps marked by confidence."""
+    if examples:
+        with open(RunLog(out, "examples.txt"), "a") as f:
+            f.write("".join(f"=== step {step}: {visible(e.question)}\n{render_text(e, ansi=False)}\n"
+                            for e in examples))
+
+
+def summary(run: Run) -> dict:
+    args, ev = run.args, run.totals["evals"]
+    out = dict(summary=True, reward=args.reward, init=args.init, out=args.out, steps=args.steps,
+               train_seconds=round(run.totals["seconds"], 1),
+               sample_share=round(run.totals["sample_seconds"] / max(run.totals["seconds"], 1e-9), 3))
+    out.update(peak_memory(run.device))
+    if ev:
+        out.update(acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], plan_rate_before=ev[0]["plan_rate"],
+                   plan_rate_after=ev[-1]["plan_rate"], overconf_before=ev[0]["overconf_err"],
+                   overconf_after=ev[-1]["overconf_err"])
+    return out
+
+
 # -----------------------------------------------------------------------------
-# Main
+# Set-up and main
 
 
-def parse_args(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Stage 2: CCRL (or outcome-only GRPO with --reward outcome).",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--init", default="runs/sft_comt", help="checkpoint directory to start from (a stage-1 output)")
@@ -225,18 +442,19 @@ def parse_args(argv=None):
     ap.add_argument("--data", default="train", help="a synthetic split, a benchmark (gsm8k:train), or a JSONL path")
     ap.add_argument("--n-train", type=COUNT, default=8000, help="problems of a synthetic split")
     ap.add_argument("--limit", type=COUNT, default=None, help="use only the first N rows of real data")
-    # reward
-    ap.add_argument("--reward", choices=("ccrl", "outcome"), default="ccrl", help="ccrl: correctness + confidence "
-                    "term; outcome: correctness only (the baseline)")
-    ap.add_argument("--conf-weight", type=NONNEG, default=0.5, help="lambda, the weight of the confidence term")
-    ap.add_argument("--conf-form", choices=("signed", "brier"), default="signed", help="+c/-c or -(c-z)^2")
-    ap.add_argument("--conf-agg", choices=("geo", "min", "prod"), default="geo", help="confidence of a number "
-                    "from its tokens' probabilities")
-    ap.add_argument("--step-check", choices=("auto", "arith", "gold", "outcome"), default="auto", help="a step "
-                    "is right if its result is a gold intermediate (gold; auto where the problem has them) / its "
-                    "arithmetic recomputes (arith; auto otherwise) / the final answer is right (outcome)")
-    ap.add_argument("--plan-weight", type=NONNEG, default=0.0, help="format term of both rewards: subtract this from a "
-                    "completion that does not open with a digit-free plan")
+    # reward: one record, rewards.RewardSettings, whose defaults these are
+    ap.add_argument("--reward", choices=("ccrl", "outcome"), default=RewardSettings.kind,
+                    help="ccrl: correctness + confidence term; outcome: correctness only (the baseline)")
+    ap.add_argument("--conf-weight", type=NONNEG, default=RewardSettings.weight,
+                    help="lambda, the weight of the confidence term")
+    ap.add_argument("--conf-form", choices=("signed", "brier"), default=RewardSettings.form, help="+c/-c or -(c-z)^2")
+    ap.add_argument("--conf-agg", choices=("geo", "min", "prod"), default=RewardSettings.agg,
+                    help="confidence of a number from its tokens' probabilities")
+    ap.add_argument("--step-check", choices=("auto", "arith", "gold", "outcome"), default=RewardSettings.check,
+                    help="a step is right if its result is a gold intermediate (gold; auto where the problem has "
+                    "them) / its arithmetic recomputes (arith; auto otherwise) / the final answer is right (outcome)")
+    ap.add_argument("--plan-weight", type=NONNEG, default=RewardSettings.plan_weight, help="format term of both "
+                    "rewards: subtract this from a completion that does not open with a digit-free plan")
     ap.add_argument("--overconf-threshold", type=SHARE, default=0.9, help="confidence above which a wrong step "
                     "counts as an overconfident error")
     # sampling
@@ -270,129 +488,18 @@ def parse_args(argv=None):
     ap.add_argument("--log-examples", type=NONNEG_INT, default=0, help="write K sampled completions per step (the "
                     "first sample of the first K prompts) to OUT/examples.txt, each numeric step marked by its "
                     "confidence and right/wrong, with the reward parts")
-    args = mark_given(ap, argv, ap.parse_args(argv))
+    return ap
+
+
+def parse_args(argv=None):
+    args = parser().parse_args(argv)
     args.out = args.out or ("runs/ccrl" if args.reward == "ccrl" else "runs/grpo")
     return args
 
 
-@functools.lru_cache(maxsize=2)
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-
-
-def log_examples(examples: list, step: int, out: str):
-    """Append a step's --log-examples samples to OUT/examples.txt, steps marked by confidence."""
-    if examples:
-        with open(RunLog(out, "examples.txt"), "a") as f:
-            f.write("".join(f"=== step {step}: {visible(e.question)}\n{render_text(e, ansi=False)}\n"
-                            for e in examples))
-
-
-def step_problems(step: int, n: int, per_step: int, seed: int) -> list[int]:
-    """Problem indices of a step: consecutive slices of seeded per-epoch shuffles."""
-    return [epoch_order(n, seed, k // n)[k % n] for k in range(step * per_step, (step + 1) * per_step)]
-
-
-@dataclass
-class Kept:
-    """Step 4's output: which samples train, with what advantage, under which loss totals."""
-    groups: torch.Tensor  # (P,) bool: the group passed --filter-groups (all True without it)
-    rows: list[int]  # flat sample indices that enter the update
-    adv: list[float]  # their advantages
-    totals: tuple[float, float]  # (completion tokens, sequences) of all kept samples over all ranks
-
-
-def advantages_and_filter(ro: Rollout, args, device, dist: Dist) -> Kept:
-    """Group advantages; with --filter-groups only groups with right and wrong answers stay. Without
-    KL, rows of advantage 0 add nothing to the gradient and are left out (the totals still count them)."""
-    rewards = ro.rewards
-    adv = group_advantages(rewards, args.adv).flatten()  # (P*G,)
-    groups = mixed_groups(ro.correct) if args.filter_groups else torch.ones(rewards.shape[0], dtype=torch.bool)
-    rows = [r for r in range(adv.numel()) if groups[r // args.group_size]]
-    kept_tokens = float(sum(len(ro.seqs[r]) - ro.prompt_lens[r] for r in rows))
-    totals = all_reduce_sum(torch.tensor([kept_tokens, float(len(rows))], device=device), dist).tolist()
-    rows = [r for r in rows if args.kl_coef > 0 or adv[r] != 0]
-    return Kept(groups, rows, adv[rows].tolist(), tuple(totals))
-
-
-def policy_update(run: "Run", ro: Rollout, kept: Kept, step: int) -> tuple[dict, float]:
-    """--ppo-epochs optimiser steps on the kept samples; returns (summed loss stats, gradient norm)."""
-    args, model = run.args, run.model
-    stats, norm = dict(clipped=0.0, kl=0.0, tokens=0.0), 0.0
-    if kept.totals[1] == 0:
-        return stats, norm
-    batches = make_batches([ro.seqs[r] for r in kept.rows], [ro.prompt_lens[r] for r in kept.rows], kept.adv,
-                           args.loss_agg, args.max_new_tokens, args.micro_batch, run.pad, kept.totals)
-    batches = [b.to(run.device) for b in batches]
-    if args.shard:  # padded with batches of weight 0
-        empty = RolloutBatch(torch.full((1, 2), run.pad), torch.tensor([[False, True]]), torch.zeros(1), torch.zeros(1))
-        batches = as_many_as_any_rank(batches, empty.to(run.device), run.dist)
-    if args.ppo_epochs > 1:
-        with torch.no_grad(), run.autocast:
-            for b in batches:
-                b.old_logp = token_logprobs(model, b, args.temperature)
-    for epoch in range(args.ppo_epochs):
-        for b in batches:
-            with run.autocast:
-                loss, st = policy_loss(model, b, args.temperature, args.clip_low, args.clip_high, run.ref,
-                                       args.kl_coef, args.kl_est)
-            (loss * run.dist.world if args.shard else loss).backward()  # FSDP2 averages over ranks: sum
-            for k in stats:
-                stats[k] += st[k]
-        if not args.shard:
-            all_reduce_grads(model, run.dist)
-        norm = clip_grads(model, args.grad_clip)
-        if not math.isfinite(norm):
-            raise SystemExit(f"non-finite gradient ({norm}) at step {step}: stopping before the update; the "
-                             f"last checkpoint in {args.out} is untouched (try a lower --lr or --kl-coef)")
-        run.opt.step()
-        run.opt.zero_grad(set_to_none=True)
-    return stats, norm
-
-
-def every_rank(ro: Rollout, kept: Kept, stats: dict, dist: Dist) -> tuple[Rollout, Kept, dict]:
-    """The step's judged samples, kept groups and update statistics of all ranks together (each rank
-    holds its share of the prompts), so that the log describes the whole step."""
-    if dist.world == 1:
-        return ro, kept, stats
-    import torch.distributed
-    parts = [None] * dist.world
-    torch.distributed.all_gather_object(parts, (ro.judged, ro.completion_tokens, kept.groups.tolist(), stats))
-    judged = [j for p in parts for j in p[0]]
-    return (Rollout([], [], judged, ro.group_size, sum(p[1] for p in parts), []),
-            Kept(torch.tensor([g for p in parts for g in p[2]]), [], [], kept.totals),
-            {k: sum(p[3][k] for p in parts) for k in stats})
-
-
-def step_metrics(step: int, ro: Rollout, kept: Kept, stats: dict, norm: float, lr: float, times: tuple,
-                 args) -> dict:
-    """The step's log line: reward and accuracy of the samples, calibration of their steps, the update."""
-    t0, t1, t2 = times
-    r, c = ro.rewards, ro.correct.float()
-    row = dict(step=step, reward=r.mean().item(), acc=c.mean().item(),
-               zero_spread=(r.std(1, unbiased=False) == 0).float().mean().item(),
-               kept_groups=kept.groups.float().mean().item(), resp_len=ro.completion_tokens / r.numel(),
-               **plan_and_step_stats(ro.judged, args.overconf_threshold),
-               kl=stats["kl"] / max(stats["tokens"], 1), clip_frac=stats["clipped"] / max(stats["tokens"], 1),
-               grad_norm=norm, lr=lr, tokens_per_s=ro.completion_tokens / (t2 - t0), sample_s=t1 - t0,
-               train_s=t2 - t1)
-    if args.reward == "ccrl":
-        row.update(correct_part=c.mean().item(), conf_part=r.mean().item() - c.mean().item())
-    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}
-
-
-@dataclass
-class Run(training.Run):
-    """The RL run: the common record, its data, the KL reference and the sampling engine."""
-    pad: int = 0
-    ref: torch.nn.Module | None = None  # the initial policy, for --kl-coef > 0
-    engine: Engine | None = None  # decodes the model, or under --shard a full copy of it (refreshed by sync_sampler)
-    problems: list = field(default_factory=list)
-    test: list = field(default_factory=list)  # totals: seconds, sample_seconds, evals
-
-
 def set_up(args, dist: Dist, device, state: dict | None) -> Run:
-    """Load the policy (from --init, or the checkpoint on --resume), the data and the optimiser."""
+    """The run: the policy (from --init, or the checkpoint on --resume), the data, sharding as asked,
+    the optimiser (restored on --resume), the sampler and the claimed run directory with its log."""
     src, flag = (args.out, "--out") if state else (args.init, "--init")
     tok = check_checkpoint(src, flag, "; run `python sft_comt.py` first")
     if args.prompts_per_step % dist.world:
@@ -408,103 +515,48 @@ def set_up(args, dist: Dist, device, state: dict | None) -> Run:
     if args.kl_coef > 0:  # the reference is the initial policy, not the checkpoint
         ref = (load_model(args.init, device=device) if state else copy.deepcopy(model)).eval().requires_grad_(False)
         checks["reference"] = fingerprint(ref)
-    compute = set_up_shard(args, model, device)
-    sampler = model
+    refuse_bad_memory_flags(args, device, SCRIPT)
+    model.grad_checkpoint, compute, sampler = args.grad_checkpoint, pick_dtype(args.dtype, device), model
     if args.shard:  # each rank samples from a full copy in the compute dtype; the reference is sharded too
+        shard_model(model, device, compute, args.offload)
         sampler = gathered_copy(model, True, device, compute)
         ref = shard_model(ref, device, compute, args.offload) if ref is not None else None
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     totals = dict(seconds=0.0, sample_seconds=0.0, evals=[])
     if state:
         _, totals = restore_train_state(state, opt, model, args.out)
-    return Run(args, dist, device, tok, model, opt, autocast_for(args, device), totals,
-               start_log(args, state, dist, checks), pad=pad_id(tok), ref=ref, engine=Engine(sampler, pad_id=pad_id(tok)),
-               problems=problems, test=test)
-
-
-def sync_sampler(run: Run) -> float:
-    """Under --shard: gather the current weights into the sampling copy (every rank); the seconds."""
-    return refresh_copy(run.engine.model, run.model) if run.args.shard else 0.0
-
-
-def log_greedy_eval(run: Run, step: int):
-    """Greedy accuracy and step calibration on the test slice, logged and kept for the summary."""
-    if not run.test:
-        return
-    sync_sampler(run)  # (every rank)
-    if run.dist.main:
-        run.model.eval()
-        res = greedy_eval(run.engine, run.tok, run.test, run.args)
-        res = dict(eval=True, step=step, **{k: round(v, 4) for k, v in res.items()})
-        run.totals["evals"].append(res)
-        log_json(res, run.log_path)
-
-
-def rl_step(run: Run, step: int) -> dict:
-    """One step of the header's algorithm; returns its log line."""
-    args, dist = run.args, run.dist
-    t0 = time.time()
-    gather_s = sync_sampler(run)
-    idx = step_problems(step, len(run.problems), args.prompts_per_step, args.seed)[dist.rank::dist.world]
-    run.model.eval()
-    ro = sample_and_score(run.engine, run.tok, [run.problems[i] for i in idx], args,  # steps 1-3
-                          seed=args.seed * 1_000_003 + step * 97 + dist.rank)
-    t1 = time.time()
-    kept = advantages_and_filter(ro, args, run.device, dist)  # step 4
-    run.model.train()
-    for g in run.opt.param_groups:
-        g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
-    stats, norm = policy_update(run, ro, kept, step)  # step 5
-    t2 = time.time()
-    run.totals["seconds"] += t2 - t0
-    run.totals["sample_seconds"] += t1 - t0
-    if dist.main:
-        log_examples(ro.examples, step, args.out)
-    row = step_metrics(step, *every_rank(ro, kept, stats, dist), norm, run.opt.param_groups[0]["lr"], (t0, t1, t2),
-                       args)
-    return dict(row, gather_s=round(gather_s, 3)) if args.shard else row
-
-
-def summary(run: Run) -> dict:
-    args, ev = run.args, run.totals["evals"]
-    out = dict(summary=True, reward=args.reward, init=args.init, out=args.out, steps=args.steps,
-               train_seconds=round(run.totals["seconds"], 1),
-               sample_share=round(run.totals["sample_seconds"] / max(run.totals["seconds"], 1e-9), 3))
-    out.update(peak_memory(run.device))
-    if ev:
-        out.update(acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], plan_rate_before=ev[0]["plan_rate"],
-                   plan_rate_after=ev[-1]["plan_rate"], overconf_before=ev[0]["overconf_err"],
-                   overconf_after=ev[-1]["overconf_err"])
-    return out
+    return Run(args=args, dist=dist, device=device, tok=tok, model=model, opt=opt, autocast=autocast_for(args, device),
+               sharded=args.shard, totals=totals, log_path=claim_and_log(args, SCRIPT, state, dist, checks),
+               script=SCRIPT, checks=checks, reward=RewardSettings.from_flags(vars(args)),
+               update=UpdateSettings.from_flags(args), pad=pad_id(tok), ref=ref,
+               engine=Engine(sampler, pad_id=pad_id(tok)), problems=problems, test=test)
 
 
 @training.one_voice
 def main(argv=None):
-    args, dist, device, state = begin_run(parse_args(argv), "ccrl.py")
+    args = parse_args(argv)
+    args, dist, device, state = begin_run(args, SCRIPT, given_flags(parser(), argv))
     run = set_up(args, dist, device, state)
     start = state["step"] if state else 0
     if dist.main:
         print(f"{args.reward} RL from {args.out if state else args.init}: {len(run.problems):,} problems, "
               f"{args.steps} steps x {args.prompts_per_step} prompts x {args.group_size} samples, {device}, "
               f"{dist.world} rank(s)")
-
-    def checkpoint(step):
-        save_run(args.out, run.model, run.tok, run.opt, step, run.totals, args, dist)
-
     if start == 0:
         log_greedy_eval(run, 0)
-    stop = StopRequest()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"rl {args.reward}",
                disable=not dist.main)
+    stop = StopRequest()
     for step in bar:
-        row = rl_step(run, step)
+        laps = Laps()
+        row = record(run, step, rl_step(run, step, laps), laps)
         if dist.main:
             log_json(row, run.log_path)
         bar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['acc']:.2f}", len=f"{row['resp_len']:.0f}")
         done = step + 1
         if done % args.eval_every == 0 or done == args.steps:
             log_greedy_eval(run, done)
-        save_or_stop(done, args, stop, dist, device, checkpoint)
+        save_or_stop(done, args, stop, dist, device, lambda step: save_run(run, step), SCRIPT)
     bar.close()
     if dist.main:
         log_json(summary(run), run.log_path)

@@ -45,9 +45,10 @@ what the experiment's intervals resample (right or wrong, steps, overconfident s
 verdicts) in --json; next to it <stem>_reliability.png (answer- and step-level reliability
 diagrams, one column per split) and <stem>_accuracy.png (accuracy by split). With
 --show N: the first N problems of every split with each checkpoint's completion, every numeric
-step marked by its confidence and right/wrong, the verdict, the plan verdicts and the CCRL reward
-parts (lambda 0.5; colours on a terminal, `21[0.97 ✗]` marks otherwise), also as
-<stem>_examples.html (show.py). Problems too long for a model's context are skipped with a count
+step marked by its confidence and right/wrong, the verdict, the plan verdicts and the reward parts
+(the checkpoint's own reward, which a ccrl.py run saves with its arguments; ccrl.py's defaults,
+said so, for a checkpoint without one; colours on a terminal, `21[0.97 ✗]` marks otherwise), also as
+<stem>_examples.html (comt/show.py). Problems too long for a model's context are skipped with a count
 (`skipped` in the JSON).
 """
 import argparse
@@ -55,16 +56,15 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 
-from tqdm import tqdm
-
-from common import (COUNT, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, log_json, pad_id,
-                    pick_device, unwritable, write_json)
-from engine import Engine, stop_ids
-from rewards import Judgement, judge_completion, step_stats
-from show import Example, html_page, render_text, visible
-from tasks import (OWN_FORMS, SPLITS, WRONG_KINDS, comt_target, encode_prompt, load_problems, own_plan_correct,
-                   own_plan_program, own_plan_prompt, plan_verdict, prompts_that_fit)
+from comt.common import (COUNT, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, load_train_state,
+                         log_json, pad_id, pick_device, pyplot, unwritable, write_json)
+from comt.engine import Engine, stop_ids
+from comt.evaluation import greedy_judgements, own_plan_judgements, prompt_ids
+from comt.show import Example, html_page, render_text, visible
+from comt.tasks import OWN_FORMS, SPLITS, WRONG_KINDS, comt_target, load_problems, plan_verdict, prompts_that_fit
+from rewards import Judgement, RewardSettings, judge_completion, step_stats
 
 # -----------------------------------------------------------------------------
 # Metrics (pure functions; the tests check them against hand-computed values)
@@ -117,38 +117,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def greedy_judgements(engine, tok, problems: list, max_new_tokens: int, gold_plan: bool = False, batch: int = 64,
-                      desc: str | None = None, **settings) -> list[Judgement]:
-    """The one greedy evaluation of the project: every problem answered greedily by the engine,
-    `batch` prompts per call (with gold_plan the prompt also holds the gold plan and "Solution:"),
-    each completion judged once (rewards.judge_completion with `settings`). sft_comt.py's quick
-    check, ccrl.py's evaluations, base.py's build figures and this script's tables all read it."""
-    prompts = [prompt_ids(tok, p, gold_plan) for p in problems]
-    stops = stop_ids(tok, engine.model)
-    out = []
-    for i in tqdm(range(0, len(prompts), batch), desc=desc, disable=desc is None, leave=False):
-        s = engine.generate(prompts[i:i + batch], max_new_tokens=max_new_tokens, greedy=True, stop_tokens=stops)
-        out += [judge_completion(tok, *s.completion(r), p, **settings) for r, p in enumerate(problems[i:i + batch])]
-    return out
-
-
-def own_plan_judgements(engine, tok, problems: list, max_new_tokens: int, form: str = "steps", batch: int = 64,
-                        desc: str | None = None) -> list[dict]:
-    """The base's own plans: every problem prompted greedily under the base's own header for `form`
-    (tasks.own_plan_prompt: the question, then e.g. "Steps:"), the plan it writes judged against the
-    gold program (tasks.own_plan_correct). One dict per problem: text, plan_correct, steps (the lines
-    it wrote that read as steps of that form)."""
-    prompts = [tok(own_plan_prompt(p, form))["input_ids"] for p in problems]
-    stops, out = stop_ids(tok, engine.model), []
-    for i in tqdm(range(0, len(prompts), batch), desc=desc, disable=desc is None, leave=False):
-        s = engine.generate(prompts[i:i + batch], max_new_tokens=max_new_tokens, greedy=True, stop_tokens=stops)
-        for r, p in enumerate(problems[i:i + batch]):
-            text = tok.decode(s.completion(r)[0], skip_special_tokens=True)
-            out.append(dict(text=text, plan_correct=own_plan_correct(text, p, form),
-                            steps=sum(op != "?" for op, _ in own_plan_program(text, form))))
-    return out
-
-
 def planned_text(text: str, p, args) -> str:
     """The text whose plan the plan verdicts read: the completion, after the gold plan with --gold-plan."""
     return comt_target(p) + text if getattr(args, "gold_plan", False) else text
@@ -160,32 +128,33 @@ def record_of(j: Judgement, verdict: dict | None) -> dict:
                 step_confs=j.step_confs, step_rights=j.step_rights, **(verdict or {}))
 
 
-def prompt_ids(tok, p, gold_plan: bool) -> list[int]:
-    """The prompt's token ids; with gold_plan the gold plan and "Solution:" marker follow the question."""
-    ids = encode_prompt(tok, p)
-    if not gold_plan:
-        return ids
-    if not p.plan:
-        raise SystemExit(f"--gold-plan: problem {p.id} has no plan (the synthetic splits have one)")
-    return ids + tok(comt_target(p), add_special_tokens=False)["input_ids"]
+def checkpoint_reward(ckpt: str) -> RewardSettings | None:
+    """The reward a checkpoint was trained with (the flags its ccrl.py run saved); None for one that
+    records none (a base, a stage-1 run, a downloaded model)."""
+    state = load_train_state(ckpt, mmap=True)
+    flags = state.get("args", {}) if isinstance(state, dict) else {}
+    return RewardSettings.from_flags(flags) if "conf_weight" in flags else None
 
 
-def run_split(engine, tok, problems, args, name: str, split: str) -> tuple[list[dict], list[int]]:
-    """Greedy records, one per problem (judged with the CCRL reward at lambda 0.5: the parts --show
-    prints), and with --samples k the right count of k samples each. The first --show records also
-    hold the completion as a show.Example."""
+def run_split(engine, tok, problems, args, name: str, split: str,
+              reward: RewardSettings | None) -> tuple[list[dict], list[int]]:
+    """Greedy records, one per problem, and with --samples k the right count of k samples each. Each
+    completion is judged with the checkpoint's own reward (`reward`; ccrl.py's defaults where it has
+    none), its confidences read with --conf-agg and --step-check; the first --show records also hold
+    the completion as a show.Example, whose reward parts are those."""
+    settings = replace(reward or RewardSettings(), agg=args.conf_agg, check=args.step_check)
     judged = greedy_judgements(engine, tok, problems, args.max_new_tokens, getattr(args, "gold_plan", False),
-                               args.batch, f"{name} {split}", agg=args.conf_agg, check=args.step_check)
+                               args.batch, f"{name} {split}", settings)
     records = []
     for i, (j, p) in enumerate(zip(judged, problems)):
         verdict = plan_verdict(planned_text(j.text, p, args), p, j.correct)
         records.append(record_of(j, verdict))
         if i < args.show:
-            records[-1]["example"] = Example(name, p.question, p.answer, j, verdict)
-    return records, sampled_right_counts(engine, tok, problems, args) if args.samples > 1 else []
+            records[-1]["example"] = Example(name, p.question, p.answer, j, verdict, unrecorded=reward is None)
+    return records, sampled_right_counts(engine, tok, problems, args, settings) if args.samples > 1 else []
 
 
-def sampled_right_counts(engine, tok, problems, args) -> list[int]:
+def sampled_right_counts(engine, tok, problems, args, settings: RewardSettings) -> list[int]:
     """--samples k: how many of k completions at --temperature answer each problem right (pass@k)."""
     k, stops, counts = args.samples, stop_ids(tok, engine.model), []
     prompts = [prompt_ids(tok, p, getattr(args, "gold_plan", False)) for p in problems]
@@ -193,7 +162,7 @@ def sampled_right_counts(engine, tok, problems, args) -> list[int]:
         s = engine.generate(prompts[i:i + args.batch], num_samples=k, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, stop_tokens=stops, seed=args.seed + i)
         for r, p in enumerate(problems[i:i + args.batch]):
-            counts.append(sum(judge_completion(tok, *s.completion(j), p).correct for j in range(r * k, (r + 1) * k)))
+            counts.append(sum(judge_completion(tok, *s.completion(j), p, settings).correct for j in range(r * k, (r + 1) * k)))
     return counts
 
 
@@ -346,16 +315,6 @@ def plot(results: dict, curves: dict, bins: int, stem: str) -> list[str]:
     return paths
 
 
-def pyplot():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("plots need matplotlib (pip install -r requirements.txt)") from None
-    return plt
-
-
 def reliability_panel(ax, per_ckpt: dict, colors: dict, bins: int, title: str):
     """One reliability diagram: accuracy against mean confidence per bin, one curve per checkpoint."""
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":")
@@ -484,7 +443,7 @@ def main(argv=None):
                                              f"{name} {split}")
                 results[name][split] = dict(own_plan_summary(judged), skipped=len(problems) - len(kept))
                 continue
-            records, counts = run_split(engine, tok, kept, args, name, split)
+            records, counts = run_split(engine, tok, kept, args, name, split, checkpoint_reward(ck))
             shown.setdefault(split, []).append([r["example"] for r in records[:args.show]])
             results[name][split] = dict(summarise(records, counts, args), skipped=len(problems) - len(kept))
             curves["answer"][split][name] = ([r["conf"] for r in records], [r["ok"] for r in records])

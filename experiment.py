@@ -42,8 +42,8 @@ import subprocess
 import sys
 import time
 
-from common import COUNT, SEED, unwritable, write_json
-from lifecycle import STOPPED, lock_out
+from comt.common import COUNT, SEED, unwritable, write_json
+from comt.lifecycle import STOPPED, lock_out
 
 ARMS = {  # arm: (script, its flags, the arm it starts from); the first four are the paper's comparison
     "cot_sft": ("sft_comt.py", ["--format", "cot"], None),
@@ -114,12 +114,13 @@ def run_stage(cmd: list[str], log_path: str) -> dict:
 
 
 def code_version() -> str:
-    """A short hash of the project's scripts and modules: which code made a stage."""
+    """A short hash of the project's scripts and modules (comt/ included): which code made a stage."""
+    import glob
     import hashlib
     root, h = os.path.dirname(os.path.abspath(__file__)), hashlib.sha256()
-    for name in sorted(n for n in os.listdir(root) if n.endswith(".py")):
-        with open(os.path.join(root, name), "rb") as f:
-            h.update(name.encode() + f.read())
+    for path in sorted(glob.glob(os.path.join(root, "*.py")) + glob.glob(os.path.join(root, "comt", "*.py"))):
+        with open(path, "rb") as f:
+            h.update(os.path.relpath(path, root).encode() + f.read())
     return h.hexdigest()[:12]
 
 
@@ -384,11 +385,11 @@ def loss_example(args, run: dict, base: dict) -> list[str]:
     plans right in its own words and the CoMT-SFT arm (else the first arm) of the run `run` plans wrong,
     with both texts regenerated greedily (the texts the evaluation judged) and the arm's steps marked
     as `--show` marks them. [] when there is none."""
-    from common import check_checkpoint, load_model, pad_id
-    from engine import Engine
-    from evaluate import greedy_judgements, own_plan_judgements
-    from show import Example, render_text
-    from tasks import make_split, plan_verdict
+    from comt.common import check_checkpoint, load_model, pad_id
+    from comt.engine import Engine
+    from comt.evaluation import greedy_judgements, own_plan_judgements
+    from comt.show import Example, render_text
+    from comt.tasks import make_split, plan_verdict
     arm = "comt_sft" if "comt_sft" in run["eval"] else next(iter(run["eval"]))
     flags = eval_flags(args)
     new = int(flags[flags.index("--max-new-tokens") + 1]) if "--max-new-tokens" in flags else 320
@@ -549,7 +550,7 @@ def accuracy_chart(ev: dict, base: dict, path: str):
     """Accuracy by split: each arm's mean over seeds with its std as an error bar, and the base
     model's ceilings (accuracy from the gold plan, plans right in its own form) and floor (question
     only) marked on every split."""
-    from evaluate import pyplot
+    from comt.common import pyplot
     plt = pyplot()
     splits, arms = list(next(iter(ev.values()))), [a for a in ARMS if a in ev]
     fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(splits)), 4.2))

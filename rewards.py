@@ -3,7 +3,7 @@ Rewards for stage 2 (ccrl.py): answer extraction, step segmentation, step checks
 number, the CCRL and outcome rewards, and GRPO group advantages. Pure functions on text, token ids
 and log-probs; none of them raises on arbitrary model output, and each reads any text in linear
 time. `judge` is the one place a completion is judged: the training reward (ccrl.py), the
-evaluation (evaluate.py) and the marked examples (show.py) all read its record. Numbers are exact
+evaluation (evaluate.py) and the marked examples (comt/show.py) all read its record. Numbers are exact
 rationals (Fraction), compared without tolerance.
 
 The CCRL reward (our reconstruction; the paper's exact formula is not public):
@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
+
+import comt  # noqa: F401  (first: on a Python older than 3.11 this stops in one line, not at a pattern below)
 
 # -----------------------------------------------------------------------------
 # Answers
@@ -139,7 +141,7 @@ def answer_correct(text: str, gold: str | float, lenient: bool = False) -> bool:
 
 def has_plan(text: str) -> bool:
     """The completion opens with a plan: "Plan:", then at least one line without a digit, then the
-    "Solution:" marker (the response format of tasks.py).
+    "Solution:" marker (the response format of comt/tasks.py).
 
     >>> has_plan("Plan:\\nFirst, add the a and the b.\\nSolution:\\nx = 1 + 2 = 3"), has_plan("Solution:\\nx = 3")
     (True, False)
@@ -319,6 +321,25 @@ def answer_span(text: str) -> tuple[int, int] | None:
     return a + len(m.group()) - len(m.group().lstrip()), b  # the pattern may take a space before the digits
 
 
+@dataclass(frozen=True)
+class RewardSettings:
+    """The one record of how completions are judged and rewarded: ccrl.py builds it once from its
+    flags (whose defaults are these), judges every sample with it, and saves it with the run's
+    arguments; evaluate.py --show reads it back from a checkpoint. Each setting has one name here."""
+    kind: str = "ccrl"  # ccrl: correct + weight * T; outcome: correct only (--reward)
+    weight: float = 0.5  # lambda, the weight of the confidence term T; read by ccrl only (--conf-weight)
+    form: str = "signed"  # signed (+c/-c) or brier (-(c-z)^2) per step (--conf-form)
+    agg: str = "geo"  # a number's confidence from its tokens' probabilities: geo, min, prod (--conf-agg)
+    check: str = "auto"  # when a step is right: auto, arith, gold, outcome (--step-check)
+    plan_weight: float = 0.0  # subtracted from a completion that does not open with a plan (--plan-weight)
+
+    @classmethod
+    def from_flags(cls, flags: dict) -> "RewardSettings":
+        """The settings of ccrl.py's flags (its parsed arguments, or those a checkpoint saved)."""
+        return cls(flags["reward"], flags["conf_weight"], flags["conf_form"], flags["conf_agg"], flags["step_check"],
+                   flags["plan_weight"])
+
+
 @dataclass
 class Judgement:
     """Everything the project measures on one completion, in one place."""
@@ -331,8 +352,7 @@ class Judgement:
     step_rights: list[bool]
     conf_term: float  # T: the mean over steps written and gold steps missed (rewards' header); -1 without steps
     reward: float  # correct (+ weight * conf_term for ccrl) + plan_part
-    kind: str  # the reward: ccrl or outcome
-    weight: float  # lambda, the confidence term's weight (read by the ccrl reward only)
+    settings: RewardSettings  # what it was judged with
     plan_part: float  # -plan_weight for a completion without a plan, else 0
     text: str  # the completion judged
     char_ends: list[int]  # end offset in text of each of its tokens (token_char_ends); one per token
@@ -343,40 +363,40 @@ class Judgement:
 
 
 def judge(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[Fraction],
-          reward: str = "ccrl", weight: float = 0.5, form: str = "signed", agg: str = "geo",
-          check: str = "auto", plan_weight: float = 0.0) -> Judgement:
+          settings: RewardSettings) -> Judgement:
     """Judge one completion: its text, the log-prob of each of its tokens and each token's end
-    offset in the text (token_char_ends). reward: ccrl or outcome. plan_weight: the format term,
+    offset in the text (token_char_ends), with `settings` (RewardSettings). The format term,
     -plan_weight for a completion that does not open with a digit-free plan (has_plan), 0 for one
-    that does; added to either reward. The training reward (ccrl.py), the evaluation (evaluate.py)
-    and the marked examples (show.py) all read this record."""
+    that does, is added to either reward. The training reward (ccrl.py), the evaluation (evaluate.py)
+    and the marked examples (comt/show.py) all read this record."""
+    s = settings
     ok = answer_correct(text, gold_answer)
     steps = token_spans(segment_steps(text), char_ends)
-    confs = [confidence(token_logprobs[s.tokens[0]:s.tokens[1]], agg) for s in steps]
-    rights = [step_right(s, check, gold_values, ok) for s in steps]
-    term = confidence_term(confs, rights, form, missing=max(0, len(gold_values) - len(steps)), answer_ok=ok)
-    if reward == "outcome":
+    confs = [confidence(token_logprobs[st.tokens[0]:st.tokens[1]], s.agg) for st in steps]
+    rights = [step_right(st, s.check, gold_values, ok) for st in steps]
+    term = confidence_term(confs, rights, s.form, missing=max(0, len(gold_values) - len(steps)), answer_ok=ok)
+    if s.kind == "outcome":
         r = float(ok)
-    elif reward == "ccrl":
-        r = float(ok) + weight * term
+    elif s.kind == "ccrl":
+        r = float(ok) + s.weight * term
     else:
-        raise ValueError(f"unknown reward {reward!r}; choose ccrl or outcome")
+        raise ValueError(f"unknown reward {s.kind!r}; choose ccrl or outcome")
     plan = has_plan(text)
-    plan_part = -plan_weight if plan_weight and not plan else 0.0
+    plan_part = -s.plan_weight if s.plan_weight and not plan else 0.0
     r += plan_part
     span = answer_span(text)
     a, b = span_tokens(span, char_ends) if span else (0, 0)
-    answer_conf = confidence(token_logprobs[a:b], agg) if b > a else 0.0
+    answer_conf = confidence(token_logprobs[a:b], s.agg) if b > a else 0.0
     return Judgement(ok, answer_correct(text, gold_answer, lenient=True), answer_conf, plan, steps, confs, rights,
-                     term, r, reward, weight, plan_part, text, char_ends)
+                     term, r, s, plan_part, text, char_ends)
 
 
-def judge_completion(tok, ids: list[int], logprobs: list[float], problem, **settings) -> Judgement:
+def judge_completion(tok, ids: list[int], logprobs: list[float], problem, settings: RewardSettings) -> Judgement:
     """judge() of a generated completion: its token ids decoded without special tokens (the stop
     token), against the problem's answer and gold intermediate values. Every completion the
     project samples or decodes greedily is judged here, once."""
     text = tok.decode(ids, skip_special_tokens=True)
-    return judge(text, logprobs, token_char_ends(tok, ids), problem.answer, problem.intermediates, **settings)
+    return judge(text, logprobs, token_char_ends(tok, ids), problem.answer, problem.intermediates, settings)
 
 
 def step_stats(confs: list[list[float]], rights: list[list[bool]], threshold: float) -> dict:

@@ -6,7 +6,7 @@ solutions (CoT-SFT, the paper's baseline) with --format cot.
     python sft_comt.py --format cot --out runs/sft_cot   # baseline: same data, optimiser and budget
     python sft_comt.py --show-mask                       # print one example, supervised tokens marked
     python sft_comt.py --resume                          # continue runs/sft_comt from its checkpoint
-    torchrun --nproc_per_node 2 sft_comt.py              # DDP: gloo on CPU, nccl on GPU
+    torchrun --nproc_per_node 2 sft_comt.py              # data-parallel: gloo on CPU, nccl on GPU
     torchrun --nproc_per_node 8 sft_comt.py --shard ...  # FSDP2: a student one GPU cannot hold
     python sft_comt.py --model DIR --data gsm8k:train --targets plans.jsonl --out runs/gsm8k_comt
 
@@ -23,7 +23,8 @@ Algorithm
     prompt, loss on their execution), drawn fresh for each step. They stand in for a large
     pretrained model's resistance to forgetting what the SFT data never shows; without them,
     training on plans alone teaches "after a line comes another plan line" and erases the base's
-    execution (measured on an earlier base: 66% of 200 test problems with --replay 0.25, 0% without).
+    execution (the shipped base, default budget, seed 0: 82% of 200 test problems with --replay 0.25,
+    4.5% without, both writing the plan on every problem).
     Budget: stage 1's job is to teach the template; chosen on val from the shipped base (seed 0, 200
     problems, then CCRL at its defaults): 100 steps write the plan on 100% of val and answer 80.0%
     (95.5% after CCRL), 200 steps 90.5% (94.0%), 400 steps 91.5% (95.0%).
@@ -34,15 +35,16 @@ Algorithm
     global batches of similar lengths (length bucketing; the pad share is logged). A model with a
     chat template gets the question as the user turn and the target as the assistant turn.
 
-Ranks: under torchrun each rank takes every N-th row of the global batch. DDP keeps the whole model
-and optimiser on each; --shard (FSDP2, training.py "Sharding") splits weights, gradients and AdamW
-state over the ranks and gathers each block's weights for its forward and backward, with the same
-loss and clipping as one process (bf16 compute over fp32 master weights on GPU).
+Ranks: under torchrun each rank takes every N-th row of the global batch and the gradients are
+summed over the ranks, so the step is the one of a single process (comt/training.py, "Ranks": the
+same helpers in both stages). Each rank holds the whole model and optimiser, or under --shard
+(FSDP2) 1/N of the weights, gradients and AdamW state, gathering each block's weights for its
+forward and backward (bf16 compute over fp32 master weights on GPU).
 
 Checkpoints: `--out` is a Hugging Face directory (config.json, model.safetensors, tokenizer) plus
 train_state.pt (optimiser, step, RNG, arguments; under --shard the optimiser is saved per rank in
 optimizer_shards/ and the full weights are gathered to rank 0), replaced every --save-every steps
-and at the end in a way no kill can break (lifecycle.save_checkpoint). Ctrl-C/SIGTERM saves before
+and at the end in a way no kill can break (comt/lifecycle.py). Ctrl-C/SIGTERM saves before
 exiting; a non-finite loss stops the run without touching the last checkpoint; --resume continues
 it exactly (the data position is a function of the step).
 
@@ -51,41 +53,41 @@ meta-thoughts for GSM8K/SVAMP; the default here uses the exact plans of the synt
 programs and the small base model that base.py built (models/base), with budgets sized for a
 laptop CPU. Replay is ours (see above): a 4-8B model keeps its execution skill through a short
 SFT on plans, a 3M-parameter one does not. The paper's text format and hyperparameters are not
-public; ours are documented in tasks.py and --help.
+public; ours are documented in comt/tasks.py and --help.
 """
 import argparse
-import contextlib
 import functools
 import json
 import math
 import random
 import sys
-import time
 from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
-from common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, check_checkpoint, load_model, log_json, number, pad_id,
-                    seed_everything)
-from corpus import encode_doc, taboo_words, worked_doc
-from engine import Engine
-from evaluate import greedy_judgements
-from lifecycle import (StopRequest, add_run_args, begin_run, fingerprint, mark_given, restore_train_state, save_or_stop,
-                       save_run, start_log)
+from comt import training
+from comt.common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, check_checkpoint, load_model, log_json, number,
+                         pad_id, pick_device, pick_dtype, seed_everything)
+from comt.corpus import encode_doc, taboo_words, worked_doc
+from comt.engine import Engine
+from comt.evaluation import greedy_judgements
+from comt.lifecycle import (StopRequest, add_run_args, begin_run, claim_and_log, fingerprint, given_flags,
+                            restore_train_state, save_or_stop, save_run)
+from comt.show import visible
+from comt.tasks import (RECIPES, clean_solution, encode_example, fitting, make_split, problems_for_cli,
+                        prompts_that_fit, text_lines)
+from comt.training import (Dist, Laps, all_reduce_sum, autocast_for, backward, clip_grads, close_distributed, cosine_lr,
+                           even_out, gathered_copy, length_groups, my_share, pad_rows, peak_memory,
+                           refuse_bad_memory_flags, set_lr, shard_model, sum_grads, target_logprobs)
 from rewards import has_digit
-from show import visible
-from tasks import (RECIPES, clean_solution, encode_example, fitting, make_split, problems_for_cli, prompts_that_fit,
-                   text_lines)
-import training
-from training import (Dist, all_reduce_sum, as_many_as_any_rank, autocast_for, clip_grads, close_distributed, cosine_lr,
-                      gathered_copy, length_groups, no_grad_sync, pad_rows, peak_memory, set_up_shard, target_logprobs)
 
+SCRIPT = "sft_comt.py"
 DEFAULT_BASE = "models/base"
 
 
 # -----------------------------------------------------------------------------
-# Data
+# Data: the training examples, and the global batch of each step (a pure function of the step)
 
 
 def read_targets(path: str) -> dict:
@@ -142,6 +144,17 @@ def load_train_problems(args) -> list:
                          f"{len(problems)} from {args.data} have none (first: {missing[0]}). Write them with "
                          f"teacher.py and pass --targets PATH (JSONL rows of id, plan, solution).")
     return problems
+
+
+def training_examples(args, tok, context: int, world: int) -> list[tuple[list[int], list[bool]]]:
+    """The encoded training examples [(ids, supervised)], those longer than the context skipped."""
+    examples = [encode_example(tok, p, args.format) for p in load_train_problems(args)]
+    examples = fitting(examples, [len(ids) for ids, _ in examples], context, "training examples")
+    if len(examples) < args.batch - round(args.replay * args.batch):
+        raise SystemExit(f"--batch {args.batch} is larger than the {len(examples)} training examples")
+    if args.batch % world:
+        raise SystemExit(f"--batch {args.batch} must be divisible by the {world} ranks")
+    return examples
 
 
 @dataclass
@@ -207,7 +220,14 @@ def show_mask(tok, ids: list[int], sup: list[bool]) -> str:
 
 
 # -----------------------------------------------------------------------------
-# Training step
+# One step: the loss over the global batch's supervised tokens, one optimiser step
+
+
+@dataclass(kw_only=True)
+class Run(training.Run):
+    """The SFT run: the common record (training.Run) and its data; totals: token counts and seconds."""
+    examples: list = field(default_factory=list)  # [(ids, supervised)]
+    lengths: tuple = ()  # their token lengths (the batching reads them)
 
 
 def micro_loss_sum(model, b: SFTBatch) -> torch.Tensor:
@@ -215,60 +235,126 @@ def micro_loss_sum(model, b: SFTBatch) -> torch.Tensor:
     return -target_logprobs(model, b.ids, b.sup).sum()
 
 
-def train_step(model, opt, micro: list[SFTBatch], n_sup: int, world: int, grad_clip: float,
-               autocast=contextlib.nullcontext()) -> tuple[float, float]:
+def train_step(run: Run, micro: list[SFTBatch], n_sup: int, grad_clip: float) -> tuple[float, float]:
     """One optimiser step over this rank's micro-batches of the global batch, whose supervised
     tokens (all ranks) number n_sup. Returns (global mean token loss, gradient norm); a
     non-finite loss or gradient returns before the update."""
     loss_sum = torch.zeros((), device=micro[0].ids.device)
-    for k, b in enumerate(micro):
-        last = k == len(micro) - 1
-        with (contextlib.nullcontext() if last or world == 1 else no_grad_sync(model)):
-            with autocast:
-                s = micro_loss_sum(model, b)
-            (s * world / n_sup).backward()  # DDP and FSDP2 average gradients over ranks: undo it
+    for b in micro:
+        with run.autocast:
+            s = micro_loss_sum(run.model, b)
+        backward(s / n_sup, run)
         loss_sum += s.detach()
-    loss = all_reduce_sum(loss_sum, Dist(world=world)).item() / n_sup
-    norm = clip_grads(model, grad_clip)
-    if not (math.isfinite(loss) and math.isfinite(norm)):
-        opt.zero_grad(set_to_none=True)
-        return loss, norm
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    sum_grads(run)
+    loss = all_reduce_sum(loss_sum, run.dist).item() / n_sup
+    norm = clip_grads(run.model, grad_clip)
+    if math.isfinite(loss) and math.isfinite(norm):
+        run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
     return loss, norm
 
 
+@dataclass
+class StepFacts:
+    """What one SFT step trained on and what came of it (the loop keeps the books)."""
+    loss: float  # mean token cross-entropy over the global batch's supervised tokens
+    grad_norm: float  # before clipping
+    sup_tokens: int  # supervised tokens of the global batch (all ranks, replay included)
+    sft_sup_tokens: int  # of them, the SFT data's own
+    tokens: int  # real tokens of the global batch
+    padded: int  # cells of this rank's micro-batches that supervise something, padding included
+
+
+def sft_step(run: Run, step: int) -> StepFacts:
+    """One optimiser step on the step's global batch (this rank's share of it, training.my_share)."""
+    args, pad = run.args, pad_id(run.tok)
+    sft, replay = global_batch(step, run.examples, run.lengths, args.batch, args.replay, args.seed, run.tok)
+    rows = sft + replay
+    n_sup = sum(sum(s[1:]) for _, s in rows)
+    mine = my_share(rows, run)
+    micro = [collate([mine[i] for i in g], pad).to(run.device)
+             for g in length_groups([len(ids) for ids, _ in mine], args.micro_batch)]
+    micro = even_out(micro, collate([([pad] * 2, [False] * 2)], pad).to(run.device), run)  # (supervises nothing)
+    set_lr(run.opt, cosine_lr(step, args.steps, args.lr, args.warmup))
+    loss, norm = train_step(run, micro, n_sup, args.grad_clip)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise SystemExit(f"non-finite loss ({loss}) or gradient ({norm}) at step {step}: stopping before the "
+                         f"update; the last checkpoint in {args.out} is untouched (try a lower --lr)")
+    return StepFacts(loss, norm, n_sup, sum(sum(s[1:]) for _, s in sft), sum(len(ids) for ids, _ in rows),
+                     sum(b.ids.numel() for b in micro if b.sup.any()))
+
+
 # -----------------------------------------------------------------------------
-# Quick check on test problems
+# Evaluation and logging: the books of the run, the quick check on test, the summary
 
 
-def quick_eval(model, tok, args) -> dict:
-    """Greedy answers to `test` problems (evaluate.greedy_judgements, as evaluate.py answers them):
-    accuracy, the share that open with a digit-free plan, and the first completion."""
-    problems = prompts_that_fit(tok, make_split("test", args.eval_n, args.seed), args.eval_max_new,
-                                model.config.max_position_embeddings, "quick-check problems (prompt + --eval-max-new)")
-    judged = greedy_judgements(Engine(model, pad_id=pad_id(tok)), tok, problems, args.eval_max_new, desc="quick check")
+def record(run: Run, step: int, facts: StepFacts, seconds: float) -> dict:
+    """Add a step to the run's totals (every rank calls it: the padding is summed over ranks); its log line."""
+    totals = run.totals
+    totals["sup_tokens"] += facts.sft_sup_tokens  # the SFT data's own; replay is counted apart
+    totals["replay_sup_tokens"] += facts.sup_tokens - facts.sft_sup_tokens
+    totals["tokens"] += facts.tokens
+    padded = all_reduce_sum(torch.tensor(float(facts.padded), device=run.device), run.dist)
+    totals["pad_tokens"] += int(padded.item()) - facts.tokens  # every rank's padded rows, less the real tokens
+    totals["seconds"] += seconds
+    return dict(step=step, loss=round(facts.loss, 4), lr=run.opt.param_groups[0]["lr"],
+                grad_norm=round(facts.grad_norm, 3), sup_tokens=facts.sup_tokens,
+                tokens_per_s=round(facts.tokens / seconds), pad_share=round(pad_share(totals), 3))
+
+
+def pad_share(totals: dict) -> float:
+    return totals["pad_tokens"] / max(totals["pad_tokens"] + totals["tokens"], 1)
+
+
+def quick_eval(model, tok, n: int, max_new: int, seed: int) -> dict:
+    """Greedy answers to n `test` problems (comt.evaluation.greedy_judgements, as evaluate.py answers
+    them): accuracy, the share that open with a digit-free plan, and the first completion."""
+    problems = prompts_that_fit(tok, make_split("test", n, seed), max_new, model.config.max_position_embeddings,
+                                "quick-check problems (prompt + --eval-max-new)")
+    judged = greedy_judgements(Engine(model, pad_id=pad_id(tok)), tok, problems, max_new, desc="quick check")
     return dict(test_acc=sum(j.correct for j in judged) / len(judged),
                 plan_rate=sum(j.plan for j in judged) / len(judged), example=judged[0].text)
 
 
+def summary(args, totals: dict, n_examples: int, loss: float, device) -> dict:
+    sft_rows = args.batch - round(args.replay * args.batch)
+    out = dict(summary=True, format=args.format, out=args.out, steps=args.steps, examples=n_examples,
+               sup_tokens=totals["sup_tokens"], sup_tokens_per_example=round(
+                   totals["sup_tokens"] / (args.steps * sft_rows), 1),
+               replay=args.replay, replay_sup_tokens=totals["replay_sup_tokens"],
+               pad_share=round(pad_share(totals), 3), train_seconds=round(totals["seconds"], 1),
+               tokens_per_s=round(totals["tokens"] / max(totals["seconds"], 1e-9)), final_loss=loss)
+    return dict(out, **peak_memory(device))
+
+
+def finish(run: Run, loss: float):
+    """The summary line, with the quick check on `test` (synthetic data; rank 0 decodes, from the
+    gathered weights under --shard)."""
+    args, model = run.args, run.model
+    evaluate = args.eval_n and args.data in RECIPES
+    if evaluate and run.sharded:
+        model = gathered_copy(model, run.dist.main, run.device)
+    if not run.dist.main:
+        return
+    out = summary(args, run.totals, len(run.examples), loss, run.device)
+    if evaluate:
+        model.eval()
+        res = quick_eval(model, run.tok, args.eval_n, args.eval_max_new, args.seed)
+        print("example (test problem, greedy):\n" + visible(res.pop("example").strip()))
+        out.update({k: round(v, 3) for k, v in res.items()})
+    log_json(out, run.log_path)
+
+
 # -----------------------------------------------------------------------------
-# Main
+# Set-up and main
 
 
-def format_name(text: str) -> str:
-    if text == "meta":
-        print("--format meta is now called --format comt", file=sys.stderr)
-        return "comt"
-    return text
-
-
-def parse_args(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Stage 1: CoMT supervised fine-tuning (or CoT-SFT with --format cot).",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--format", type=format_name, choices=("comt", "cot"), default="comt",
+    ap.add_argument("--format", choices=("comt", "cot"), default="comt",
                     help="comt: supervise plan + 'Solution:' marker (CoMT); cot: plan, solution, answer and stop "
-                    "(the CoT baseline); 'meta' is read as comt")
+                    "(the CoT baseline)")
     ap.add_argument("--out", default=None, help="output directory (default runs/sft_comt, or runs/sft_cot for cot)")
     # model and data
     ap.add_argument("--model", default=DEFAULT_BASE, help="Hugging Face model directory to start from "
@@ -296,159 +382,81 @@ def parse_args(argv=None):
     ap.add_argument("--log-every", type=COUNT, default=20, help="steps between JSON log lines")
     ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="test problems for the final check (0: skip)")
     ap.add_argument("--eval-max-new", type=COUNT, default=256, help="tokens generated per test problem")
-    args = mark_given(ap, argv, ap.parse_args(argv))
+    return ap
+
+
+def parse_args(argv=None):
+    args = parser().parse_args(argv)
     args.out = args.out or ("runs/sft_comt" if args.format == "comt" else "runs/sft_cot")
     if args.replay is None:
         args.replay = 0.25 if args.data in RECIPES else 0.0
     return args
 
 
-def training_examples(args, tok, context: int, world: int) -> list[tuple[list[int], list[bool]]]:
-    """The encoded training examples [(ids, supervised)], those longer than the context skipped."""
-    examples = [encode_example(tok, p, args.format) for p in load_train_problems(args)]
-    examples = fitting(examples, [len(ids) for ids, _ in examples], context, "training examples")
-    if len(examples) < args.batch - round(args.replay * args.batch):
-        raise SystemExit(f"--batch {args.batch} is larger than the {len(examples)} training examples")
-    if args.batch % world:
-        raise SystemExit(f"--batch {args.batch} must be divisible by the {world} ranks")
-    return examples
-
-
-@dataclass
-class Run(training.Run):
-    """The SFT run: the common record and its data; totals: token counts and seconds."""
-    ddp: torch.nn.Module | None = None  # the model under DDP on several ranks without --shard, else the model
-    examples: list = field(default_factory=list)  # [(ids, supervised)]
-    lengths: tuple = ()  # their token lengths (the batching reads them)
-
-
-def sft_step(run: Run, step: int) -> dict:
-    """One optimiser step on the step's global batch (this rank's share); returns its log line."""
-    args, dist, pad, totals = run.args, run.dist, pad_id(run.tok), run.totals
-    t0 = time.time()
-    sft, replay = global_batch(step, run.examples, run.lengths, args.batch, args.replay, args.seed, run.tok)
-    rows = sft + replay
-    n_sup = sum(sum(s[1:]) for _, s in rows)
-    mine = rows[dist.rank::dist.world]
-    micro = [collate([mine[i] for i in g], pad).to(run.device)
-             for g in length_groups([len(ids) for ids, _ in mine], args.micro_batch)]
-    if args.shard:  # padded with micro-batches that supervise nothing
-        micro = as_many_as_any_rank(micro, collate([([pad] * 2, [False] * 2)], pad).to(run.device), dist)
-    for g in run.opt.param_groups:
-        g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
-    loss, norm = train_step(run.ddp, run.opt, micro, n_sup, dist.world, args.grad_clip, run.autocast)
-    if not (math.isfinite(loss) and math.isfinite(norm)):
-        raise SystemExit(f"non-finite loss ({loss}) or gradient ({norm}) at step {step}: stopping before the "
-                         f"update; the last checkpoint in {args.out} is untouched (try a lower --lr)")
-    dt = time.time() - t0
-    real = sum(len(ids) for ids, _ in rows)
-    sft_sup = sum(sum(s[1:]) for _, s in sft)
-    totals["sup_tokens"] += sft_sup  # the SFT data's own; replay is counted apart
-    totals["replay_sup_tokens"] += n_sup - sft_sup
-    totals["tokens"] += real
-    padded = torch.tensor(float(sum(b.ids.numel() for b in micro if b.sup.any())), device=run.device)
-    padded = all_reduce_sum(padded, dist)
-    totals["pad_tokens"] += int(padded.item()) - real  # every rank's padded rows, less the real tokens
-    totals["seconds"] += dt
-    return dict(step=step, loss=round(loss, 4), lr=run.opt.param_groups[0]["lr"], grad_norm=round(norm, 3),
-                sup_tokens=n_sup, tokens_per_s=round(real / dt), pad_share=round(pad_share(totals), 3))
-
-
-def pad_share(totals: dict) -> float:
-    return totals["pad_tokens"] / max(totals["pad_tokens"] + totals["tokens"], 1)
-
-
-def summary(args, totals: dict, n_examples: int, loss: float, device) -> dict:
-    sft_rows = args.batch - round(args.replay * args.batch)
-    out = dict(summary=True, format=args.format, out=args.out, steps=args.steps, examples=n_examples,
-               sup_tokens=totals["sup_tokens"], sup_tokens_per_example=round(
-                   totals["sup_tokens"] / (args.steps * sft_rows), 1),
-               replay=args.replay, replay_sup_tokens=totals["replay_sup_tokens"],
-               pad_share=round(pad_share(totals), 3), train_seconds=round(totals["seconds"], 1),
-               tokens_per_s=round(totals["tokens"] / max(totals["seconds"], 1e-9)), final_loss=loss)
-    return dict(out, **peak_memory(device))
-
-
-def set_up(args, dist: Dist, device, state: dict | None) -> Run | None:
-    """Load the model (from --model, or the checkpoint on --resume), the data and the optimiser; None
-    after --show-mask has printed its example."""
-    if state:
-        args.model = args.out
-    tok = check_checkpoint(args.model, "--out" if state else "--model", f", e.g. the shipped {DEFAULT_BASE}, one "
-                           f"written by base.py or one downloaded from the Hugging Face hub")
+def load_start(args, device, state: dict | None, world: int) -> tuple:
+    """(tokenizer, model, encoded training examples) of the run: from --model, or from the checkpoint on
+    --resume; every input checked (the quick check's problems must fit too, found now and not after
+    training)."""
+    src = args.out if state else args.model
+    tok = check_checkpoint(src, "--out" if state else "--model", f", e.g. the shipped {DEFAULT_BASE}, one written by "
+                           f"base.py or one downloaded from the Hugging Face hub")
     seed_everything(args.seed)
-    model = load_model(args.model, device=device, dtype=torch.float32)
-    examples = training_examples(args, tok, model.config.max_position_embeddings, dist.world)
-    if args.eval_n and args.data in RECIPES:  # the quick check's problems must fit, found now and not after training
-        prompts_that_fit(tok, make_split("test", args.eval_n, args.seed), args.eval_max_new,
-                         model.config.max_position_embeddings, "quick-check problems (prompt + --eval-max-new)")
-    if args.show_mask:
-        print(show_mask(tok, *examples[0]))
-        return None
-    autocast = autocast_for(args, device)
-    set_up_shard(args, model, device)
+    model = load_model(src, device=device, dtype=torch.float32)
+    ctx = model.config.max_position_embeddings
+    examples = training_examples(args, tok, ctx, world)
+    if args.eval_n and args.data in RECIPES:
+        prompts_that_fit(tok, make_split("test", args.eval_n, args.seed), args.eval_max_new, ctx,
+                         "quick-check problems (prompt + --eval-max-new)")
+    return tok, model, examples
+
+
+def set_up(args, dist: Dist, device, state: dict | None) -> Run:
+    """The run: model, tokenizer and data (load_start), sharding as asked, the optimiser (restored on
+    --resume) and the claimed run directory with its log."""
+    tok, model, examples = load_start(args, device, state, dist.world)
+    refuse_bad_memory_flags(args, device, SCRIPT)
+    model.grad_checkpoint = args.grad_checkpoint
+    if args.shard:
+        shard_model(model, device, pick_dtype(args.dtype, device), args.offload)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     totals = dict(sup_tokens=0, replay_sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
     if state:
         _, totals = restore_train_state(state, opt, model, args.out)
-    ddp = model
-    if dist.world > 1 and not args.shard:
-        ddp = torch.nn.parallel.DistributedDataParallel(model,
-                                                        device_ids=[device.index] if device.type == "cuda" else None)
     if dist.main:
         print(f"{args.format} SFT: {len(examples):,} examples from {args.data}, {args.steps} steps x {args.batch} "
               f"({round(args.replay * args.batch)} of them replay), {model.num_params() / 1e6:.2f}M parameters, "
               f"{device}, {dist.world} rank(s)")
-    log_path = start_log(args, state, dist, dict(data=fingerprint(examples)))
-    return Run(args, dist, device, tok, model, opt, autocast, totals, log_path, ddp=ddp, examples=examples,
-               lengths=tuple(len(ids) for ids, _ in examples))
+    checks = dict(data=fingerprint(examples))
+    return Run(args=args, dist=dist, device=device, tok=tok, model=model, opt=opt, autocast=autocast_for(args, device),
+               sharded=args.shard, totals=totals, log_path=claim_and_log(args, SCRIPT, state, dist, checks),
+               script=SCRIPT, checks=checks, examples=examples, lengths=tuple(len(ids) for ids, _ in examples))
 
 
 @training.one_voice
 def main(argv=None):
-    args, dist, device, state = begin_run(parse_args(argv), "sft_comt.py")
-    run = set_up(args, dist, device, state)
-    if run is None:
+    args = parse_args(argv)
+    if args.show_mask:
+        tok, _, examples = load_start(args, pick_device(args.device), None, world=1)
+        print(show_mask(tok, *examples[0]))
         return
-    args = run.args
-
-    def checkpoint(step):
-        save_run(args.out, run.model, run.tok, run.opt, step, run.totals, args, dist)
-
-    stop = StopRequest()
-    run.model.train()
+    args, dist, device, state = begin_run(args, SCRIPT, given_flags(parser(), argv))
+    run = set_up(args, dist, device, state)
     start = state["step"] if state else 0
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=f"sft {args.format}",
                disable=not dist.main)
-    row = dict(loss=float("nan"))
+    stop, row = StopRequest(), dict(loss=float("nan"))
+    run.model.train()
     for step in bar:
-        row = sft_step(run, step)
+        laps = Laps()
+        row = record(run, step, sft_step(run, step), laps.total())
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,}")
         done = step + 1
         if dist.main and (step % args.log_every == 0 or done == args.steps):
             log_json(row, run.log_path)
-        save_or_stop(done, args, stop, dist, device, checkpoint)
+        save_or_stop(done, args, stop, dist, device, lambda step: save_run(run, step), SCRIPT)
     bar.close()
     finish(run, row["loss"])
     close_distributed(dist)
-
-
-def finish(run: Run, loss: float):
-    """The summary line, with the quick check on `test` (synthetic data; rank 0 decodes, from the
-    gathered weights under --shard)."""
-    args, model = run.args, run.model
-    evaluate = args.eval_n and args.data in RECIPES
-    if evaluate and args.shard:
-        model = gathered_copy(model, run.dist.main, run.device)
-    if not run.dist.main:
-        return
-    out = summary(args, run.totals, len(run.examples), loss, run.device)
-    if evaluate:
-        model.eval()
-        res = quick_eval(model, run.tok, args)
-        print("example (test problem, greedy):\n" + visible(res.pop("example").strip()))
-        out.update({k: round(v, 3) for k, v in res.items()})
-    log_json(out, run.log_path)
 
 
 if __name__ == "__main__":

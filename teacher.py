@@ -9,7 +9,7 @@ Output: one JSON object per problem: {"id", "plan", "solution", "plan_source"}. 
 gold worked solution without GSM8K's <<expr=value>> annotations and "#### N" line (the CoT target);
 `plan` has no digit at all; `plan_source` says who wrote it ("model", or "rules").
 
---teacher DIR: a chat model (any model.py architecture) is prompted, through its chat template,
+--teacher DIR: a chat model (any comt/model.py architecture) is prompted, through its chat template,
 with TEACHER_PROMPT (below), as the paper prompts its teacher (LLaMA-3.1-70B there): describe the
 steps with names of quantities only, no numbers. Completions are sampled in batches with the
 engine. Every token that holds a digit is banned while sampling (--ban-digits, on by default: a
@@ -38,9 +38,10 @@ import time
 from collections import Counter
 from fractions import Fraction
 
-from common import COUNT, NONNEG, SEED, check_checkpoint, load_model, log_json, number, pad_id, pick_device, unwritable
+from comt.common import (COUNT, NONNEG, SEED, check_checkpoint, load_model, log_json, number, pad_id, pick_device,
+                         unwritable)
 from rewards import exact_number, has_digit
-from tasks import ANNOTATION, BENCHMARKS, benchmark_path, clean_solution, problems_for_cli
+from comt.tasks import ANNOTATION, BENCHMARKS, benchmark_path, clean_solution, problems_for_cli
 
 TEACHER_PROMPT = (
     "Here is a math word problem. Describe, step by step, how to solve it, in natural language and "
@@ -178,7 +179,7 @@ def model_plans(problems, args, rejected: Counter) -> dict:
     Counts each rejected sample's reason into `rejected`."""
     from tqdm import tqdm
 
-    from engine import Engine, stop_ids
+    from comt.engine import Engine, stop_ids
     tok = check_checkpoint(args.teacher, "--teacher")
     model = load_model(args.teacher, device=pick_device(args.device)).eval()
     pad = pad_id(tok)

@@ -82,7 +82,7 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 
 
 def tiny_model(vocab: int, seed: int = 0):
-    from model import ModelConfig, Transformer
+    from comt.model import ModelConfig, Transformer
     cfg = ModelConfig(model_type="llama", vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
     torch.manual_seed(seed)
@@ -92,7 +92,7 @@ def tiny_model(vocab: int, seed: int = 0):
 @pytest.fixture(scope="session")
 def tok():
     from base import train_tokenizer
-    from corpus import corpus_docs
+    from comt.corpus import corpus_docs
     return train_tokenizer(["".join(d) for d in corpus_docs(400, seed=0)], vocab_size=400)
 
 
@@ -120,7 +120,7 @@ def model_dir(tmp_path_factory, tok):
 
 def stopped(main, argv: list):
     """Run a stage's main(argv) that should save and stop before its last step: exit status STOPPED."""
-    from lifecycle import STOPPED
+    from comt.lifecycle import STOPPED
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == STOPPED, e.value.code
@@ -130,8 +130,9 @@ def stopped(main, argv: list):
 def locked_by_another_process(out: str):
     """Hold the run lock on `out` from a second process for the duration of the block."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    holder = subprocess.Popen([sys.executable, "-c", "import lifecycle, sys; lifecycle.lock_out(sys.argv[1]); "
-                               "print('locked', flush=True); sys.stdin.read()", out],
+    code = "import sys; from comt import lifecycle; lifecycle.lock_out(sys.argv[1]); print('locked', flush=True); " \
+           "sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", code, out],
                               cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from base import parse_args, train_tokenizer
-from corpus import corpus_docs, encode_doc, split_questions
-from tasks import CHAIN_EVENTS, FINAL_QUESTIONS, OOD_FRAMES, START_EVENTS, TRAIN_FRAMES, make_split
+from comt.corpus import corpus_docs, encode_doc, split_questions
+from comt.tasks import CHAIN_EVENTS, FINAL_QUESTIONS, OOD_FRAMES, START_EVENTS, TRAIN_FRAMES, make_split
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 SHIPPED = os.path.join(ROOT, "models", "base")
@@ -73,7 +73,7 @@ def test_plan_documents_are_plans_in_the_base_own_forms_never_the_template(last_
     numbering of the steps form, no execution
     and no answer; each step in the form's own wording; both forms present."""
     from rewards import has_digit
-    from tasks import OWN_STEP, PLAN_STEP
+    from comt.tasks import OWN_STEP, PLAN_STEP
     docs = plan_docs(last_docs)
     assert abs(len(docs) / len(last_docs) - shipped_shares()["plans"]) < 0.05
     forms = {"steps": 0, "reasoning": 0}
@@ -129,7 +129,7 @@ def test_post_training_data_hold_nothing_of_an_ood_split():
     train ranges or a distractor (one given number per step, one more for the first)."""
     import random
 
-    from corpus import taboo_words, worked_doc
+    from comt.corpus import taboo_words, worked_doc
     rng, taboo = random.Random(0), taboo_words(ood_nouns=True)
     replay = [worked_parts(*worked_doc(rng, taboo, world=False)) for _ in range(1000)]
     for question, solution in [(p.question, p.solution) for p in make_split("train", 1000)] + replay:
@@ -157,7 +157,7 @@ def test_corpus_does_hold_the_whole_world(docs):
 def test_the_world_arrives_over_the_build():
     """At the first step every worked problem is of the train recipe (in a fresh frame); at the last
     WORLD_RAMP's share of them is drawn across the world."""
-    from corpus import WORLD_RAMP
+    from comt.corpus import WORLD_RAMP
     first = [recipe_properties(*worked_parts(p, t)) for p, t in corpus_docs(1000, seed=1, progress=0.0) if p]
     assert all(not f["held_out"] and f["steps"] <= 5 and f["largest"] <= 99 and f["givens"] == f["steps"] + 1
                for f in first)
@@ -186,14 +186,14 @@ def test_worked_problems_supervise_execution_never_a_plan(docs, tok):
 
 def test_fresh_frames_never_repeat_and_never_use_a_split_person():
     import random
-    from corpus import fresh_frame, taboo_words
+    from comt.corpus import fresh_frame, taboo_words
     rng, taboo = random.Random(0), taboo_words()
     frames = [fresh_frame(rng, taboo) for _ in range(300)]
     words = [(f.item, *f.group, *f.mates, *(p.lower() for p in f.people)) for f in frames]
     assert not {w.lower() for ws in words for w in ws} & taboo
     assert {p.lower() for p in SPLIT_PEOPLE} == taboo
     assert len({(f.item, f.group, f.mates) for f in frames}) == len(frames)  # combinations are fresh
-    made_up = [f.item for f in frames if f.item not in __import__("corpus").ITEMS]
+    made_up = [f.item for f in frames if f.item not in __import__("comt.corpus", fromlist=["ITEMS"]).ITEMS]
     assert 0.25 < len(made_up) / len(frames) < 0.55
     replay = [fresh_frame(rng, taboo_words(ood_nouns=True)) for _ in range(300)]
     assert not OOD_WORDS & {w for f in replay for w in (f.item, *f.group, *f.mates)}
@@ -211,7 +211,7 @@ def test_tokenizer_reads_numbers_digit_by_digit(docs):
 def test_base_run_writes_a_checkpoint_transformers_opens(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from model import Transformer
+    from comt.model import Transformer
     out = tmp_path / "b"
     cmd = [sys.executable, "base.py", "--out", str(out), "--tokenizer-docs", "1500", "--vocab", "400", "--steps", "3",
            "--dim", "64", "--layers", "1", "--heads", "2", "--kv-heads", "1", "--eval-n", "4", "--batch", "4"]
@@ -241,7 +241,7 @@ def test_base_run_writes_a_checkpoint_transformers_opens(tmp_path):
 def test_shipped_base_opens_and_matches_its_build_summary():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from model import Transformer
+    from comt.model import Transformer
     build = json.load(open(os.path.join(SHIPPED, "build.json")))
     hf = AutoModelForCausalLM.from_pretrained(SHIPPED).eval()
     tok = AutoTokenizer.from_pretrained(SHIPPED)
@@ -264,10 +264,10 @@ def test_shipped_base_opens_and_matches_its_build_summary():
 def test_shipped_base_executes_gold_plans_and_plans_as_its_build_summary_says():
     """Recompute two figures of build.json: test problems from their gold plan and in the base's own
     plan form (greedy, 200)."""
-    from common import pad_id
-    from engine import Engine
-    from evaluate import greedy_judgements
-    from model import Transformer
+    from comt.common import pad_id
+    from comt.engine import Engine
+    from comt.evaluation import greedy_judgements
+    from comt.model import Transformer
     from transformers import AutoTokenizer
     build = json.load(open(os.path.join(SHIPPED, "build.json")))
     tok = AutoTokenizer.from_pretrained(SHIPPED)
@@ -276,14 +276,14 @@ def test_shipped_base_executes_gold_plans_and_plans_as_its_build_summary_says():
     judged = greedy_judgements(engine, tok, problems, 192, gold_plan=True)
     acc = sum(j.correct for j in judged) / len(judged)
     assert acc == pytest.approx(build["from_plan"]["test"], abs=0.015)  # a rare greedy tie may flip on another CPU
-    from evaluate import own_plan_judgements
+    from comt.evaluation import own_plan_judgements
     right = [j["plan_correct"] for j in own_plan_judgements(engine, tok, problems, 192)]
     assert sum(right) / len(right) == pytest.approx(build["own_plan"]["plan_correct"]["test"], abs=0.015)
 
 
 def test_digit_embeddings_start_on_the_circle_of_their_value(docs):
     from base import init_digit_embeddings
-    from model import ModelConfig, Transformer
+    from comt.model import ModelConfig, Transformer
     tok = train_tokenizer(["".join(d) for d in docs[:300]], vocab_size=400)
     model = Transformer(ModelConfig(model_type="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                                     num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)).init_weights()

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ccrl import kl_estimate, make_batches, policy_loss, token_logprobs
-from common import load_model
+from comt.common import load_model
 from conftest import tiny_model
-from lifecycle import STOPPED, fingerprint
+from comt.lifecycle import STOPPED, fingerprint
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 CLIP = dict(temperature=0.7, clip_low=0.2, clip_high=0.28)  # policy_loss settings

@@ -9,8 +9,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from conftest import locked_by_another_process, stopped
-import lifecycle
-from model import Transformer
+from comt import lifecycle
+from comt.model import Transformer
 import sft_comt
 
 RUN = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "6", "--warmup", "2", "--log-every", "1",

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from conftest import HF_CONFIGS, make_hf_model, ragged_batch, randomize_
-from engine import Engine
-from model import ModelConfig, Transformer
+from comt.engine import Engine
+from comt.model import ModelConfig, Transformer
 
 LENGTHS = [7, 1, 12, 4, 9, 12, 2, 5, 10]  # >= 8 prompts of different lengths
 NEW = 12

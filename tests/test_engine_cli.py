@@ -6,8 +6,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from engine import Engine
-from model import ModelConfig, Transformer
+from comt.engine import Engine
+from comt.model import ModelConfig, Transformer
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
@@ -33,7 +33,7 @@ def tiny_checkpoint(path, chat: bool):
 
 
 def run_cli(path, *args):
-    cmd = [sys.executable, "engine.py", "--model", str(path), "--prompt", "what is three plus four",
+    cmd = [sys.executable, "-m", "comt.engine", "--model", str(path), "--prompt", "what is three plus four",
            "--greedy", "--max-new-tokens", "6", "--device", "cpu", *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from evaluate import auroc, brier, ece, pass_at_k, planned_text, record_of, reliability, summarise
-from rewards import answer_correct, answer_span, judge, token_char_ends
-from tasks import Problem, plan_verdict
+from rewards import RewardSettings, answer_correct, answer_span, judge, token_char_ends
+from comt.tasks import Problem, plan_verdict
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 ARGS = SimpleNamespace(bins=10, overconf_threshold=0.9, conf_agg="geo", step_check="auto", samples=1)
@@ -19,8 +19,8 @@ ARGS = SimpleNamespace(bins=10, overconf_threshold=0.9, conf_agg="geo", step_che
 
 def judge_record(text, ids, logprobs, p, tok, args) -> dict:
     """The record evaluate keeps of one completion (text: the decoding of ids)."""
-    j = judge(text, logprobs, token_char_ends(tok, ids), p.answer, p.intermediates, agg=args.conf_agg,
-              check=args.step_check)
+    j = judge(text, logprobs, token_char_ends(tok, ids), p.answer, p.intermediates,
+              RewardSettings(agg=args.conf_agg, check=args.step_check))
     return record_of(j, plan_verdict(planned_text(text, p, args), p, j.correct))
 
 
@@ -158,7 +158,7 @@ def test_docstring_examples_hold():
     import doctest
 
     import evaluate
-    import show
+    from comt import show
     assert doctest.testmod(evaluate).failed == 0 and doctest.testmod(show).failed == 0
 
 
@@ -217,7 +217,7 @@ def test_gold_plan_prompts_judge_the_execution_against_the_gold_plan(tok):
         ids = tok(solution, add_special_tokens=False)["input_ids"]
         r = judge_record(solution, ids, [0.0] * len(ids), APPLES, tok, args)
         assert r["plan_correct"] and r["plan_followed"] == followed
-    from evaluate import prompt_ids
+    from comt.evaluation import prompt_ids
     assert tok.decode(prompt_ids(tok, APPLES, True)).endswith(GOLD_PLAN)
 
 
@@ -250,7 +250,7 @@ OWN_PLANS = {  # the base's own plan (evaluate.py --own-plan steps), hand-built:
 
 @pytest.mark.parametrize("kind", OWN_PLANS)
 def test_own_plans_are_judged_by_their_steps_in_the_asked_form(kind):
-    from tasks import own_plan_correct
+    from comt.tasks import own_plan_correct
     text, right = OWN_PLANS[kind]
     assert own_plan_correct(text, APPLES, "steps") is right
     if kind == "other own form":  # right in the form it is written in
@@ -267,7 +267,7 @@ class ScriptedEngine:
     def generate(self, prompts, **kw):
         import torch
 
-        from engine import Samples
+        from comt.engine import Samples
         rows = [self.tok(self.texts.pop(0), add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
                 for _ in prompts]
         self.prompts += prompts
@@ -280,7 +280,8 @@ class ScriptedEngine:
 
 
 def test_own_plan_evaluation_prompts_in_the_base_form_and_judges_what_it_writes(tok):
-    from evaluate import own_plan_judgements, own_plan_summary
+    from comt.evaluation import own_plan_judgements
+    from evaluate import own_plan_summary
     kinds = ["right plan", "short plan", "template form"]
     engine = ScriptedEngine(tok, [OWN_PLANS[k][0] for k in kinds])
     judged = own_plan_judgements(engine, tok, [APPLES] * 3, 64, "steps", batch=2)
@@ -303,10 +304,10 @@ def test_cli_own_plan_mode_writes_plan_correct_per_split(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "| checkpoint, own plans: plan correct (steps) | test | ood_steps |" in res.stdout
     saved = json.loads(out.read_text())["results"]["base"]
-    from common import check_checkpoint, load_model, pad_id
-    from engine import Engine
-    from evaluate import own_plan_judgements
-    from tasks import make_split, own_plan_text
+    from comt.common import check_checkpoint, load_model, pad_id
+    from comt.engine import Engine
+    from comt.evaluation import own_plan_judgements
+    from comt.tasks import make_split, own_plan_text
     tok = check_checkpoint(base, "--ckpt")
     engine = Engine(load_model(base).eval(), pad_id=pad_id(tok))
     exact = 0
@@ -318,3 +319,21 @@ def test_cli_own_plan_mode_writes_plan_correct_per_split(tmp_path):
                 exact += 1
                 assert right, text
     assert exact >= 4 and saved["test"]["plan_correct"] > 0.5
+
+
+@pytest.mark.cli
+def test_show_prints_each_checkpoints_own_reward_parts(model_dir, tmp_path, capsys):
+    """A checkpoint trained with --conf-weight 0.25 is shown at 0.25; one that records no reward says so."""
+    import ccrl
+    import evaluate
+    out = str(tmp_path / "rl")
+    ccrl.main(["--init", model_dir, "--out", out, "--n-train", "8", "--steps", "1", "--prompts-per-step", "2",
+               "--group-size", "2", "--max-new-tokens", "8", "--eval-n", "0", "--conf-weight", "0.25"])
+    capsys.readouterr()
+    evaluate.main(["--ckpt", model_dir, out, "--splits", "test", "--n", "1", "--show", "1", "--no-plots",
+                   "--max-new-tokens", "8", "--json", str(tmp_path / "e.json")])
+    parts = [line for line in capsys.readouterr().out.splitlines() if "reward parts" in line]
+    assert len(parts) == 2
+    base, rl = parts
+    assert "(no reward recorded with this checkpoint; ccrl.py's defaults)" in base and " 0.5 x confidence" in base
+    assert "reward parts: correct" in rl and " 0.25 x confidence term" in rl

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.skipif(
 def test_converted_smollm2_matches_transformers(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gguf_to_hf import convert, default_gguf
-    from model import Transformer
+    from tools.gguf_to_hf import convert, default_gguf
+    from comt.model import Transformer
     info = convert(default_gguf(), str(tmp_path))
     assert info["model_type"] == "llama" and info["eos"] == "<|im_end|>" and info["chat_template"]
     tok = AutoTokenizer.from_pretrained(tmp_path)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import stopped
-import lifecycle
+from comt import lifecycle
 import sft_comt
 from test_ccrl import SMALL, log_rows, run_ccrl
-from tasks import MAX_LINE
+from comt.tasks import MAX_LINE
 from test_sft import COMMON, ROOT, free_port, run_sft
 
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2")
@@ -57,7 +57,7 @@ dist.init_process_group("gloo")
 from torch.distributed.fsdp import fully_shard
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-from lifecycle import load_optimizer_shards
+from comt.lifecycle import load_optimizer_shards
 torch.manual_seed(0)
 m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
 for block in m:
@@ -200,7 +200,7 @@ def test_teacher_never_writes_over_its_data(tmp_path):
 
 
 def test_repeated_problem_ids_are_refused(tmp_path):
-    from tasks import problems_for_cli
+    from comt.tasks import problems_for_cli
     rows = [dict(id=0, question="What is 2 + 3?", answer="5"), dict(id=0, question="What is 4 + 4?", answer="8")]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -358,7 +358,7 @@ def test_a_refusal_under_torchrun_is_one_line_from_one_rank(model_dir, tmp_path)
 
 def test_engine_cli_refuses_empty_and_over_long_prompts(model_dir):
     for prompt, words in (("  ", "--prompt is empty"), ("apples " * 2000, "longer than the")):
-        res = subprocess.run([sys.executable, "engine.py", "--model", model_dir, "--prompt", prompt], cwd=ROOT,
+        res = subprocess.run([sys.executable, "-m", "comt.engine", "--model", model_dir, "--prompt", prompt], cwd=ROOT,
                              capture_output=True, text=True)
         assert words in one_line(res)
 
@@ -378,7 +378,7 @@ def test_unwritable_outputs_are_found_before_the_work(script, tmp_path):
 
 
 def test_refusals_name_their_cause(model_dir, tmp_path):
-    from common import check_checkpoint
+    from comt.common import check_checkpoint
     out = tmp_path / "o"
     out.mkdir()
     (out / lifecycle.RUN_FILE).write_text("{not json")

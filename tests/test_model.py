@@ -5,7 +5,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from conftest import HF_CONFIGS, make_hf_model, ragged_batch, randomize_
-from model import ModelConfig, Transformer, UnsupportedModelError
+from comt.model import ModelConfig, Transformer, UnsupportedModelError
 
 TOL = 1e-4
 LENGTHS = [5, 17, 1, 11, 17, 3]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tasks import load_problems
+from comt.tasks import load_problems
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
@@ -32,7 +32,7 @@ def test_smollm2_gsm8k_recipe(tmp_path):
     smol, targets = str(tmp_path / "smollm2"), str(tmp_path / "gsm8k64.jsonl")
     sft, rl, ev = str(tmp_path / "comt"), str(tmp_path / "ccrl"), str(tmp_path / "eval.json")
     steps = [
-        ["gguf_to_hf.py", "--out", smol],
+        ["tools/gguf_to_hf.py", "--out", smol],
         ["teacher.py", "--teacher", "rules", "--data", "gsm8k:train", "--limit", "64", "--out", targets],
         ["sft_comt.py", "--model", smol, "--data", "gsm8k:train", "--limit", "64", "--targets", targets,
          "--steps", "4", "--batch", "8", "--micro-batch", "4", "--lr", "1e-5", "--eval-n", "0", "--out", sft],

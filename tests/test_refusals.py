@@ -8,10 +8,10 @@ import pytest
 
 import base
 import ccrl
-from common import check_checkpoint, pick_device
+from comt.common import check_checkpoint, pick_device
 import evaluate
 import sft_comt
-from tasks import problems_for_cli
+from comt.tasks import problems_for_cli
 
 
 @pytest.mark.parametrize("parse, argv, words", [
@@ -113,7 +113,9 @@ def test_evaluation_skips_over_long_problems_with_a_count(model_dir, tmp_path, c
     assert (res["n"], res["skipped"]) == (1, 1)
 
 
-def test_format_meta_is_read_as_comt(capsys):
-    assert sft_comt.parse_args(["--format", "meta"]).format == "comt"
-    assert "now called --format comt" in capsys.readouterr().err
+def test_format_is_comt_or_cot_and_comt_by_default(capsys):
+    with pytest.raises(SystemExit):
+        sft_comt.parse_args(["--format", "plans"])
+    assert "invalid choice: 'plans' (choose from" in capsys.readouterr().err
     assert sft_comt.parse_args([]).format == "comt" and sft_comt.parse_args([]).out == "runs/sft_comt"
+    assert sft_comt.parse_args(["--format", "cot"]).out == "runs/sft_cot"

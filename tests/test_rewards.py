@@ -7,8 +7,9 @@ import signal
 import pytest
 import torch
 
-from rewards import (answer_correct, confidence, confidence_term, extract_answer, group_advantages, judge, mixed_groups,
-                     parse_number, safe_eval, segment_steps, step_right, token_char_ends, token_spans)
+from rewards import (RewardSettings, answer_correct, confidence, confidence_term, extract_answer, group_advantages,
+                     judge, mixed_groups, parse_number, safe_eval, segment_steps, step_right, token_char_ends,
+                     token_spans)
 
 EXTRACTION = [  # (text, strict, lenient)
     ("Answer: 42", 42, 42),
@@ -136,7 +137,7 @@ ADVERSARIAL = {  # a million characters each: linear parsing reads them in about
 def test_adversarial_text_is_parsed_in_linear_time(name):
     text = ADVERSARIAL[name]
     with time_bound(60):
-        s = judge(text, [-0.1] * len(text), list(range(1, len(text) + 1)), gold_answer="3", gold_values=[3])
+        s = judge(text, [-0.1] * len(text), list(range(1, len(text) + 1)), "3", [3], RewardSettings())
         extract_answer(text, lenient=True)
     assert s.step_confs == [] and math.isfinite(s.reward)
 
@@ -200,10 +201,12 @@ def test_confidence_terms_by_hand():
     assert confidence_term([], [], missing=2) == -1.0
 
 
-def scored(text, probs, reward="ccrl", **kw):
-    """Score text whose every character is one token with the given probability (default 1)."""
+def scored(text, probs, reward="ccrl", gold_answer="", gold_values=(), **settings):
+    """Score text whose every character is one token with the given probability (default 1), with
+    RewardSettings(kind=reward, **settings)."""
     lps = [math.log(probs.get(i, 1.0)) for i in range(len(text))]
-    return judge(text, lps, list(range(1, len(text) + 1)), reward=reward, **kw)
+    return judge(text, lps, list(range(1, len(text) + 1)), gold_answer, list(gold_values),
+                 RewardSettings(kind=reward, **settings))
 
 
 # "a = 2 + 3 = 5\nb = 5 * 4 = 21\nAnswer: 21": result "5" is char 12, result "21" chars 26-27.
@@ -295,8 +298,8 @@ def test_rewards_never_raise_on_arbitrary_text():
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(300)]
     for t in texts:
         lps = [-0.1] * len(t)
-        for kw in (dict(), dict(form="brier", agg="min", check="gold"), dict(reward="outcome", check="outcome")):
-            s = judge(t, lps, list(range(1, len(t) + 1)), gold_answer="3", gold_values=[3.0], **kw)
+        for kw in (dict(), dict(form="brier", agg="min", check="gold"), dict(kind="outcome", check="outcome")):
+            s = judge(t, lps, list(range(1, len(t) + 1)), "3", [3.0], RewardSettings(**kw))
             assert math.isfinite(s.reward)
         extract_answer(t, lenient=True)
 

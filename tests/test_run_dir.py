@@ -15,7 +15,7 @@ import torch
 import ccrl
 from conftest import locked_by_another_process, stopped
 import experiment
-import lifecycle
+from comt import lifecycle
 import sft_comt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +49,7 @@ class Planted:
 def test_a_crafted_training_state_runs_no_code(model_dir, tmp_path):
     out, marker = tmp_path / "o", tmp_path / "ran"
     out.mkdir()
+    (out / lifecycle.RUN_FILE).write_text(json.dumps(dict(script="sft_comt.py")))  # a run of this script, so it is read
     torch.save(dict(step=1, args=dict(steps=4), planted=Planted(str(marker))), out / lifecycle.STATE_FILE)
     with pytest.raises(SystemExit, match="not a readable training state"):
         sft_comt.main(["--model", model_dir, "--out", str(out), *SFT])
@@ -87,9 +88,9 @@ def test_a_directory_that_is_not_this_scripts_run_is_refused_untouched(model_dir
     with pytest.raises(SystemExit, match="holds a run of sft_comt.py"):  # a failed resume changes nothing
         ccrl.main(["--out", sft, "--resume"])
     assert tree_digest(sft) == before
-    base = tmp_path / "base"  # a finished base build: the shipped models/base looks like this
+    base = tmp_path / "base"  # a finished base build, as the shipped models/base is
     shutil.copytree(model_dir, base)
-    (base / "build.json").write_text(json.dumps(dict(command="python base.py")))
+    shutil.copy(os.path.join(ROOT, "models", "base", "run.json"), base)
     with pytest.raises(SystemExit, match="holds a run of base.py"):
         sft_comt.main(["--model", model_dir, "--out", str(base), *SFT])
     file = tmp_path / "a_file"
@@ -120,7 +121,7 @@ def test_a_new_run_keeps_the_finished_one_whole_until_its_first_checkpoint(model
 
 
 def test_a_resume_on_changed_inputs_is_refused_before_any_byte_changes(model_dir, tmp_path):
-    from tasks import make_split
+    from comt.tasks import make_split
     data, targets, out = tmp_path / "d.jsonl", tmp_path / "t.jsonl", str(tmp_path / "o")
     problems = make_split("train", 48)
     rows = [dict(id=p.id, question=p.question, answer=p.answer) for p in problems]
@@ -189,7 +190,7 @@ def test_two_experiments_on_one_out_and_a_resume_by_another_command(tmp_path, mo
 
 
 def test_json_written_is_strict_and_gold_answers_are_exact(model_dir, tmp_path):
-    from tasks import read_jsonl
+    from comt.tasks import read_jsonl
     out = str(tmp_path / "o")
     ccrl.main(["--init", model_dir, "--out", out, *RL])  # a random model: nothing to measure for some metrics
     lines = open(os.path.join(out, "log.jsonl")).read().splitlines()
@@ -253,10 +254,10 @@ def test_evaluate_n_0_reads_every_row(model_dir, tmp_path):
 
 
 def test_printed_model_text_shows_control_characters(capsys):
-    from show import Mark, render_ansi, render_plain
+    from comt.show import Mark, render_ansi, render_plain
     text = "x = 2 + 2 = 4\x1b]0;owned\x07\x1b[2J"
     for render in (render_plain, render_ansi):
         shown = render(text, [Mark(12, 13, 0.9, True)])
         assert "\x07" not in shown and "\\x1b]0;owned\\x07\\x1b[2J" in shown
-    r = subprocess.run([sys.executable, "show.py", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.startswith("usage: show.py")
+    r = subprocess.run([sys.executable, "-m", "comt.show", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("usage: python -m comt.show")

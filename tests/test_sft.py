@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from lifecycle import STOPPED
-from model import Transformer
+from comt.lifecycle import STOPPED
+from comt.model import Transformer
+from comt.training import Dist, Run
 from sft_comt import collate, train_step
-from tasks import Problem, encode_example, make_split
+from comt.tasks import Problem, encode_example, make_split
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 PROBLEM = Problem(id="h1", question="Mia has 3 bags with 4 apples in each bag. How many apples?", answer="12",
@@ -77,7 +78,8 @@ def test_loss_is_token_mean_and_accumulation_does_not_change_the_step(tok):
         want = loss_by_hand(model, examples, tok.pad_token_id).item()
         opt = torch.optim.SGD(model.parameters(), lr=1.0)  # the update is the gradient (Adam's first step is not)
         micro = [collate(examples[i:i + micro_size], tok.pad_token_id) for i in range(0, 8, micro_size)]
-        loss, _ = train_step(model, opt, micro, n_sup, world=1, grad_clip=1e9)
+        run = Run(args=None, dist=Dist(), device=torch.device("cpu"), tok=None, model=model, opt=opt)
+        loss, _ = train_step(run, micro, n_sup, grad_clip=1e9)
         assert loss == pytest.approx(want, rel=1e-5)
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert not torch.equal(params[0], torch.cat([p.detach().flatten() for p in tiny_model(len(tok)).parameters()]))
@@ -86,7 +88,7 @@ def test_loss_is_token_mean_and_accumulation_does_not_change_the_step(tok):
 
 
 def test_length_groups_split_where_padding_costs_more_than_a_micro_batch():
-    from training import length_groups
+    from comt.training import length_groups
     # sorted 91 130 130 131 | 235: padded cells 4*131 + 235 plus two longest rows (1229) beat
     # one micro-batch (5*235 + 235 = 1410) and three (91 + 3*131 + 235 + 3*235 = 1424)
     assert length_groups([235, 130, 91, 131, 130], 8) == [[2, 1, 4, 3], [0]]
@@ -182,7 +184,7 @@ def test_non_finite_loss_stops_without_touching_the_checkpoint(model_dir, tmp_pa
 
 
 def test_replay_share_of_a_batch_is_what_was_set(tok):
-    from corpus import split_questions
+    from comt.corpus import split_questions
     from sft_comt import global_batch
     examples = [encode_example(tok, p, "comt") for p in make_split("train", 40)]
     lengths = tuple(len(ids) for ids, _ in examples)

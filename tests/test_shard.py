@@ -15,8 +15,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import tiny_model
-from model import Transformer
-from training import Dist, shard_model
+from comt.model import Transformer
+from comt.training import Dist, shard_model
 from test_ccrl import log_rows, samples
 from test_sft import COMMON, ROOT, free_port, logged_losses, run_sft
 
@@ -86,20 +86,20 @@ def test_grad_checkpoint_keeps_less_for_backward_and_gives_the_same_gradients():
 def rl_update(model, rows, kept_totals, world: int):
     """ccrl.policy_update on `rows` (seqs, prompt lens, advantages) with fixed settings; the grad norm."""
     import argparse
-    from ccrl import Kept, Run, policy_update
-    args = argparse.Namespace(loss_agg="token", max_new_tokens=8, micro_batch=2, ppo_epochs=2, temperature=1.0,
-                              clip_low=0.2, clip_high=0.28, kl_coef=0.0, kl_est="k3", grad_clip=1.0, out="-",
-                              shard=world > 1)
+    from ccrl import Kept, Rollout, Run, UpdateSettings, policy_update
+    from rewards import RewardSettings
+    u = UpdateSettings(loss_agg="token", max_new_tokens=8, micro_batch=2, ppo_epochs=2, temperature=1.0,
+                       clip_low=0.2, clip_high=0.28, kl_coef=0.0, kl_est="k3", grad_clip=1.0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
     d = Dist(dist.get_rank(), world) if world > 1 else Dist()
-    run = Run(args, d, torch.device("cpu"), None, model, opt, torch.autocast("cpu", enabled=False), {}, None)
+    run = Run(args=argparse.Namespace(out="-"), dist=d, device=torch.device("cpu"), tok=None, model=model, opt=opt,
+              sharded=world > 1, reward=RewardSettings(), update=u)
     seqs, plens, adv = rows
     kept = Kept(torch.ones(1, dtype=torch.bool), list(range(len(seqs))), adv, kept_totals)
     norms = []
     for step in range(3):
-        from ccrl import Rollout
-        ro = Rollout(seqs, plens, judged=[], group_size=1, completion_tokens=0, examples=[])
-        norms.append(policy_update(run, ro, kept, step)[1])
+        ro = Rollout(seqs, plens, judged=[], group_size=1, completion_tokens=0, problems=[])
+        norms.append(policy_update(run, ro, kept, u, step)[1])
     return norms
 
 

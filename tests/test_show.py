@@ -13,9 +13,9 @@ import ccrl
 from conftest import stopped
 import evaluate
 from rewards import token_char_ends
-from rewards import judge
-from show import Example, html_page, marks, render_ansi, render_html, render_plain, verdict
-from tasks import Problem
+from rewards import RewardSettings, judge
+from comt.show import Example, html_page, marks, render_ansi, render_html, render_plain, verdict
+from comt.tasks import Problem
 from test_rewards import digit_bpe
 
 TEXT = "Solution:\ntotal = 120 + 35 = 155\nrest = 155 - 40 = 116\nAnswer: 116"
@@ -23,7 +23,8 @@ PROBLEM = Problem(id="x", question="q", answer="115", intermediates=[Fraction(15
 
 
 def example(name, p, text, logprobs, char_ends, **settings) -> Example:
-    return Example(name, p.question, p.answer, judge(text, logprobs, char_ends, p.answer, p.intermediates, **settings))
+    return Example(name, p.question, p.answer, judge(text, logprobs, char_ends, p.answer, p.intermediates,
+                                                      RewardSettings(**settings)))
 
 
 @pytest.mark.parametrize("which", ["tiny", "merging_bpe"])
@@ -76,7 +77,7 @@ def test_terminal_colours_only_on_a_terminal(model_dir, tmp_path, capsys, tok):
                    "--show", "2", "--json", out, "--no-plots"])
     printed = capsys.readouterr().out  # captured: not a TTY
     assert "\x1b[" not in printed
-    assert printed.count("=== test, problem") == 2 and printed.count("reward parts: correct") == 4
+    assert printed.count("=== test, problem") == 2 and printed.count("reward parts") == 4
     with open(str(tmp_path / "e_examples.html")) as f:
         assert f.read().count('<div class="q">') == 2
 

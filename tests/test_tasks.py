@@ -5,8 +5,8 @@ from fractions import Fraction
 
 import pytest
 
-from tasks import (BENCHMARKS, FINAL_QUESTIONS, SPLITS, TRAIN_FRAMES, canonical_answer, comt_target, cot_text,
-                   default_data_dir, load_problems, make_split)
+from comt.tasks import (BENCHMARKS, FINAL_QUESTIONS, SPLITS, TRAIN_FRAMES, canonical_answer, comt_target, cot_text,
+                        default_data_dir, load_problems, make_split)
 
 N = 2000
 NUM = re.compile(r"\d+")

@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-import engine
-from engine import Samples
-from tasks import load_problems
+from comt import engine
+from comt.engine import Samples
+from comt.tasks import load_problems
 import teacher
 
 ROOT = __file__.rsplit("/tests/", 1)[0]

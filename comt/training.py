@@ -1,18 +1,19 @@
 """
-What the two training stages (sft_comt.py, ccrl.py) share: torchrun set-up, token rows (one padder,
-one masked log-prob), the learning-rate schedule, gradient synchronisation and clipping, autocast,
-and FSDP2 sharding (--shard).
+What the two training stages (sft_comt.py, ccrl.py) share, one banner each: torchrun set-up; the run
+record; ranks (the one place where a step's work is split over ranks and its gradients summed, for
+both stages); token rows (one padder, one masked log-prob); the optimiser's schedule, clipping and
+autocast; FSDP2 sharding (--shard).
 """
 import argparse
 import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from common import pick_device, pick_dtype
+from comt.common import pick_device, pick_dtype
 
 
 # -----------------------------------------------------------------------------
@@ -108,18 +109,76 @@ def close_distributed(d: Dist):
         dist.barrier()
         dist.destroy_process_group()
 
-@dataclass
+# -----------------------------------------------------------------------------
+# The run record
+
+
+@dataclass(kw_only=True)
 class Run:
-    """What every training step reads; sft_comt.Run and ccrl.Run add their stage's own."""
+    """What a stage's step and loop read; sft_comt.Run and ccrl.Run add their stage's own."""
     args: argparse.Namespace
     dist: Dist
     device: torch.device
     tok: object
     model: torch.nn.Module
     opt: torch.optim.Optimizer
-    autocast: object  # the autocast context of --dtype (off under --shard)
-    totals: dict  # counts and seconds carried in the checkpoint
-    log_path: object  # lifecycle.RunLog on the main rank, None elsewhere
+    autocast: object = contextlib.nullcontext()  # the autocast context of --dtype (off under --shard)
+    sharded: bool = False  # the model is split over the ranks (FSDP2, --shard); else whole on every rank
+    totals: dict = field(default_factory=dict)  # counts and seconds carried in the checkpoint
+    log_path: object = None  # lifecycle.RunLog on the main rank, None elsewhere
+    script: str = ""  # the script's file name, recorded in the run directory
+    checks: dict = field(default_factory=dict)  # fingerprints of the inputs (lifecycle.CHECKS)
+
+
+# -----------------------------------------------------------------------------
+# Ranks: how a step's work is shared. Every rank takes every world-th row of the global batch and
+# runs the same loss, a sum over the whole global batch with global weights; the gradients are then
+# summed over the ranks. Whole model on every rank: each backward leaves this rank's part, and
+# sum_grads adds the parts up. Sharded (FSDP2): each backward reduces over the ranks itself, as an
+# average, so the loss is scaled by the world size first; and since every forward is a collective,
+# every rank runs as many micro-batches as any other (even_out pads with batches that train nothing).
+# One process is the world of one. The step functions call these and never ask which case they are in.
+
+
+def my_share(rows: list, run: Run) -> list:
+    """This rank's rows of a global batch: every world-th, from its rank."""
+    return rows[run.dist.rank::run.dist.world]
+
+
+def even_out(batches: list, empty, run: Run) -> list:
+    """Sharded: `batches` padded with `empty` (a batch that trains nothing) to as many as any rank
+    holds. Otherwise as they are."""
+    return as_many_as_any_rank(batches, empty, run.dist) if run.sharded else batches
+
+
+def backward(loss: torch.Tensor, run: Run):
+    """Backward of this rank's part of a loss summed over the global batch (see the banner)."""
+    (loss * run.dist.world if run.sharded else loss).backward()
+
+
+def sum_grads(run: Run):
+    """After a step's backward passes, give every rank the gradient of the whole global batch. A
+    parameter no row reached (a rank or step with nothing to train on) gets zeros, so the optimiser
+    step is the same as if those rows had run. Sharded, the backward passes have already reduced."""
+    if run.sharded:
+        return
+    for p in run.model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        all_reduce_sum(p.grad, run.dist)
+
+
+class Laps:
+    """Seconds since the start of a step at named marks: laps = Laps(); ...; laps.mark("sample")."""
+
+    def __init__(self):
+        self.t0, self.at = time.time(), {}
+
+    def mark(self, name: str):
+        self.at[name] = time.time() - self.t0
+
+    def total(self) -> float:
+        return time.time() - self.t0
 
 
 # -----------------------------------------------------------------------------
@@ -167,12 +226,32 @@ def target_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, temperature: f
     return torch.log_softmax(logits / temperature, -1).gather(-1, ids[:, 1:][target][:, None])[:, 0]
 
 
+# -----------------------------------------------------------------------------
+# The optimiser: learning-rate schedule, gradient clipping, autocast
+
+
 def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
     """Linear warm-up over `warmup` steps, then cosine decay to 10% of `peak` at `total`."""
     if step < warmup:
         return peak * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def set_lr(opt, lr: float):
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def clip_grads(model, max_norm: float) -> float:
+    """Clip the gradient norm (over every rank's shards when sharded) to max_norm; returns the norm
+    before clipping."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if hasattr(norm, "full_tensor"):  # a DTensor: the shards' partial norms, combined
+        norm = norm.full_tensor()
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm.item()
 
 
 def autocast_for(args, device: torch.device):
@@ -182,12 +261,11 @@ def autocast_for(args, device: torch.device):
 
 
 # -----------------------------------------------------------------------------
-# Sharding (--shard, FSDP2): each decoder block, then the root (embeddings, final norm, head), is split
-# over a 1-D mesh of all ranks, so a rank keeps 1/N of the weights, their gradients and the AdamW
-# state; a block's full weights are gathered for its forward and backward and freed after. Its
-# gradients are averaged over ranks, as under DDP, so the losses are scaled the same way. Every
-# forward is a collective: each rank must run the same number of them (the stages pad with empty
-# micro-batches). With a compute dtype below float32 the gathered weights are cast to it (bf16
+# Sharding and memory (--shard: FSDP2; --offload; --grad-checkpoint): each decoder block, then the
+# root (embeddings, final norm, head), is split over a 1-D mesh of all ranks, so a rank keeps 1/N of
+# the weights, their gradients and the AdamW state; a block's full weights are gathered for its
+# forward and backward and freed after. How its gradient reduction and collective forwards are met:
+# the Ranks banner. With a compute dtype below float32 the gathered weights are cast to it (bf16
 # compute, fp32 master weights and gradient reductions) instead of autocast.
 
 
@@ -223,7 +301,7 @@ def full_params(model):
 def gathered_copy(model, keep: bool, device="cpu", dtype=torch.float32):
     """A plain (unsharded) Transformer with the model's current weights on the ranks where keep is
     True (None elsewhere); every rank calls it."""
-    from model import Transformer
+    from comt.model import Transformer
     state = {name: t.to(device=device, dtype=dtype) for name, t in full_params(model) if keep}
     return Transformer.from_state(model.config, state, device, dtype) if keep else None
 
@@ -238,50 +316,18 @@ def refresh_copy(copy, model) -> float:
     return time.time() - t0
 
 
-@contextlib.contextmanager
-def no_grad_sync(model):
-    """Backward passes inside only accumulate gradients; the next one outside reduces them over the
-    ranks (DDP's no_sync, FSDP2's set_requires_gradient_sync)."""
-    if not is_sharded(model):
-        with model.no_sync():
-            yield
-        return
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
-
-
-def clip_grads(model, max_norm: float) -> float:
-    """Clip the gradient norm (over every rank's shards when sharded) to max_norm; returns the norm
-    before clipping."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    if hasattr(norm, "full_tensor"):  # a DTensor: the shards' partial norms, combined
-        norm = norm.full_tensor()
-    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
-    return norm.item()
-
-
 def peak_memory(device: torch.device) -> dict:
     """{peak_memory_gb: ...} on a GPU, for a summary line; nothing elsewhere."""
     return dict(peak_memory_gb=round(torch.cuda.max_memory_allocated(device) / 2**30, 2)) if device.type == "cuda" \
         else {}
 
 
-def set_up_shard(args, model, device: torch.device):
-    """Apply --grad-checkpoint and --shard to a freshly loaded model (before its optimiser is built);
-    returns the compute dtype (autocast's without --shard)."""
-    model.grad_checkpoint = args.grad_checkpoint
-    compute = pick_dtype(args.dtype, device)
+def refuse_bad_memory_flags(args, device: torch.device, script: str):
+    """One line for --shard outside torchrun and for --offload where it cannot apply."""
     if args.offload and not args.shard:
         raise SystemExit("--offload shards to CPU memory: it needs --shard")
     if args.offload and device.type != "cuda":
         raise SystemExit("--offload moves GPU memory to the CPU: on the CPU there is nothing to offload; drop it")
-    if args.shard:
-        if "RANK" not in os.environ:
-            raise SystemExit(f"--shard runs under torchrun, e.g. torchrun --nproc_per_node 2 {args._script} "
-                             f"--shard ... (--nproc_per_node 1 with --offload for one GPU)")
-        shard_model(model, device, compute, args.offload)
-    return compute
+    if args.shard and "RANK" not in os.environ:
+        raise SystemExit(f"--shard runs under torchrun, e.g. torchrun --nproc_per_node 2 {script} --shard ... "
+                         f"(--nproc_per_node 1 with --offload for one GPU)")

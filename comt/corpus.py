@@ -41,8 +41,8 @@ Corpus (drawn fresh for every step, one document per row; `corpus_docs` and the 
 import random
 from dataclasses import replace
 
-from tasks import (CHAIN_EVENTS, OOD_FRAMES, OPS, OWN_FORMS, OWN_HEADERS, SPLITS, START_EVENTS, TRAIN_FRAMES,
-                   TRAIN_RECIPE, Frame, Recipe, generate_problem, hash_bucket, make_split, own_plan_text)
+from comt.tasks import (CHAIN_EVENTS, OOD_FRAMES, OPS, OWN_FORMS, OWN_HEADERS, SPLITS, START_EVENTS, TRAIN_FRAMES,
+                        TRAIN_RECIPE, Frame, Recipe, generate_problem, hash_bucket, make_split, own_plan_text)
 
 STANDARD_SIZES = {"train": 8000, "val": 500, "test": 500, "ood_template": 500, "ood_steps": 500,
                   "ood_numbers": 500, "ood_distractor": 500}

@@ -14,9 +14,9 @@ import sys
 
 import torch
 
-from common import COUNT, DTYPES, why
-from training import (Dist, all_reduce_sum, barrier, close_distributed, gathered_copy, init_distributed, is_sharded,
-                      main_decides)
+from comt.common import COUNT, DTYPES, PARTIAL, STATE_FILE, load_train_state, why
+from comt.training import (Dist, all_reduce_sum, barrier, close_distributed, gathered_copy, init_distributed,
+                           is_sharded, main_decides)
 
 # -----------------------------------------------------------------------------
 # Checkpoints: a Hugging Face directory (the run's --out) holding model, tokenizer, train_state.pt,
@@ -33,20 +33,16 @@ from training import (Dist, all_reduce_sum, barrier, close_distributed, gathered
 # a new run over a finished one logs into OUT/.partial until its first checkpoint commits, and that
 # commit replaces the old run whole (RunLog), so a new run stopped early leaves the old one intact.
 #
-# A run claims OUT only when it is absent, empty, or a run of the same script (run.json; for a run
-# written before run.json existed, build.json or the flags in its training state), and never the
-# model it starts from. Nothing is read with pickle's code execution (weights_only) and no symlink
+# A run claims OUT only when it is absent, empty, or a run of the same script (run.json), and never
+# the model it starts from. Nothing is read with pickle's code execution (weights_only) and no symlink
 # inside OUT is written through. A lock on OUT (held until the process ends, however it ends)
 # refuses a second run on the same directory.
 
-STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
 LOG_FILES = (LOG_FILE, "examples.txt")  # what a run appends to as it goes (ccrl.py --log-examples writes the second)
 RUN_FILE = "run.json"
-PARTIAL = ".partial"
 SHARDS = "optimizer_shards"  # a --shard run's optimiser state: one file per rank (torch.distributed.checkpoint)
 STOPPED = 3  # exit status of a run that saved and stopped before its last step (a signal, or --stop-at)
-OWN_FLAG = {"worked": "base.py", "format": "sft_comt.py", "reward": "ccrl.py"}  # a flag only that script has
 LOCK_FILE = ".lock"  # held by the run using OUT (lock_out); never part of a checkpoint
 _locks: dict = {}  # real path of a claimed --out -> its held FileLock
 
@@ -155,19 +151,6 @@ def current_umask() -> int:
     return mask
 
 
-def load_train_state(out: str, mmap: bool = False, partial: bool = False) -> dict | None:
-    """The training state of the checkpoint in `out` (or of the save committed in OUT/.partial);
-    None when there is none. Read with weights_only: a crafted file cannot run code."""
-    path = os.path.join(out, PARTIAL, STATE_FILE) if partial else os.path.join(out, STATE_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:
-        return torch.load(path, weights_only=True, mmap=mmap)
-    except Exception as e:  # a truncated or foreign file: torch raises several kinds
-        raise SystemExit(f"{path}: not a readable training state ({why(e)}); start a new run in another --out") \
-            from None
-
-
 def run_owner(out: str) -> str | None:
     """The script whose run `out` holds (see above); None when it holds none."""
     try:
@@ -178,17 +161,13 @@ def run_owner(out: str) -> str | None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SystemExit(f"--out {out}: its {RUN_FILE} cannot be read ({why(e)}), so whose run it holds is unknown; "
                          f"choose another --out") from None
-    if os.path.isfile(os.path.join(out, "build.json")):
-        return "base.py"
-    state = load_train_state(out, mmap=True) or load_train_state(out, mmap=True, partial=True)
-    flags = state.get("args", {}) if isinstance(state, dict) else {}
-    return next((script for flag, script in OWN_FLAG.items() if flag in flags), None)
+    return None
 
 
-def refuse_foreign_out(args):
+def refuse_foreign_out(args, script: str):
     """Exit in one line, before anything is written, when --out is not this script's to use: it holds
     something else than a run of this script, a symlink, or is the model the run starts from."""
-    out, script = args.out, args._script
+    out = args.out
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"--out {out}: is a file, not a directory")
     start = getattr(args, "init", None) or getattr(args, "model", None)
@@ -209,7 +188,7 @@ def refuse_foreign_out(args):
                          f"its own runs, so choose another --out")
 
 
-def claim_out(args, d: Dist) -> dict | None:
+def claim_out(args, d: Dist, script: str) -> dict | None:
     """Take --out for this run: refuse a directory that is not this script's, lock it, finish a save a
     kill cut short, and return the training state to resume (--resume). A new run is refused where it
     would overwrite an unfinished one."""
@@ -219,7 +198,7 @@ def claim_out(args, d: Dist) -> dict | None:
 
     def claim():
         try:
-            refuse_foreign_out(args)
+            refuse_foreign_out(args, script)
             lock_out(args.out)
             finish_interrupted_save(args.out)
         except OSError as e:  # a directory that cannot be read or written
@@ -238,8 +217,6 @@ def claim_out(args, d: Dist) -> dict | None:
 def trim_logs(out: str, state: dict):
     """Cut the logs back to their length at the checkpoint: the lines after it were written by steps
     the checkpoint does not hold, and the resumed run writes them again."""
-    if "log_bytes" not in state:  # a checkpoint written before the lengths were recorded
-        return
     for name in LOG_FILES:
         path, size = os.path.join(out, name), state["log_bytes"].get(name, 0)
         if os.path.isfile(path) and os.path.getsize(path) > size:
@@ -263,21 +240,21 @@ def fingerprint(value) -> str:
     return h.hexdigest()[:16]
 
 
-def start_log(args, state: dict | None, d: Dist, checks: dict | None = None) -> RunLog | None:
-    """The log of this run on the main rank (None on the others), once every input has been checked.
-    `checks`: fingerprints of what the run trains on (CHECKS), recorded in each checkpoint; a resumed
-    run whose inputs changed is refused here, before a byte of its directory changes, and only then
-    are its logs cut back to the checkpoint. A new run claims --out here; over a finished run of this
-    script it logs into OUT/.partial (RunLog), so the old run stays whole until the first checkpoint."""
-    args._checks = dict(checks or {})
+def claim_and_log(args, script: str, state: dict | None, d: Dist, checks: dict) -> RunLog | None:
+    """Claim --out for a new run (a resumed run was claimed by begin_run) and return the log of this
+    run on the main rank (None on the others), once every input has been checked. `checks`:
+    fingerprints of what the run trains on (CHECKS), recorded in each checkpoint; a resumed run whose
+    inputs changed is refused here, before a byte of its directory changes, and only then are its
+    logs cut back to the checkpoint. Over a finished run of this script a new run logs into
+    OUT/.partial (RunLog), so the old run stays whole until the first checkpoint."""
     if state is not None:
         changed = [what for key, what in CHECKS.items()
-                   if key in args._checks and state.get("checks", {}).get(key, args._checks[key]) != args._checks[key]]
+                   if key in checks and state.get("checks", {}).get(key, checks[key]) != checks[key]]
         if changed:
             raise SystemExit(f"--resume {args.out}: {' and '.join(changed)} changed since the checkpoint; restore "
                              f"them, or start a new run in another --out")
     else:
-        claim_out(args, d)
+        claim_out(args, d, script)
     if not d.main:
         return None
     if state is not None:
@@ -288,7 +265,7 @@ def start_log(args, state: dict | None, d: Dist, checks: dict | None = None) -> 
         os.makedirs(folder, exist_ok=True)
         open(os.path.join(folder, LOG_FILE), "w").close()
         with open(os.path.join(args.out, RUN_FILE), "w") as f:
-            json.dump(dict(script=args._script), f)
+            json.dump(dict(script=script), f)
     return RunLog(args.out)
 
 
@@ -304,14 +281,11 @@ def add_run_args(ap, save_every: int):
     ap.add_argument("--stop-at", type=COUNT, default=None, help="save and stop after this step, as if interrupted "
                     f"(exit status {STOPPED}; for time-boxed jobs; --resume continues)")
     ap.add_argument("--shard", action="store_true", help="FSDP2 under torchrun: shard weights, gradients and optimiser "
-                    "state over the ranks (for students one GPU cannot hold; DDP otherwise)")
+                    "state over the ranks (for students one GPU cannot hold; otherwise each rank holds the whole model)")
     ap.add_argument("--grad-checkpoint", action="store_true", help="recompute each block's activations in the "
                     "backward pass instead of keeping them (less memory, ~1/3 more compute)")
     ap.add_argument("--offload", action="store_true", help="with --shard: keep the shards and the optimiser state "
                     "in CPU memory (a 7-8B student on one GPU; slow)")
-
-
-
 
 
 # flags that may differ from the checkpoint's on --resume: where the run is and how it is run, and
@@ -321,25 +295,21 @@ RESUMABLE = ("out", "resume", "stop_at", "device", "steps", "save_every", "log_e
 UNSET = object()
 
 
-def mark_given(ap, argv, args):
-    """Record in args._given the flags written on the command line (not left to their defaults): an
-    argparse namespace that already holds a name gets no default for it."""
-    probe = ap.parse_args(argv, argparse.Namespace(**{k: UNSET for k in vars(args)}))
-    args._given = {k for k, v in vars(probe).items() if v is not UNSET}
-    return args
+def given_flags(ap: argparse.ArgumentParser, argv) -> set:
+    """The flags written on the command line (not left to their defaults): parsed again into a
+    namespace that already holds every name, which argparse then gives no default."""
+    names = vars(ap.parse_args(argv))
+    probe = ap.parse_args(argv, argparse.Namespace(**{k: UNSET for k in names}))
+    return {k for k, v in vars(probe).items() if v is not UNSET}
 
 
-def saved_args(args) -> dict:
-    return {k: v for k, v in vars(args).items() if not k.startswith("_")}
-
-
-def resume_run(args, d: Dist) -> tuple:
+def resume_run(args, d: Dist, script: str, given: set) -> tuple:
     """(the arguments of the checkpoint in args.out, its training state). The run continues in the
     --out given, wherever the checkpoint was first written (a copy or a moved run resumes in place);
     a run of another script, and flags given that differ from the checkpoint's, are refused, except
-    those in RESUMABLE. The logs are cut back to the checkpoint later, by start_log."""
-    state = claim_out(args, d)
-    saved, given = state["args"], getattr(args, "_given", set())
+    those in RESUMABLE. The logs are cut back to the checkpoint later, by claim_and_log."""
+    state = claim_out(args, d, script)
+    saved = state["args"]
     changed = sorted(k for k in given - set(RESUMABLE) if k in saved and saved[k] != getattr(args, k))
     if changed:
         flag = lambda k: "--" + k.replace("_", "-")
@@ -351,52 +321,52 @@ def resume_run(args, d: Dist) -> tuple:
         raise SystemExit(f"--resume {args.out}: --steps {args.steps} is below the checkpoint's step {state['step']}; "
                          f"a run cannot be shortened (its checkpoint is past that step)")
     kept = {k: getattr(args, k) for k in given & set(RESUMABLE)}
-    merged = {**saved_args(args), **saved, **kept,  # (flags newer than the checkpoint: their defaults)
+    merged = {**vars(args), **saved, **kept,  # (flags newer than the checkpoint: their defaults)
               "out": args.out, "resume": True, "stop_at": args.stop_at, "device": args.device}
-    resumed = type(args)(**merged)
-    resumed._script = args._script
-    return resumed, state
+    return type(args)(**merged), state
 
 
-def begin_run(args, script: str) -> tuple:
+def begin_run(args, script: str, given: set) -> tuple:
     """(args, dist, device, state) of a training script (`script`: its file name, which the run
-    directory records): join torchrun when launched by it; with --resume, the checkpoint's arguments
-    and training state (None for a new run). Nothing in --out changes before start_log."""
-    args._script = script
+    directory records; `given`: the flags on its command line, given_flags): join torchrun when
+    launched by it; with --resume, the checkpoint's arguments and training state (None for a new run).
+    Nothing in --out changes before claim_and_log."""
     dist, device = init_distributed(args.device)
     state = None
     if args.resume:
-        args, state = resume_run(args, dist)
+        args, state = resume_run(args, dist, script, given)
         if dist.main:
             print(f"resuming {args.out} at step {state['step']} (arguments from its checkpoint)", flush=True)
     return args, dist, device, state
 
 
-def train_state(step: int, opt, totals: dict, args) -> dict:
+def train_state(step: int, opt, totals: dict, args, script: str, checks: dict) -> dict:
     """What train_state.pt holds; opt None: the optimiser state is saved apart, sharded (save_run)."""
     return dict(step=step, optimizer=opt.state_dict() if opt is not None else None, totals=totals,
-                args=saved_args(args), script=args._script, checks=getattr(args, "_checks", {}),
+                args=dict(vars(args)), script=script, checks=checks,
                 rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
 
 
-def save_run(out: str, model, tok, opt, step: int, totals: dict, args, d: Dist):
-    """Checkpoint a training stage; every rank calls it. Unsharded, rank 0 writes the model and the
-    whole training state. Sharded, the full weights are gathered to rank 0 (float32, on the CPU) and
-    written as the same Hugging Face directory, while each rank writes its shard of the optimiser
-    state into the staged save (OUT/.partial/optimizer_shards); rank 0 then commits as always."""
-    if not is_sharded(model):  # (a refusal on rank 0, e.g. a full disk, ends every rank)
-        main_decides(d, lambda: save_checkpoint(out, model, tok, train_state(step, opt, totals, args)))
+def save_run(run, step: int):
+    """Checkpoint a training stage's run (training.Run) after `step`; every rank calls it. Unsharded,
+    rank 0 writes the model and the whole training state. Sharded, the full weights are gathered to
+    rank 0 (float32, on the CPU) and written as the same Hugging Face directory, while each rank
+    writes its shard of the optimiser state into the staged save (OUT/.partial/optimizer_shards);
+    rank 0 then commits as always."""
+    out, d = run.args.out, run.dist
+    state = lambda opt: train_state(step, opt, run.totals, run.args, run.script, run.checks)
+    if not is_sharded(run.model):  # (a refusal on rank 0, e.g. a full disk, ends every rank)
+        main_decides(d, lambda: save_checkpoint(out, run.model, run.tok, state(run.opt)))
         return
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-    full = gathered_copy(model, keep=d.main)
+    full = gathered_copy(run.model, keep=d.main)
     if d.main:
         shutil.rmtree(os.path.join(out, PARTIAL, SHARDS), ignore_errors=True)  # a failed save's
     barrier(d)
-    dcp.save(get_optimizer_state_dict(model, opt), checkpoint_id=os.path.join(out, PARTIAL, SHARDS))
+    dcp.save(get_optimizer_state_dict(run.model, run.opt), checkpoint_id=os.path.join(out, PARTIAL, SHARDS))
     barrier(d)
-    main_decides(d, lambda: save_checkpoint(out, full, tok, dict(train_state(step, None, totals, args),
-                                                                    shards=d.world)))
+    main_decides(d, lambda: save_checkpoint(out, full, run.tok, dict(state(None), shards=d.world)))
 
 
 def restore_train_state(state: dict, opt, model=None, out: str | None = None) -> tuple[int, dict]:
@@ -469,7 +439,7 @@ SAFE_GLOBALS = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("pat
                 ("pathlib", "WindowsPath"), ("collections", "OrderedDict")}
 
 
-def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save):
+def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save, script: str):
     """After step `done`: checkpoint every --save-every steps, at the end, and when stopping (a
     signal on any rank, or --stop-at before the last step); a stopped run then exits with STOPPED,
     so that `a && b` does not carry on from an unfinished model."""
@@ -480,10 +450,9 @@ def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save):
         if d.main:
             launcher = f"torchrun --nproc_per_node {d.world}" if d.world > 1 else "python"
             print(f"stopped after step {done} of {args.steps} (exit status {STOPPED}); continue with: {launcher} "
-                  f"{args._script} --out {args.out} --resume", flush=True)
+                  f"{script} --out {args.out} --resume", flush=True)
         close_distributed(d)
         raise SystemExit(STOPPED)
-
 
 
 class StopRequest:

@@ -447,7 +447,7 @@ def plan_verdict(text: str, p: "Problem", correct: bool) -> dict | None:
 
 
 # -----------------------------------------------------------------------------
-# The base's own plan forms: how a plan is written in the pretraining corpus (corpus.py), never in
+# The base's own plan forms: how a plan is written in the pretraining corpus (comt/corpus.py), never in
 # the post-training template. The same content as a template plan (each step's operation, the
 # quantities it combines, the quantity it names) in other headers and other wording:
 #   steps      "Question: <q>\nSteps:\n" then "1. add the a and the b -> the c" per step and
@@ -521,7 +521,7 @@ GROUPED = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # 1,234,567.5
 
 def default_data_dir() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.environ.get("COMT_DATA_DIR", os.path.join(here, "..", "shared", "data"))
+    return os.environ.get("COMT_DATA_DIR", os.path.join(here, "..", "..", "shared", "data"))
 
 
 def canonical_answer(text: str) -> str:

@@ -23,7 +23,7 @@ Two forward paths share the same weights:
   * `forward(ids, attention_mask)`: training/scoring over whole (padded) sequences. Positions come
     from the mask (left padding is fine); `logits_mask` returns logits only where asked, so a 150k
     vocabulary does not materialise logits nobody needs.
-  * `forward(ids, ..., cache=KVCache, cache_pos=...)`: used by engine.py; writes this call's keys and
+  * `forward(ids, ..., cache=KVCache, cache_pos=...)`: used by comt/engine.py; writes this call's keys and
     values into a preallocated cache at column(s) `cache_pos` and attends over the whole cache under
     a key-validity mask. Shapes never change between decode steps, so the step can be a CUDA graph.
 """

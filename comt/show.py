@@ -120,6 +120,7 @@ class Example:
     gold: str
     judged: Judgement  # the completion as it was judged, reward included
     plan: dict | None = None  # tasks.plan_verdict of the completion (problems with a program)
+    unrecorded: bool = False  # the checkpoint records no reward (not a ccrl.py run): parts at the flags' defaults
 
 
 def plan_words(v: dict | None) -> str:
@@ -130,18 +131,21 @@ def plan_words(v: dict | None) -> str:
     return words + (f" ({v['wrong_kind']})" if v.get("wrong_kind") else "")
 
 
-def reward_words(j: Judgement) -> str:
-    """The reward's parts as the judgement computed them."""
+def reward_words(j: Judgement, unrecorded: bool = False) -> str:
+    """The reward's parts as the judgement computed them, with the settings it was judged with."""
     plan = f" - plan {-j.plan_part:g}" if j.plan_part else ""
-    if j.kind == "outcome":
-        return (f"reward parts: correct {int(j.correct)}{plan} = outcome {j.reward:+.3f} (confidence term "
+    parts = "reward parts (no reward recorded with this checkpoint; ccrl.py's defaults)" if unrecorded else \
+        "reward parts"
+    if j.settings.kind == "outcome":
+        return (f"{parts}: correct {int(j.correct)}{plan} = outcome {j.reward:+.3f} (confidence term "
                 f"{j.conf_term:+.3f}, not rewarded)")
-    return (f"reward parts: correct {int(j.correct)} + {j.weight} x confidence term {j.conf_term:+.3f}{plan} = CCRL "
-            f"{j.reward:+.3f}; outcome reward {int(j.correct)}")
+    return (f"{parts}: correct {int(j.correct)} + {j.settings.weight} x confidence term {j.conf_term:+.3f}{plan} = "
+            f"CCRL {j.reward:+.3f}; outcome reward {int(j.correct)}")
 
 
 def verdict(e: Example) -> str:
-    return f"answer {'right' if e.judged.correct else 'wrong'} (gold {e.gold}){plan_words(e.plan)}; {reward_words(e.judged)}"
+    return (f"answer {'right' if e.judged.correct else 'wrong'} (gold {e.gold}){plan_words(e.plan)}; "
+            f"{reward_words(e.judged, e.unrecorded)}")
 
 
 def render_text(e: Example, ansi: bool) -> str:
@@ -197,5 +201,6 @@ def html_page(title: str, blocks: list[tuple[str, str, list[Example]]], images: 
 
 if __name__ == "__main__":  # a library of evaluate.py and ccrl.py; run alone it explains itself
     import argparse
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    argparse.ArgumentParser(prog="python -m comt.show", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print(__doc__.strip())

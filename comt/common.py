@@ -128,6 +128,17 @@ def write_json(obj, path: str, indent: int | None = 1):
         json.dump(jsonable(obj), f, indent=indent, allow_nan=False, default=str)
 
 
+def pyplot():
+    """matplotlib's pyplot, drawing to files (no display needed); one line without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("plots need matplotlib (pip install -r requirements.txt)") from None
+    return plt
+
+
 def log_json(row: dict, path: str | None = None, stream=None):
     """Print one JSON line to stream (default: the current sys.stdout) and append it to `path` when
     given. Printed through tqdm, so a progress bar on the terminal is cleared first and redrawn
@@ -141,6 +152,23 @@ def log_json(row: dict, path: str | None = None, stream=None):
 
 # -----------------------------------------------------------------------------
 # Checkpoint directories
+
+STATE_FILE = "train_state.pt"  # a training run's state beside its weights (comt/lifecycle.py writes it)
+PARTIAL = ".partial"  # where a save is staged before it commits (comt/lifecycle.py)
+
+
+def load_train_state(out: str, mmap: bool = False, partial: bool = False) -> dict | None:
+    """The training state of the checkpoint in `out` (or of the save committed in OUT/.partial);
+    None when there is none. Read with weights_only: a crafted file cannot run code."""
+    path = os.path.join(out, PARTIAL, STATE_FILE) if partial else os.path.join(out, STATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        return torch.load(path, weights_only=True, mmap=mmap)
+    except Exception as e:  # a truncated or foreign file: torch raises several kinds
+        raise SystemExit(f"{path}: not a readable training state ({why(e)}); start a new run in another --out") \
+            from None
+
 
 def pad_id(tok) -> int:
     """The id that fills batches and finished rows: the tokenizer's pad token, else its end of sequence."""
@@ -168,12 +196,12 @@ def why(e: Exception) -> str:
 def check_checkpoint(path: str, flag: str, hint: str = ""):
     """The tokenizer of checkpoint directory `path`, once its config, tokenizer and weight files are
     known to be readable (the weights' headers only: cheap). Anything wrong (no such directory, a
-    corrupted config.json, truncated weights, an architecture model.py does not support) exits with
+    corrupted config.json, truncated weights, an architecture comt/model.py does not support) exits with
     one line naming the flag and the file. An unfinished run is used, with a warning first."""
     from safetensors import safe_open
     from transformers import AutoTokenizer
 
-    from model import ModelConfig
+    from comt.model import ModelConfig
     config = os.path.join(path, "config.json")
     if not os.path.isfile(config):
         raise SystemExit(f"{flag} {path}: not a checkpoint directory (expected config.json, *.safetensors and "
@@ -183,7 +211,6 @@ def check_checkpoint(path: str, flag: str, hint: str = ""):
             cfg = ModelConfig.from_hf_dict(json.load(f))
     except Exception as e:  # json and our own UnsupportedModelError alike
         raise SystemExit(f"{flag} {path}: cannot read config.json ({why(e)})") from None
-    from lifecycle import load_train_state
     state = load_train_state(path, mmap=True) if flag != "--out" else None  # (--out: the run resumes itself)
     if state and state.get("step", 0) < state.get("args", {}).get("steps", 0):
         print(f"{flag} {path}: an unfinished run (stopped after step {state['step']} of {state['args']['steps']}); "
@@ -222,7 +249,7 @@ def config_mismatch(cfg, shapes: dict) -> str | None:
 def load_model(path: str, device="cpu", dtype=torch.float32):
     """Transformer.from_pretrained of a directory check_checkpoint passed; what it still finds wrong
     (weights that do not match the config) is one line too."""
-    from model import Transformer
+    from comt.model import Transformer
     try:
         return Transformer.from_pretrained(path, device=device, dtype=dtype)
     except (OSError, ValueError, RuntimeError) as e:

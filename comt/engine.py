@@ -39,7 +39,7 @@ truncation is not in it (the usual, documented bias); greedy reports log softmax
 distribution renormalised over the other tokens.
 
 CLI:
-    python engine.py --model DIR --prompt "What is 3 + 4?" [--greedy] [--max-new-tokens 64]
+    python -m comt.engine --model DIR --prompt "What is 3 + 4?" [--greedy] [--max-new-tokens 64]
 """
 import argparse
 import math
@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from model import KVCache, Transformer, rope_cos_sin, score_bias
+from comt.model import KVCache, Transformer, rope_cos_sin, score_bias
 
 
 @dataclass
@@ -418,9 +418,10 @@ def complete(engine: Engine, tok, prompts: list[list[int]], max_new_tokens: int,
 
 
 def main():
-    from common import COUNT, NONNEG, SEED, check_checkpoint, load_model, number, pad_id, pick_device, pick_dtype
+    from comt.common import COUNT, NONNEG, SEED, check_checkpoint, load_model, number, pad_id, pick_device, pick_dtype
 
-    ap = argparse.ArgumentParser(description="Sample a completion from a Hugging Face model directory.",
+    ap = argparse.ArgumentParser(prog="python -m comt.engine",
+                                 description="Sample a completion from a Hugging Face model directory.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer)")
     ap.add_argument("--prompt", required=True, help="the prompt text")

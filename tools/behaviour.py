@@ -1,0 +1,76 @@
+"""
+Fingerprint what the stages do, to show that a change of code changed no behaviour: the same tiny
+runs from the shipped base (CoMT-SFT, CoT-SFT, CCRL with KL and two PPO epochs, CCRL under brier
+with a plan weight, outcome GRPO), then SHA-256 of each run's log (timings and
+memory left out), weights and examples file, and of evaluate.py's `results` on checkpoints given
+with --ckpt. Run it on the code before and after, from the repository root, and compare the JSON.
+
+    python tools/behaviour.py --json before.json [--ckpt runs/exp/seed0/comt_sft runs/exp/seed0/comt_ccrl]
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+OUT = "runs/behaviour"
+RL = ["--steps", "3", "--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "96", "--eval-n", "4",
+      "--eval-every", "2", "--lr", "1e-3", "--log-examples", "2"]
+RUNS = {
+    "sft_comt": ["sft_comt.py", "--steps", "30", "--eval-n", "8", "--log-every", "5"],
+    "sft_cot": ["sft_comt.py", "--format", "cot", "--steps", "30", "--eval-n", "8", "--log-every", "5"],
+    "ccrl_kl_ppo": ["ccrl.py", "--init", f"{OUT}/sft_comt", *RL, "--kl-coef", "0.1", "--ppo-epochs", "2"],
+    "ccrl_brier_plan": ["ccrl.py", "--init", f"{OUT}/sft_comt", *RL, "--conf-form", "brier", "--plan-weight", "0.5"],
+    "grpo": ["ccrl.py", "--init", f"{OUT}/sft_cot", *RL, "--reward", "outcome"],
+}
+
+
+def timeless(line: str) -> dict:
+    row = json.loads(line)
+    return {k: v for k, v in row.items() if not (k.endswith(("_s", "seconds", "_share")) or k == "peak_memory_gb")
+            or k == "pad_share"}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def fingerprint(out: str) -> dict:
+    with open(os.path.join(out, "log.jsonl")) as f:
+        rows = [timeless(line) for line in f]
+    res = dict(log=sha(json.dumps(rows).encode()), log_lines=len(rows))
+    for name in ("model.safetensors", "examples.txt"):
+        path = os.path.join(out, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                res[name] = sha(f.read())
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument("--json", required=True, help="where the fingerprints go")
+    ap.add_argument("--ckpt", nargs="*", default=[], help="checkpoints evaluate.py also answers (40 problems per split)")
+    args = ap.parse_args()
+    shutil.rmtree(OUT, ignore_errors=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    prints = {}
+    for name, cmd in RUNS.items():
+        subprocess.run([sys.executable, *cmd, "--out", f"{OUT}/{name}"], check=True, env=env, stdout=subprocess.DEVNULL)
+        prints[name] = fingerprint(f"{OUT}/{name}")
+        print(name, prints[name], flush=True)
+    if args.ckpt:
+        path = f"{OUT}/eval.json"
+        subprocess.run([sys.executable, "evaluate.py", "--ckpt", *args.ckpt, "--n", "40", "--no-plots", "--json", path],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+        with open(path) as f:
+            prints["evaluate"] = dict(results=sha(json.dumps(json.load(f)["results"], sort_keys=True).encode()))
+        print("evaluate", prints["evaluate"])
+    with open(args.json, "w") as f:
+        json.dump(prints, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
