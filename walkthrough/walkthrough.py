@@ -551,7 +551,8 @@ with section("11. before and after"):
     committed = os.path.join(ROOT, "results", "default.md")
     if os.path.isfile(committed):
         text = open(committed).read()
-        print(text[text.find("## Reading"):][:2500] if "## Reading" in text else text[:2500])
+        start = text.find("What the default reproduces")  # the generated reading, claim by claim
+        print(text[max(start, 0):][:3000])
 
 # %% [markdown]
 # ## 12. Where next
