@@ -154,13 +154,12 @@ def log_json(row: dict, path: str | None = None, stream=None):
 # Checkpoint directories
 
 STATE_FILE = "train_state.pt"  # a training run's state beside its weights (comt/lifecycle.py writes it)
-PARTIAL = ".partial"  # where a save is staged before it commits (comt/lifecycle.py)
 
 
-def load_train_state(out: str, mmap: bool = False, partial: bool = False) -> dict | None:
-    """The training state of the checkpoint in `out` (or of the save committed in OUT/.partial);
-    None when there is none. Read with weights_only: a crafted file cannot run code."""
-    path = os.path.join(out, PARTIAL, STATE_FILE) if partial else os.path.join(out, STATE_FILE)
+def load_train_state(out: str, mmap: bool = False) -> dict | None:
+    """The training state of the checkpoint in `out`; None when there is none. Read with weights_only:
+    a crafted file cannot run code."""
+    path = os.path.join(out, STATE_FILE)
     if not os.path.isfile(path):
         return None
     try:

@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from comt.common import COUNT, DTYPES, PARTIAL, STATE_FILE, load_train_state, why
+from comt.common import COUNT, DTYPES, STATE_FILE, load_train_state, why
 from comt.training import (Dist, all_reduce_sum, barrier, close_distributed, gathered_copy, init_distributed,
                            is_sharded, main_decides)
 
@@ -41,6 +41,7 @@ from comt.training import (Dist, all_reduce_sum, barrier, close_distributed, gat
 LOG_FILE = "log.jsonl"
 LOG_FILES = (LOG_FILE, "examples.txt")  # what a run appends to as it goes (ccrl.py --log-examples writes the second)
 RUN_FILE = "run.json"
+PARTIAL = ".partial"  # where a save is staged before it commits
 SHARDS = "optimizer_shards"  # a --shard run's optimiser state: one file per rank (torch.distributed.checkpoint)
 STOPPED = 3  # exit status of a run that saved and stopped before its last step (a signal, or --stop-at)
 LOCK_FILE = ".lock"  # held by the run using OUT (lock_out); never part of a checkpoint
