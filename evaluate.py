@@ -434,6 +434,7 @@ def main(argv=None):
     for ck, name, tok in zip(args.ckpt, names, toks):
         t1 = time.time()
         engine = Engine(load_model(ck, device=device).eval(), pad_id=pad_id(tok))
+        reward = checkpoint_reward(ck)  # (read once: the training state may hold a large optimiser state)
         results[name] = {}
         for split, problems in data.items():
             kept = prompts_that_fit(tok, problems, args.max_new_tokens, engine.model.config.max_position_embeddings,
@@ -443,7 +444,7 @@ def main(argv=None):
                                              f"{name} {split}")
                 results[name][split] = dict(own_plan_summary(judged), skipped=len(problems) - len(kept))
                 continue
-            records, counts = run_split(engine, tok, kept, args, name, split, checkpoint_reward(ck))
+            records, counts = run_split(engine, tok, kept, args, name, split, reward)
             shown.setdefault(split, []).append([r["example"] for r in records[:args.show]])
             results[name][split] = dict(summarise(records, counts, args), skipped=len(problems) - len(kept))
             curves["answer"][split][name] = ([r["conf"] for r in records], [r["ok"] for r in records])

@@ -221,18 +221,22 @@ with section("3. one SFT step"):
     student = load_model(BASE)
     plans = [encode_example(tok, q, "comt") for q in make_split("train", 6, seed=2)]
     batch = collate(plans + replay_examples(tok, step=0, n=2, seed=0), pad_id(tok))
-    logits = student(batch.ids)[:, :-1]  # (B,T-1,V): position t predicts token t+1
-    token_loss = -F.log_softmax(logits, -1).gather(-1, batch.ids[:, 1:, None])[..., 0]  # (B,T-1)
-    hand = token_loss[batch.sup[:, 1:]].sum()  # by hand: every supervised token's cross-entropy
+
+    def token_loss(ids: torch.Tensor) -> torch.Tensor:  # (B,T-1) cross-entropy of every next token, by hand
+        logits = student(ids)[:, :-1]  # (B,T-1,V): position t predicts token t+1
+        return -F.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
+
+    per_token = token_loss(batch.ids)
+    hand = per_token[batch.sup[:, 1:]].sum()  # by hand: every supervised token's cross-entropy
     assert torch.allclose(micro_loss_sum(student, batch), hand, rtol=1e-5)
     n_sup = int(batch.sup[:, 1:].sum())
     run = training.Run(args=None, dist=training.Dist(), device=torch.device("cpu"), tok=tok, model=student,
                        opt=torch.optim.AdamW(student.parameters(), lr=5e-4, betas=(0.9, 0.95)))
-    before = token_loss[0][batch.sup[0, 1:]].detach()
+    before = per_token[0][batch.sup[0, 1:]].detach()
     losses = [train_step(run, [batch], n_sup, grad_clip=1.0)[0] for _ in range(P["hand_steps"])]
     assert abs(losses[0] - hand.item() / n_sup) < 1e-4  # the step's loss is the hand sum over its tokens
     with torch.no_grad():
-        after = -F.log_softmax(student(batch.ids[:1])[:, :-1], -1).gather(-1, batch.ids[:1, 1:, None])[0, :, 0]
+        after = token_loss(batch.ids[:1])[0]
     fig, ax = plt.subplots(figsize=(10, 2.6))
     ax.plot(before.numpy(), label="before")
     ax.plot(after[batch.sup[0, 1:]].numpy(), label=f"after {len(losses)} steps")
