@@ -491,9 +491,9 @@ def claims_table(found: list[dict], seeds: list[int]) -> list[str]:
 
 def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: str,
            example: list[str] = ()) -> tuple[str, str]:
-    """(the full results Markdown, the shorter block the README shows: one table per claim family,
-    accuracy, paired differences (accuracy and overconfident errors) and cost, the plans that
-    explain the OOD rows, then the generated reading and the marked example of a loss)."""
+    """(the full results Markdown, the shorter block the README shows: accuracy, paired differences
+    (accuracy and overconfident errors), the plans that explain the OOD rows, then the generated
+    reading and the marked example of a loss; the cost and the rest only in the full Markdown)."""
     ev, costs = agg["eval"], agg["costs"]
     splits = list(next(iter(ev.values())))
     head = [f"Produced by `{command}` ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"
@@ -520,11 +520,11 @@ def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: 
     cost += [f"| {arm} | {pm(costs[arm]['sup_tokens'], 1, 0)} | {pm(costs[arm]['sup_tokens_per_example'], 1, 1)} | "
              f"{pm(costs[arm]['train_seconds'], 1)} | {pm(costs[arm]['wall_seconds'], 1)} |" for arm in ARMS
              if arm in costs]
-    readme = head + acc + [""] + sure + [""] + cost + [""] + plans + [""] + reading_lines(ev, base, found, splits)
+    readme = head + acc + [""] + sure + [""] + plans + [""] + reading_lines(ev, base, found, splits)
     if example:
         readme += ["", *example]
-    return "\n".join(readme + [""] + overconf + [""] + extra_tables(ev, base, found, seeds, splits, how) + [""]
-                     + wrong) + "\n", "\n".join(readme) + "\n"
+    return "\n".join(readme + [""] + cost + [""] + overconf + [""] + extra_tables(ev, base, found, seeds, splits, how)
+                     + [""] + wrong) + "\n", "\n".join(readme) + "\n"
 
 
 def extra_tables(ev: dict, base: dict, found: list[dict], seeds: list[int], splits: list[str], how: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""The real-model smoke recipe of the README (SmolLM2-135M-Instruct on GSM8K, CPU): teacher ->
+"""The real-model smoke recipe of docs/real_models.md (SmolLM2-135M-Instruct on GSM8K, CPU): teacher ->
 CoMT-SFT -> CCRL -> evaluate. Slow (minutes); run with `python -m pytest -m slow tests`. Needs the
 optional extras and ../shared/data."""
 import importlib.util

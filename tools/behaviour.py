@@ -27,10 +27,11 @@ RUNS = {
 }
 
 
+TIMINGS = ("_s", "seconds", "sample_share")  # (tokens_per_s, sample_s, train_seconds, ...: what a clock measured)
+
+
 def timeless(line: str) -> dict:
-    row = json.loads(line)
-    return {k: v for k, v in row.items() if not (k.endswith(("_s", "seconds", "_share")) or k == "peak_memory_gb")
-            or k == "pad_share"}
+    return {k: v for k, v in json.loads(line).items() if not k.endswith(TIMINGS) and k != "peak_memory_gb"}
 
 
 def sha(data: bytes) -> str:
