@@ -135,7 +135,8 @@ def timed_rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micr
         seqs = [prompts[i] + s.completion(r)[0] for r, i in enumerate(s.prompt_index.tolist())]
         plens = [len(prompts[i]) for i in s.prompt_index.tolist()]
         adv = torch.randn(len(seqs), generator=torch.Generator().manual_seed(0)).tolist()
-        ro = Rollout(seqs, plens, judged=[], group_size=group, completion_tokens=int(s.mask.sum()), problems=[])
+        ro = Rollout(seqs, plens, judged=[], group_size=group, prompt_tokens=sum(map(len, prompts)),
+                     completion_tokens=int(s.mask.sum()), problems=[])
         kept = Kept(None, list(range(len(seqs))), adv, (float(s.mask.sum()), float(len(seqs))))
         policy_update(run, ro, kept, run.update, 0)
     return sampling.seconds, training.seconds

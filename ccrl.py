@@ -33,8 +33,13 @@ Algorithm, one step
     Under --shard (FSDP2) each rank samples its prompts from a full copy of the weights in the compute
     dtype, refreshed from the shards before every step and evaluation (gather_s in the log), and
     trains the sharded model; the KL reference is sharded too.
-    Greedy accuracy on a slice of `test` is measured before the first step, every --eval-every
-    steps and at the end. Checkpoints, --resume and signals work as in sft_comt.py. With
+    Greedy accuracy on --eval-n problems of --eval-split (`test`, or `val` to choose settings on) is
+    measured before the first step, every --eval-every steps and at the end, each an eval line with
+    what the run has spent so far. Every step's log line counts its tokens exactly: prompt (each
+    prompt prefilled once), sampled, trained (forward and backward of the rows the update runs) and
+    update forward (old and reference log-probs); the summary adds them up and says whether the
+    run's threads waited for a core (another job on the machine: its seconds then mean little).
+    Checkpoints, --resume and signals work as in sft_comt.py. With
     --log-examples K, K sampled completions per step go to OUT/examples.txt with every numeric
     step marked by its confidence and right/wrong and the parts of the reward the update used (the
     same judgement, rendered by comt/show.py), so the change of behaviour during RL can be read.
@@ -61,9 +66,10 @@ from comt.lifecycle import (RunLog, StopRequest, add_run_args, begin_run, claim_
                             restore_train_state, save_or_stop, save_run)
 from comt.show import Example, render_text, visible
 from comt.tasks import RECIPES, encode_prompt, make_split, problems_for_cli, prompts_that_fit
-from comt.training import (Dist, Laps, all_reduce_sum, autocast_for, backward, clip_grads, close_distributed, cosine_lr,
-                           even_out, gathered_copy, length_groups, my_share, pad_rows, peak_memory, refresh_copy,
-                           refuse_bad_memory_flags, set_lr, shard_model, sum_grads, target_logprobs)
+from comt.training import (Dist, Laps, add_time, all_reduce_sum, autocast_for, backward, clip_grads, close_distributed,
+                           contention, cosine_lr, cost_so_far, even_out, gathered_copy, length_groups, my_share,
+                           pad_rows, peak_memory, refresh_copy, refuse_bad_memory_flags, set_lr, shard_model,
+                           sum_grads, target_logprobs)
 from rewards import Judgement, RewardSettings, group_advantages, judge_completion, mixed_groups, step_stats
 
 SCRIPT = "ccrl.py"
@@ -94,7 +100,8 @@ class Rollout:
     prompt_lens: list[int]
     judged: list[Judgement]  # each sample judged once, with the run's RewardSettings
     group_size: int
-    completion_tokens: int
+    prompt_tokens: int  # prefilled: each prompt once, whatever the group size
+    completion_tokens: int  # sampled, the stop tokens included
     problems: list  # the prompts' problems, one per group
 
     @property
@@ -120,7 +127,7 @@ def sample_and_judge(engine, tok, problems: list, group_size: int, max_new_token
         judged.append(judge_completion(tok, ids, lps, p, reward))
         seqs.append(prompt + ids)
         plens.append(len(prompt))
-    return Rollout(seqs, plens, judged, group_size, int(s.mask.sum()), problems)
+    return Rollout(seqs, plens, judged, group_size, sum(map(len, prompts)), int(s.mask.sum()), problems)
 
 
 # -----------------------------------------------------------------------------
@@ -241,9 +248,14 @@ class UpdateSettings:
 
 
 def policy_update(run: "Run", ro: Rollout, kept: Kept, u: UpdateSettings, step: int) -> tuple[dict, float]:
-    """u.ppo_epochs optimiser steps on the kept samples; returns (summed loss stats, gradient norm).
+    """u.ppo_epochs optimiser steps on the kept samples; returns (summed loss stats, gradient norm), the
+    stats counting the tokens run: train_tokens through forward and backward (every kept row, prompt
+    included, each epoch), forward_tokens through a forward only (old log-probs, the KL reference).
     How the ranks share the work is comt/training.py's (even_out, backward, sum_grads)."""
     stats, norm = dict(clipped=0.0, kl=0.0, tokens=0.0), 0.0
+    row_tokens = sum(len(ro.seqs[r]) for r in kept.rows)
+    stats.update(train_tokens=float(row_tokens * u.ppo_epochs),
+                 forward_tokens=float(row_tokens * ((u.ppo_epochs > 1) + u.ppo_epochs * (run.ref is not None))))
     if kept.totals[1] == 0:
         return stats, norm
     batches = make_batches([ro.seqs[r] for r in kept.rows], [ro.prompt_lens[r] for r in kept.rows], kept.adv,
@@ -260,7 +272,7 @@ def policy_update(run: "Run", ro: Rollout, kept: Kept, u: UpdateSettings, step: 
                 loss, st = policy_loss(run.model, b, u.temperature, u.clip_low, u.clip_high, run.ref, u.kl_coef,
                                        u.kl_est)
             backward(loss, run)
-            for k in stats:
+            for k in st:
                 stats[k] += st[k]
         sum_grads(run)
         norm = clip_grads(run.model, u.grad_clip)
@@ -286,7 +298,7 @@ class Run(training.Run):
     ref: torch.nn.Module | None = None  # the initial policy, for --kl-coef > 0
     engine: Engine | None = None  # decodes the model, or under --shard a full copy of it (refreshed by sync_sampler)
     problems: list = field(default_factory=list)  # the training problems
-    test: list = field(default_factory=list)  # the test slice of the greedy evaluations
+    checked: list = field(default_factory=list)  # the --eval-split slice of the greedy evaluations
 
 
 @dataclass
@@ -346,15 +358,17 @@ def greedy_eval(engine, tok, problems, max_new_tokens: int, reward: RewardSettin
 
 
 def log_greedy_eval(run: Run, step: int):
-    """Greedy accuracy and step calibration on the test slice, logged and kept for the summary."""
-    if not run.test:
+    """Greedy accuracy and step calibration on the --eval-split slice, logged with the run's cost so far
+    and kept for the summary."""
+    if not run.checked:
         return
     sync_sampler(run)  # (every rank)
     if run.dist.main:
         run.model.eval()
-        res = greedy_eval(run.engine, run.tok, run.test, run.args.max_new_tokens, run.reward,
+        res = greedy_eval(run.engine, run.tok, run.checked, run.args.max_new_tokens, run.reward,
                           run.args.overconf_threshold)
-        res = dict(eval=True, step=step, **{k: round(v, 4) for k, v in res.items()})
+        res = dict(eval=True, step=step, split=run.args.eval_split, **{k: round(v, 4) for k, v in res.items()},
+                   **cost_so_far(run.totals))
         run.totals["evals"].append(res)
         log_json(res, run.log_path)
 
@@ -362,15 +376,20 @@ def log_greedy_eval(run: Run, step: int):
 def record(run: Run, step: int, facts: StepFacts, laps: Laps) -> dict:
     """The loop's books for one step (every rank calls it: the log gathers all ranks' samples): the
     totals, the examples file and the log line."""
-    args, seconds, sampled = run.args, laps.total(), laps.at["sample"]
-    run.totals["seconds"] += seconds
-    run.totals["sample_seconds"] += sampled
+    args, seconds, sampled, totals = run.args, laps.total(), laps.at["sample"], run.totals
+    add_time(totals, seconds, laps.waited())
+    totals["sample_seconds"] += sampled
     if run.dist.main:
         log_examples(logged_examples(facts.rollout, args.log_examples), step, args.out)
     ro, kept, stats = every_rank(facts.rollout, facts.kept, facts.stats, run.dist)
+    spent = dict(prompt_tokens=ro.prompt_tokens, sampled_tokens=ro.completion_tokens,
+                 train_tokens=int(stats["train_tokens"]), update_forward_tokens=int(stats["forward_tokens"]))
+    for k, v in spent.items():
+        totals[k] += v
+    totals["forward_tokens"] += spent["prompt_tokens"] + spent["sampled_tokens"] + spent["update_forward_tokens"]
     row = step_metrics(step, ro, kept, stats, facts.grad_norm, run.opt.param_groups[0]["lr"], seconds, sampled,
                        args.overconf_threshold, args.reward == "ccrl")
-    return dict(row, gather_s=round(laps.at["gather"], 3)) if run.sharded else row
+    return dict(row, **spent, **({"gather_s": round(laps.at["gather"], 3)} if run.sharded else {}))
 
 
 def every_rank(ro: Rollout, kept: Kept, stats: dict, dist: Dist) -> tuple[Rollout, Kept, dict]:
@@ -380,11 +399,12 @@ def every_rank(ro: Rollout, kept: Kept, stats: dict, dist: Dist) -> tuple[Rollou
         return ro, kept, stats
     import torch.distributed
     parts = [None] * dist.world
-    torch.distributed.all_gather_object(parts, (ro.judged, ro.completion_tokens, kept.groups.tolist(), stats))
+    torch.distributed.all_gather_object(parts, (ro.judged, ro.prompt_tokens, ro.completion_tokens,
+                                                kept.groups.tolist(), stats))
     judged = [j for p in parts for j in p[0]]
-    return (Rollout([], [], judged, ro.group_size, sum(p[1] for p in parts), []),
-            Kept(torch.tensor([g for p in parts for g in p[2]]), [], [], kept.totals),
-            {k: sum(p[3][k] for p in parts) for k in stats})
+    return (Rollout([], [], judged, ro.group_size, sum(p[1] for p in parts), sum(p[2] for p in parts), []),
+            Kept(torch.tensor([g for p in parts for g in p[3]]), [], [], kept.totals),
+            {k: sum(p[4][k] for p in parts) for k in stats})
 
 
 def step_metrics(step: int, ro: Rollout, kept: Kept, stats: dict, norm: float, lr: float, seconds: float,
@@ -419,12 +439,14 @@ def log_examples(examples: list, step: int, out: str):
 
 def summary(run: Run) -> dict:
     args, ev = run.args, run.totals["evals"]
+    t = run.totals
     out = dict(summary=True, reward=args.reward, init=args.init, out=args.out, steps=args.steps,
-               train_seconds=round(run.totals["seconds"], 1),
-               sample_share=round(run.totals["sample_seconds"] / max(run.totals["seconds"], 1e-9), 3))
-    out.update(peak_memory(run.device))
+               **{k: t[k] for k in ("prompt_tokens", "sampled_tokens", "train_tokens", "update_forward_tokens",
+                                    "forward_tokens")},
+               train_seconds=round(t["seconds"], 1), sample_share=round(t["sample_seconds"] / max(t["seconds"], 1e-9), 3))
+    out.update(**contention(t["wait_seconds"], t["seconds"]), **peak_memory(run.device))
     if ev:
-        out.update(acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], plan_rate_before=ev[0]["plan_rate"],
+        out.update(eval_split=args.eval_split, acc_before=ev[0]["acc"], acc_after=ev[-1]["acc"], plan_rate_before=ev[0]["plan_rate"],
                    plan_rate_after=ev[-1]["plan_rate"], overconf_before=ev[0]["overconf_err"],
                    overconf_after=ev[-1]["overconf_err"])
     return out
@@ -483,8 +505,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=SEED, default=0, help="seed for prompts and sampling")
     # runtime
     add_run_args(ap, save_every=50)
-    ap.add_argument("--eval-every", type=COUNT, default=50, help="steps between greedy test evaluations")
-    ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="test problems per evaluation (0: none)")
+    ap.add_argument("--eval-every", type=COUNT, default=50, help="steps between greedy evaluations (each a log line "
+                    "with the tokens spent so far)")
+    ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="problems of --eval-split per evaluation (0: none)")
+    ap.add_argument("--eval-split", choices=("test", "val"), default="test", help="the split the evaluations answer "
+                    "(val to choose settings on)")
     ap.add_argument("--log-examples", type=NONNEG_INT, default=0, help="write K sampled completions per step (the "
                     "first sample of the first K prompts) to OUT/examples.txt, each numeric step marked by its "
                     "confidence and right/wrong, with the reward parts")
@@ -506,11 +531,12 @@ def set_up(args, dist: Dist, device, state: dict | None) -> Run:
         raise SystemExit(f"--prompts-per-step {args.prompts_per_step} must be divisible by the {dist.world} ranks")
     seed_everything(args.seed)
     problems = problems_for_cli(args.data, args.n_train, args.limit, args.seed)
-    test = make_split("test", args.eval_n, args.seed) if args.eval_n and args.data in RECIPES else []
+    checked = make_split(args.eval_split, args.eval_n, args.seed) if args.eval_n and args.data in RECIPES else []
     model = load_model(src, device=device, dtype=torch.float32)
     ctx = model.config.max_position_embeddings
     problems = prompts_that_fit(tok, problems, args.max_new_tokens, ctx, "training problems")
-    test = prompts_that_fit(tok, test, args.max_new_tokens, ctx, "test problems") if test else test
+    checked = prompts_that_fit(tok, checked, args.max_new_tokens, ctx, f"{args.eval_split} problems") if checked \
+        else checked
     ref, checks = None, dict(data=fingerprint([(p.id, p.question, p.answer) for p in problems]))
     if args.kl_coef > 0:  # the reference is the initial policy, not the checkpoint
         ref = (load_model(args.init, device=device) if state else copy.deepcopy(model)).eval().requires_grad_(False)
@@ -522,14 +548,15 @@ def set_up(args, dist: Dist, device, state: dict | None) -> Run:
         sampler = gathered_copy(model, True, device, compute)
         ref = shard_model(ref, device, compute, args.offload) if ref is not None else None
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    totals = dict(seconds=0.0, sample_seconds=0.0, evals=[])
+    totals = dict(seconds=0.0, sample_seconds=0.0, wait_seconds=0.0, prompt_tokens=0, sampled_tokens=0, train_tokens=0,
+                  update_forward_tokens=0, forward_tokens=0, evals=[])
     if state:
-        _, totals = restore_train_state(state, opt, model, args.out)
+        totals.update(restore_train_state(state, opt, model, args.out)[1])
     return Run(args=args, dist=dist, device=device, tok=tok, model=model, opt=opt, autocast=autocast_for(args, device),
                sharded=args.shard, totals=totals, log_path=claim_and_log(args, SCRIPT, state, dist, checks),
                script=SCRIPT, checks=checks, reward=RewardSettings.from_flags(vars(args)),
                update=UpdateSettings.from_flags(args), pad=pad_id(tok), ref=ref,
-               engine=Engine(sampler, pad_id=pad_id(tok)), problems=problems, test=test)
+               engine=Engine(sampler, pad_id=pad_id(tok)), problems=problems, checked=checked)
 
 
 @training.one_voice

@@ -41,8 +41,8 @@ plan_correct against the gold program (the base's planning ceiling; the post-tra
 never its own form).
 
 Output: Markdown tables (accuracy, calibration, plans) on stdout; every number and, per problem,
-what the experiment's intervals resample (right or wrong, steps, overconfident steps, plan
-verdicts) in --json; next to it <stem>_reliability.png (answer- and step-level reliability
+what the experiment's intervals resample (right or wrong, steps, overconfident steps, each step's
+confidence and whether it is right, plan verdicts) in --json; next to it <stem>_reliability.png (answer- and step-level reliability
 diagrams, one column per split) and <stem>_accuracy.png (accuracy by split). With
 --show N: the first N problems of every split with each checkpoint's completion, every numeric
 step marked by its confidence and right/wrong, the verdict, the plan verdicts and the reward parts
@@ -196,6 +196,8 @@ def summarise(records: list[dict], right_counts: list[int], args) -> dict:
     out.update(plan_summary(records))
     out["per_problem"] = dict(ok=[int(r["ok"]) for r in records], steps=[len(r["step_rights"]) for r in records],
                               overconf=[overconfident_steps(r, args.overconf_threshold) for r in records],
+                              step_confs=[[round(c, 6) for c in r["step_confs"]] for r in records],
+                              step_rights=[[int(z) for z in r["step_rights"]] for r in records],
                               **{k: [r.get(k) for r in records] for k in ("plan_correct", "plan_followed")})
     if right_counts:
         k = args.samples

@@ -1,65 +1,77 @@
 """
-The side-by-side experiment on the embedded default: four arms from one base model, same data,
-same budgets, several seeds, then one evaluation of everything.
+The side-by-side experiment on the embedded default: the 2x2 of SFT target (CoMT or CoT) x RL reward
+(CCRL or outcome-only GRPO) from one base model, with the two SFT arms themselves, same data, same
+budgets, several seeds, then one evaluation of everything.
 
-    python experiment.py                  # 3 seeds -> results/default.md, results/default.json (+ PNGs)
-    python experiment.py --update-readme  # the same, and the README's results tables replaced by them
+    python experiment.py                  # 6 arms x 3 seeds -> results/default.md, .json and PNGs
+    python experiment.py --update-readme  # the same, and the README's results block replaced by them
     python experiment.py --quick          # tiny budgets, one seed, in runs/exp_quick (a smoke test; CI)
     python experiment.py --resume         # continue an interrupted run: stages finished by the same command are kept
     python experiment.py --seeds 0 1 --rl-steps 50 --out runs/exp2 --results results/exp2
-    python experiment.py --seeds 0 --arms cot_grpo comt_ccrl comt_grpo cot_ccrl --results results/arms2x2
+    python experiment.py --arms cot_grpo comt_ccrl --results results/pipelines   # the SFT arms come along
 
 Arms (the SFT arms start from --base, the shipped models/base by default):
-    cot_sft     sft_comt.py --format cot              (the paper's baseline SFT)
-    comt_sft    sft_comt.py --format comt             (CoMT)
-    cot_grpo    ccrl.py --reward outcome from cot_sft  (baseline RL)
-    comt_ccrl   ccrl.py --reward ccrl from comt_sft   (CoMT + CCRL)
-    comt_grpo   ccrl.py --reward outcome from comt_sft (with cot_ccrl: the rest of the 2x2, --arms)
-    cot_ccrl    ccrl.py --reward ccrl from cot_sft
+    cot_sft     sft_comt.py --format cot               (the paper's baseline SFT)
+    comt_sft    sft_comt.py --format comt              (CoMT)
+    cot_grpo    ccrl.py --reward outcome from cot_sft   (the paper's baseline pipeline)
+    comt_ccrl   ccrl.py --reward ccrl from comt_sft    (the paper's pipeline)
+    comt_grpo   ccrl.py --reward outcome from comt_sft  (the reward's effect from the same init ...
+    cot_ccrl    ccrl.py --reward ccrl from cot_sft      ... and the SFT target's under the same reward)
 Per seed, the seed sets the SFT data order and the RL prompts and samples; the base, the evaluation
 problems and the budgets are the same for every arm and seed. Each stage runs as its own process
-(exactly the README commands, plus --eval-n 0: evaluate.py measures every arm afterwards, and
-budget flags when given); its final JSON summary line is kept, and its wall time is appended to
-its log, so --resume and --from-logs rebuild every number from the logs. The base model itself is
-evaluated once (greedy, so the same in every seed), from the gold plan (`evaluate.py --gold-plan`:
-the ceiling of what its execution allows) and from the question alone (the floor).
+(exactly the README commands, plus budget flags when given, and checks on `val`: --val-n problems
+every --val-every steps, each logged with the tokens and seconds the stage has spent so far); its
+eval lines and final JSON summary line are kept, and its wall time is appended to its log, so
+--resume and --from-logs rebuild every number from the logs. evaluate.py then measures every arm
+on `test` and the OOD splits. The base model itself is evaluated once (greedy, so the same in every
+seed): from the gold plan (`evaluate.py --gold-plan`: the ceiling of what its execution allows), in
+its own plan form (its planning ceiling) and from the question alone (the floor).
 
-Outputs: runs under --out/seed<k>/<arm>, evaluate.py's JSON per seed, and --results .md / .json:
-mean +- std over seeds per arm x split with the base's two rows, paired differences between arms
-(the paper's claims: CoMT+CCRL against CoT+GRPO, CoMT-SFT against CoT-SFT, each RL stage against
-its init; accuracy per split, and overconfident step errors) per seed with a 95% bootstrap interval
-over problems (paired_interval), plan correct / plan followed and the three kinds of wrong answer,
-calibration, supervised tokens and wall time per stage; <results>_accuracy.png (mean +- std over
-seeds, the base's ceiling and floor marked) and the first seed's reliability diagrams. The .md
-holds every table; --update-readme puts the main ones into the README.
+Outputs: runs under --out/seed<k>/<arm>, evaluate.py's JSON per seed, and --results .md / .json
+(comt/report.py writes them): mean +- std over seeds per arm x split, with the base's rows and the
+mean of the OOD splits (`ood_pooled`, as the paper averages its OOD benchmarks); paired differences
+between arms with a 95% hierarchical bootstrap interval (seeds, then problems within each;
+comt/stats.py): the pipeline against its baseline, the reward's effect from each init, the SFT
+target's effect under each reward, each RL stage against its init, in accuracy, and in
+overconfident step errors, step errors, the confidence of wrong steps and step AUROC (error rate and
+calibration apart); the cost: exact token counts per stage (supervised, trained, forward only),
+seconds with a flag where a stage shared the machine, and the tokens each pipeline spent to first
+reach REACH shares of `val`; plans and the three kinds of wrong answer; the reading, generated
+claim by claim. PNGs: <results>_accuracy.png (accuracy by split), <results>_cost.png (`val`
+accuracy against tokens, one line per pipeline) and the first seed's reliability diagrams.
+--update-readme puts the main tables and the reading into the README.
 """
 import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 
-from comt.common import COUNT, SEED, unwritable, write_json
-from comt.lifecycle import STOPPED, lock_out
+from tqdm import tqdm
 
-ARMS = {  # arm: (script, its flags, the arm it starts from); the first four are the paper's comparison
+from comt import report as rp
+from comt.common import COUNT, NONNEG_INT, SEED, unwritable, write_json
+from comt.lifecycle import STOPPED, lock_out
+from comt.stats import POOLED, compare, pool_ood
+
+ARMS = {  # arm: (script, its flags, the arm it starts from)
     "cot_sft": ("sft_comt.py", ["--format", "cot"], None),
     "comt_sft": ("sft_comt.py", ["--format", "comt"], None),
     "cot_grpo": ("ccrl.py", ["--reward", "outcome"], "cot_sft"),
     "comt_ccrl": ("ccrl.py", ["--reward", "ccrl"], "comt_sft"),
-    "comt_grpo": ("ccrl.py", ["--reward", "outcome"], "comt_sft"),  # the rest of the 2x2 of SFT format x reward
+    "comt_grpo": ("ccrl.py", ["--reward", "outcome"], "comt_sft"),
     "cot_ccrl": ("ccrl.py", ["--reward", "ccrl"], "cot_sft"),
 }
-DEFAULT_ARMS = ["cot_sft", "comt_sft", "cot_grpo", "comt_ccrl"]
-DEFAULT_BASE, EVAL_N = "models/base", 200
+DEFAULT_ARMS = list(ARMS)
+DEFAULT_BASE, EVAL_N, VAL_N, VAL_EVERY = "models/base", 200, 200, 20
 QUICK = dict(base=["--tokenizer-docs", "1500", "--vocab", "400", "--steps", "20", "--eval-n", "4", "--dim", "64",
                    "--layers", "2", "--heads", "2", "--kv-heads", "1", "--batch", "4"],
-             sft=["--steps", "4", "--n-train", "64", "--eval-n", "4", "--eval-max-new", "16"],
+             sft=["--steps", "4", "--n-train", "64", "--eval-n", "4", "--eval-max-new", "16", "--eval-split", "val",
+                  "--eval-every", "2"],
              rl=["--steps", "2", "--group-size", "2", "--prompts-per-step", "2", "--n-train", "64",
-                 "--max-new-tokens", "24", "--eval-n", "4", "--eval-every", "2"],
+                 "--max-new-tokens", "24", "--eval-n", "4", "--eval-every", "2", "--eval-split", "val"],
              eval=["--n", "4", "--max-new-tokens", "24"])
 
 
@@ -79,21 +91,23 @@ def read_build(base: str) -> dict:
 
 
 def stage_record(log_path: str) -> dict | None:
-    """The final JSON summary line a stage printed to its log, with the wall time and the command
-    run_stage appended after it; None when the stage never finished (no log, or stopped or killed
-    before its last line)."""
+    """The final JSON summary line a stage printed to its log, with its eval lines (`curve`: the checks
+    during training, each with the cost so far) and the wall time and command run_stage appended after
+    it; None when the stage never finished (no log, or stopped or killed before its last line)."""
     if not os.path.isfile(log_path):
         return None
-    summary, end = None, None
+    summary, end, curve = None, None, []
     with open(log_path) as f:
         for line in f:
             if line.startswith("{") and '"summary": true' in line:
                 summary = json.loads(line)
+            elif line.startswith('{"eval": true'):
+                curve.append(json.loads(line))
             elif line.startswith('{"stage_wall_seconds"'):
                 end = json.loads(line)
     if summary is None or end is None:
         return None
-    return dict(summary, wall_seconds=end["stage_wall_seconds"], stage_command=end.get("command"),
+    return dict(summary, curve=curve, wall_seconds=end["stage_wall_seconds"], stage_command=end.get("command"),
                 stage_code=end.get("code"))
 
 
@@ -144,14 +158,6 @@ def finished_or_run(cmd: list[str], log_path: str, ckpt: str | None, keep: bool)
     return run_stage(cmd, log_path), True
 
 
-BASE_ROWS = {  # evaluate.py runs of the base model: the key (its JSON in --out), the row label, the flags
-    "base_plan": ("base, from the gold plan", ["--gold-plan"]),
-    "base_own": ("base, its own plans (plan correct)", ["--own-plan", "steps"]),
-    "base_plain": ("base, question only", []),
-}
-BASE_METRIC = {"base_own": "plan_correct"}  # what the own-plan row shows in the accuracy tables (it writes no answer)
-
-
 def eval_flags(args) -> list[str]:
     return QUICK["eval"] if args.quick else ["--n", str(args.eval_n)]
 
@@ -160,7 +166,7 @@ def base_rows(args, keep: bool) -> tuple[dict, float]:
     """The base model evaluated from the gold plan, in its own plan form and from the question alone,
     once (greedy, so the same for every seed): ({row: {split: metrics}}, the seconds it took)."""
     rows, seconds = {}, 0.0
-    for key, (_, flags) in BASE_ROWS.items():
+    for key, (_, flags) in rp.BASE_ROWS.items():
         path = os.path.join(args.out, f"{key}.json")
         cmd = ["evaluate.py", "--ckpt", args.base, *flags, "--json", path, "--no-plots", *eval_flags(args)]
         record, _ = finished_or_run(cmd, os.path.join(args.out, f"{key}.log"), None, keep)
@@ -190,33 +196,6 @@ def runs_from_logs(args) -> list[dict]:
     return per_seed
 
 
-def measured(xs: list) -> list[float]:
-    """The values that were measured: None and nan (nothing to measure, e.g. no wrong step) left out."""
-    return [x for x in xs if x is not None and x == x]
-
-
-def mean_std(xs: list[float]) -> tuple[float, float]:
-    xs = measured(xs)
-    if not xs:
-        return float("nan"), float("nan")
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
-def pm(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    """mean ± std over seeds; the bare value for one seed; "(k of n seeds)" when some seeds had nothing
-    to measure.
-
-    >>> pm([0.5, 0.7]), pm([0.5, float("nan"), 0.7]), pm([None])
-    ('60.0 ± 14.1', '60.0 ± 14.1 (2 of 3 seeds)', '–')
-    """
-    m, s = mean_std(xs)
-    if m != m:
-        return "–"
-    k = len(measured(xs))
-    return (f"{scale * m:,.{digits}f}" + (f" ± {scale * s:,.{digits}f}" if len(xs) > 1 else "")
-            + (f" ({k} of {len(xs)} seeds)" if k < len(xs) else ""))
-
-
 def aggregate(per_seed: list[dict]) -> dict:
     """{arm: {split: {metric: [values over seeds]}}, stage costs per arm: {key: [values]}} (the
     per-problem lists stay in the runs; the intervals read them there)."""
@@ -229,155 +208,73 @@ def aggregate(per_seed: list[dict]) -> dict:
                         evals.setdefault(arm, {}).setdefault(split, {}).setdefault(k, []).append(v)
         for arm, s in run["stages"].items():
             c = costs.setdefault(arm, {})
-            for k in ("sup_tokens", "sup_tokens_per_example", "train_seconds", "wall_seconds"):
-                c.setdefault(k, []).append(s.get(k))
+            for k in ("sup_tokens", "sup_tokens_per_example", "train_tokens", "forward_tokens", "train_seconds",
+                      "wall_seconds", "cpu_wait_share", "shared_machine"):
+                c.setdefault(k, []).append(s.get(k, 0 if k == "forward_tokens" else None))
     return dict(eval=evals, costs=costs)
 
 
 # -----------------------------------------------------------------------------
-# How sure each claim is: paired differences between arms, with a bootstrap interval
+# The claims: paired differences between arms (comt/stats.py), and the cost of each pipeline
 
-CLAIMS = (  # (the comparison, arm, the arm it is compared with, metric, the direction the paper reports); see RATIOS
-    ("CoMT-SFT + CCRL minus CoT-SFT + GRPO, accuracy", "comt_ccrl", "cot_grpo", "acc", "higher"),
-    ("CoMT-SFT minus CoT-SFT, accuracy", "comt_sft", "cot_sft", "acc", "higher"),
-    ("CCRL minus its init (CoMT-SFT), accuracy", "comt_ccrl", "comt_sft", "acc", "higher"),
-    ("GRPO minus its init (CoT-SFT), accuracy", "cot_grpo", "cot_sft", "acc", "higher"),
-    ("CCRL minus its init, overconfident step errors", "comt_ccrl", "comt_sft", "overconf_err", "lower"),
-    ("CoMT-SFT + CCRL minus CoT-SFT + GRPO, overconfident step errors", "comt_ccrl", "cot_grpo", "overconf_err",
-     "lower"),
+COMPARISONS = (  # (key, the comparison, arm, the arm it is compared with): the paper's pipeline against its
+    # baseline; the reward's effect from the same init; the SFT target's under the same reward; each RL stage's gain
+    ("pipeline", "CoMT-SFT + CCRL minus CoT-SFT + GRPO", "comt_ccrl", "cot_grpo"),
+    ("reward_comt", "CCRL minus GRPO, both from CoMT-SFT", "comt_ccrl", "comt_grpo"),
+    ("reward_cot", "CCRL minus GRPO, both from CoT-SFT", "cot_ccrl", "cot_grpo"),
+    ("target_ccrl", "CoMT-SFT minus CoT-SFT, both then CCRL", "comt_ccrl", "cot_ccrl"),
+    ("target_grpo", "CoMT-SFT minus CoT-SFT, both then GRPO", "comt_grpo", "cot_grpo"),
+    ("target_sft", "CoMT-SFT minus CoT-SFT, stage 1 alone", "comt_sft", "cot_sft"),
+    ("ccrl_gain", "CCRL minus its init (CoMT-SFT)", "comt_ccrl", "comt_sft"),
+    ("grpo_gain", "GRPO minus its init (CoT-SFT)", "cot_grpo", "cot_sft"),
 )
-RATIOS = {"acc": ("ok", None), "overconf_err": ("overconf", "steps")}  # metric = sum(numerator) / sum(denominator)
-
-
-def paired_interval(a_num, a_den, b_num, b_den, n_boot: int = 10_000, seed: int = 0, seeds: bool = True) -> dict:
-    """Arms a and b on the same problems in S seeds: (S,N) arrays of each problem's numerator and
-    denominator (a metric is sum(num) / sum(den) over a seed's problems). Returns the per-seed
-    differences a - b, their mean, and the 2.5th and 97.5th percentiles of that mean over n_boot
-    hierarchical resamples: S seeds drawn with replacement, then within each drawn seed N problems
-    drawn with replacement (the same problems for both arms: every seed and arm answered the same
-    problems, so a pair stays a pair). Seed-to-seed variation is the larger part of an RL result's
-    uncertainty, so with few seeds the interval is wide. seeds=False resamples the problems only (the
-    same resample in every seed): what these S runs say, not what the method does.
-
-    >>> r = paired_interval([[1, 0, 0, 0]], [[1, 1, 1, 1]], [[0, 0, 0, 0]], [[1, 1, 1, 1]])
-    >>> r["per_seed"], r["mean"], r["low"], r["high"]  # a resample's mean is X/4, X ~ Binomial(4, 1/4)
-    ([0.25], 0.25, 0.0, 0.75)
-    """
-    import numpy as np
-    a_num, a_den, b_num, b_den = (np.asarray(x, dtype=float) for x in (a_num, a_den, b_num, b_den))
-    S, N = a_num.shape
-    ratio = lambda num, den: num.sum(-1) / den.sum(-1)
-    rng = np.random.default_rng(seed)
-    if seeds:
-        rows = rng.integers(0, S, size=(n_boot, S, 1))  # (B,S,1): which seed fills each slot
-        cols = rng.integers(0, N, size=(n_boot, S, N))  # (B,S,N): its problems
-    else:
-        rows = np.arange(S)[None, :, None]  # (1,S,1): every seed once
-        cols = np.broadcast_to(rng.integers(0, N, size=(n_boot, 1, N)), (n_boot, S, N))  # one resample for all
-    with np.errstate(invalid="ignore", divide="ignore"):  # a resample (or a seed) with no steps: nan
-        per_seed = ratio(a_num, a_den) - ratio(b_num, b_den)  # (S,)
-        pick = lambda x: x[rows, cols]  # (B,S,N)
-        boot = (ratio(pick(a_num), pick(a_den)) - ratio(pick(b_num), pick(b_den))).mean(-1)  # (B,)
-    low, high = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (float("nan"),) * 2
-    return dict(per_seed=[float(x) for x in per_seed], mean=float(per_seed.mean()), low=float(low), high=float(high))
-
-
-def claim_arrays(per_seed: list[dict], arm: str, split: str, metric: str):
-    """(numerators, denominators), each (S,N), of one arm's metric on one split over the seeds."""
-    num, den = RATIOS[metric]
-    rows = [run["eval"][arm][split]["per_problem"] for run in per_seed]
-    return [r[num] for r in rows], [r[den] if den else [1] * len(r[num]) for r in rows]
+CALIBRATION = ("pipeline", "reward_comt", "reward_cot", "ccrl_gain")  # where the reward's calibration is read
+CLAIM_METRICS = {  # metric: (its name, the direction the paper reports, the comparisons read on it, every split?)
+    "acc": ("accuracy", "higher", None, True),
+    "overconf_err": ("overconfident step errors", "lower", CALIBRATION, True),
+    "step_err": ("step errors", "lower", CALIBRATION, False),  # (else `test` and the pooled OOD split)
+    "wrong_conf": ("confidence of wrong steps", "lower", CALIBRATION, False),
+    "step_auroc": ("step AUROC", "higher", CALIBRATION, False),
+}
 
 
 def claims(per_seed: list[dict], splits: list[str]) -> list[dict]:
-    """Every CLAIMS comparison whose arms ran, on every split, with paired_interval's figures."""
-    arms = set(per_seed[0]["eval"])
-    out = []
-    for what, a, b, metric, expected in CLAIMS:
-        if {a, b} <= arms:
-            for split in splits:
-                r = paired_interval(*claim_arrays(per_seed, a, split, metric), *claim_arrays(per_seed, b, split, metric))
-                out.append(dict(claim=what, split=split, metric=metric, expected=expected, **r))
-    return out
+    """Every comparison whose arms ran, in every metric and split it is read on, with its interval."""
+    arms, todo = set(per_seed[0]["eval"]), []
+    for metric, (name, expected, keys, everywhere) in CLAIM_METRICS.items():
+        for key, what, a, b in COMPARISONS:
+            if {a, b} <= arms and (keys is None or key in keys):
+                todo += [(metric, name, expected, key, what, a, b, s) for s in splits
+                         if everywhere or s in ("test", POOLED)]
+    return [dict(claim=f"{what}, {name}", key=key, split=s, metric=metric, expected=expected,
+                 **compare(per_seed, a, b, s, metric))
+            for metric, name, expected, key, what, a, b, s in tqdm(todo, desc="intervals", leave=False)]
 
 
-def reading(c: dict) -> str:
-    """'within noise' where the interval covers 0, else the sign that holds."""
-    if c["low"] != c["low"]:
-        return "–"
-    if c["low"] <= 0 <= c["high"]:
-        return "within noise"
-    return "higher" if c["low"] > 0 else "lower"
+def spent(stage: dict) -> dict:
+    """What a finished stage spent, from its summary: tokens processed, of them trained, seconds."""
+    train, forward = stage.get("train_tokens", 0), stage.get("forward_tokens", 0)
+    return dict(tokens=train + forward, train_tokens=train, seconds=stage.get("train_seconds", 0.0))
 
 
-# -----------------------------------------------------------------------------
-# The reading, claim by claim: generated from the claims and the tables, so a rerun cannot leave it behind
+def pipeline_curve(stages: dict, arm: str) -> list[dict]:
+    """The `val` checks of an arm's pipeline (its SFT stage's, then its own), each with the tokens
+    processed and seconds of training spent up to it: an RL stage's counts start from its SFT stage's
+    totals, and its check before the first step (the SFT stage's last model again) is left out."""
+    parent = ARMS[arm][2]
+    head = pipeline_curve(stages, parent) if parent else []
+    before = spent(stages[parent]) if parent else dict(tokens=0, train_tokens=0, seconds=0.0)
+    own = [dict(step=p["step"], acc=p["acc"], stage=arm, train_tokens=before["train_tokens"] + p["train_tokens"],
+                tokens=before["tokens"] + p["train_tokens"] + p["forward_tokens"],
+                seconds=round(before["seconds"] + p["seconds"], 1))
+           for p in stages[arm]["curve"] if not (parent and p["step"] == 0)]
+    return head + own
 
 
-def interval_text(c: dict) -> str:
-    return f"{pts(c['mean'])} [{pts(c['low'])}, {pts(c['high'])}]"
-
-
-def claim_sentence(cs: list[dict]) -> str:
-    """One comparison over the splits: its reading in distribution (`test`) and how many OOD splits
-    read higher, lower or within noise, each with its interval.
-
-    >>> c = lambda s, m, lo, hi: dict(claim="x", split=s, mean=m, low=lo, high=hi, expected="higher")
-    >>> s = claim_sentence([c("test", .02, -.01, .05), c("ood_a", .04, .01, .07), c("ood_b", -.01, -.04, .02)])
-    >>> print(s.replace("; ", ";\\n").replace("), ", "),\\n"))
-    **x** (the paper: higher): `test` +2.0 [-1.0, +5.0], within noise;
-    out of distribution higher on 1 of 2 splits (`ood_a` +4.0 [+1.0, +7.0]),
-    within noise on 1 (`ood_b` -1.0 [-4.0, +2.0])
-    """
-    head = f"**{cs[0]['claim']}** (the paper: {cs[0]['expected']})"
-    parts = [f"`{c['split']}` {interval_text(c)}, {reading(c)}" for c in cs if not c["split"].startswith("ood_")]
-    ood = [c for c in cs if c["split"].startswith("ood_")]
-    if ood:
-        groups = [(w, [c for c in ood if reading(c) == w]) for w in ("higher", "lower", "within noise")]
-        said = [f"{w} on {len(g)}" + (f" of {len(ood)} splits" if not k else "")
-                + " (" + ", ".join(f"`{c['split']}` {interval_text(c)}" for c in g) + ")"
-                for k, (w, g) in enumerate((w, g) for w, g in groups if g)]
-        parts.append("out of distribution " + ", ".join(said))
-    return head + ": " + "; ".join(parts)
-
-
-def kept_table(ev: dict, base: dict, splits: list[str]) -> list[str]:
-    """For each OOD split, each arm's plans right as a share of the base's own-plan figure (what
-    post-training kept of the base's planning) and its accuracy beside the base's from the gold plan."""
-    ood = [s for s in splits if s.startswith("ood_")]
-    if "base_own" not in base or not ood:
-        return []
-    mean = lambda xs: statistics.fmean(measured(xs)) if measured(xs) else float("nan")
-    out = ["What post-training kept of the base's planning out of distribution: plans right, % of problems (in "
-           "brackets: as a share of what the base plans right in its own words), then accuracy, %; means over "
-           "seeds. The base's row: its own plans right / its accuracy from the gold plan", "",
-           *table_head(["arm", *ood])]
-    out.append("| base | " + " | ".join(f"{100 * base['base_own'][s]['plan_correct']:.0f} / "
-                                      f"{100 * base['base_plan'][s]['acc']:.0f}" for s in ood) + " |")
-    for arm in (a for a in ARMS if a in ev):
-        cells = []
-        for s in ood:
-            own, plans = base["base_own"][s]["plan_correct"], mean(ev[arm][s]["plan_correct"])
-            kept = f" ({100 * plans / own:.0f}% kept)" if own > 0 else ""
-            cells.append(f"{100 * plans:.0f}{kept} / {100 * mean(ev[arm][s]['acc']):.0f}")
-        out.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return out
-
-
-def kept_sentences(ev: dict, base: dict, splits: list[str]) -> list[str]:
-    """One line per OOD split: how many plans the base gets right in its own words, how many each
-    arm gets right after post-training, and whether every arm lost some of it."""
-    mean = lambda xs: statistics.fmean(measured(xs)) if measured(xs) else float("nan")
-    out = []
-    for s in (s for s in splits if s.startswith("ood_") and "base_own" in base):
-        own = base["base_own"][s]["plan_correct"]
-        plans = {arm: mean(ev[arm][s]["plan_correct"]) for arm in ARMS if arm in ev}
-        best, worst = max(plans, key=plans.get), min(plans, key=plans.get)
-        out.append(f"- `{s}`: the base plans {100 * own:.0f}% right in its own words; the arms plan "
-                   f"{100 * plans[worst]:.0f}-{100 * plans[best]:.0f}% right (most {best}, least {worst}): "
-                   + ("every arm lost part of the base's planning." if plans[best] < own else
-                      f"{best} kept all of it."))
-    return out
+def pipeline_shared(stages: dict, arm: str) -> bool:
+    """Whether a stage of the arm's pipeline shared the machine (its seconds then mean little)."""
+    parent = ARMS[arm][2]
+    return bool(stages[arm].get("shared_machine")) or (parent is not None and pipeline_shared(stages, parent))
 
 
 def loss_example(args, run: dict, base: dict) -> list[str]:
@@ -415,164 +312,6 @@ def loss_example(args, run: dict, base: dict) -> list[str]:
     return []
 
 
-def reading_lines(ev: dict, base: dict, found: list[dict], splits: list[str]) -> list[str]:
-    """The claim-by-claim reading and what post-training kept out of distribution (generated)."""
-    out = ["What the default reproduces of the paper's claims, claim by claim (generated from the paired "
-           "differences: \"within noise\" where the interval covers 0):", ""]
-    out += ["- " + claim_sentence([c for c in found if c["claim"] == what])
-            for what in dict.fromkeys(c["claim"] for c in found)]
-    kept = kept_table(ev, base, splits)
-    return out + ([""] + kept + [""] + kept_sentences(ev, base, splits) if kept else [])
-
-
-# -----------------------------------------------------------------------------
-# Tables and the chart
-
-
-def pts(x: float) -> str:
-    return "–" if x != x else f"{100 * x:+.1f}"
-
-
-def table_head(columns: list[str]) -> list[str]:
-    """A Markdown table's header and separator lines."""
-    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
-
-
-def accuracy_table(ev: dict, base: dict, splits: list[str], key: str = "acc") -> list[str]:
-    lines = table_head(["arm", *splits])
-    for row, (label, _) in BASE_ROWS.items():
-        if row in base:
-            k = BASE_METRIC.get(row, key)
-            lines.append(f"| {label} | " + " | ".join(f"{100 * base[row][s][k]:.1f}" for s in splits) + " |")
-    for arm in ARMS:
-        if arm in ev:
-            lines.append(f"| {arm} | " + " | ".join(pm(ev[arm][s][key]) for s in splits) + " |")
-    return lines
-
-
-def plan_tables(ev: dict, base: dict, splits: list[str]) -> tuple[list[str], list[str]]:
-    """(plan correct / plan followed, the wrong answers split three ways), arms x splits."""
-    head = table_head(["arm", *splits])
-    one = lambda m, k: ("–" if k not in m else  # a mean over seeds
-                        f"{100 * (sum(m[k]) / len(m[k]) if isinstance(m[k], list) else m[k]):.0f}")
-    rows = [(BASE_ROWS[r][0], base[r]) for r in ("base_plan", "base_own") if r in base]
-    rows += [(arm, ev[arm]) for arm in ARMS if arm in ev]
-    plans = ["Plans, % of problems: plan correct (its operator sequence is the gold program's) / plan followed (the "
-             "execution carries out its own plan); means over seeds. The base's own plans are in its own form "
-             "(`evaluate.py --own-plan steps`), which it never executes", ""] + head
-    plans += [f"| {name} | " + " | ".join(f"{one(m[s], 'plan_correct')} / {one(m[s], 'plan_followed')}"
-                                          for s in splits) + " |" for name, m in rows]
-    wrong = ["Wrong answers, % of problems: wrong plan / right plan not followed / right plan followed but "
-             "executed wrongly (they add up to 100 - accuracy)", ""] + head
-    wrong += [f"| {name} | " + " | ".join(" / ".join(one(m[s], k) for k in ("wrong_plan", "not_followed",
-                                                                           "executed_wrongly"))
-                                          for s in splits) + " |" for name, m in rows if "wrong_plan" in m[splits[0]]]
-    return plans, wrong
-
-
-def claims_grid(found: list[dict], splits: list[str]) -> list[str]:
-    """The claims as comparisons x splits: mean [95% interval], * where the interval excludes 0."""
-    out = table_head(["comparison", *splits])
-    for what in dict.fromkeys(c["claim"] for c in found):
-        cells = {c["split"]: c for c in found if c["claim"] == what}
-        out.append(f"| {what} | " + " | ".join(
-            f"{pts(c['mean'])} [{pts(c['low'])}, {pts(c['high'])}]" + ("*" if reading(c) in ("higher", "lower") else "")
-            for c in (cells[s] for s in splits)) + " |")
-    return out
-
-
-def claims_table(found: list[dict], seeds: list[int]) -> list[str]:
-    out = table_head(["comparison", "split", *(f"seed {k}" for k in seeds), "mean", "95% interval", "reading"])
-    for c in found:
-        out.append(f"| {c['claim']} | {c['split']} | " + " | ".join(map(pts, c["per_seed"]))
-                   + f" | {pts(c['mean'])} | [{pts(c['low'])}, {pts(c['high'])}] | {reading(c)} |")
-    return out
-
-
-def report(agg: dict, base: dict, found: list[dict], seeds: list[int], command: str,
-           example: list[str] = ()) -> tuple[str, str]:
-    """(the full results Markdown, the shorter block the README shows: accuracy, paired differences
-    (accuracy and overconfident errors), the plans that explain the OOD rows, then the generated
-    reading and the marked example of a loss; the cost and the rest only in the full Markdown)."""
-    ev, costs = agg["eval"], agg["costs"]
-    splits = list(next(iter(ev.values())))
-    head = [f"Produced by `{command}` ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"
-            + ("; mean ± std over seeds." if len(seeds) > 1 else "."), ""]
-    acc = ["Greedy accuracy, % (strict: the `Answer:` line). The base rows are the shipped base model, greedy, so "
-           "the same in every seed: from the gold plan (the ceiling execution allows), its own plans (the share it "
-           "plans right in its own words: the planning ceiling) and from the question alone under the post-training "
-           "prompt (the floor)", ""] + accuracy_table(ev, base, splits)
-    how = ("a 95% interval from 10,000 hierarchical bootstrap resamples: the seeds drawn with replacement, then "
-           "the problems within each (`experiment.paired_interval`); it counts seed-to-seed variation, so with three "
-           "seeds it is wide")
-    sure = [f"Paired differences between arms, percentage points: the mean over seeds and {how}; * where the "
-            "interval excludes 0 (elsewhere the difference is within noise)", ""] + claims_grid(found, splits)
-    if not found:
-        sure = ["No paired differences: the arms run hold none of the compared pairs (`experiment.CLAIMS`)"]
-    plans, wrong = plan_tables(ev, base, splits)
-    overconf = ["Overconfident step errors by split, % of steps (wrong steps written with confidence > 0.9)", "",
-                *table_head(["arm", *splits])]
-    overconf += [f"| {arm} | " + " | ".join(pm(ev[arm][s]["overconf_err"]) for s in splits) + " |"
-                 for arm in ARMS if arm in ev]
-    cost = ["Cost per stage (this arm's own stage; RL arms add their SFT's; SFT tokens exclude the replay, which is "
-            "the same for both arms)", "", *table_head(["arm", "supervised tokens", "per example", "train s",
-                                                         "wall s"])]
-    cost += [f"| {arm} | {pm(costs[arm]['sup_tokens'], 1, 0)} | {pm(costs[arm]['sup_tokens_per_example'], 1, 1)} | "
-             f"{pm(costs[arm]['train_seconds'], 1)} | {pm(costs[arm]['wall_seconds'], 1)} |" for arm in ARMS
-             if arm in costs]
-    readme = head + acc + [""] + sure + [""] + plans + [""] + reading_lines(ev, base, found, splits)
-    if example:
-        readme += ["", *example]
-    return "\n".join(readme + [""] + cost + [""] + overconf + [""] + extra_tables(ev, base, found, seeds, splits, how)
-                     + [""] + wrong) + "\n", "\n".join(readme) + "\n"
-
-
-def extra_tables(ev: dict, base: dict, found: list[dict], seeds: list[int], splits: list[str], how: str) -> list[str]:
-    """What results/default.md holds beyond the README's block."""
-    calib = ["Calibration and format on `test`, %: answer ECE, step accuracy, overconfident step errors, wrong "
-             "answers whose first wrong step was confident, outputs that open with a digit-free plan", "",
-             *table_head(["arm", "answer ECE", "step acc", "overconf err", "first wrong step confident", "plan rate"])]
-    calib += [f"| {arm} | " + " | ".join(pm(ev[arm]["test"][k]) for k in ("ece", "step_acc", "overconf_err",
-                                                                           "first_wrong_conf", "plan_rate")) + " |"
-              for arm in ARMS if arm in ev and "test" in ev[arm]]
-    out = calib + (["", f"The paired differences per seed, with their mean and {how}", ""] + claims_table(found, seeds)
-                   if found else [])
-    out += ["", "Greedy accuracy, lenient (the last number when there is no `Answer:` line), %", ""]
-    out += accuracy_table(ev, base, splits, "acc_lenient")
-    out += ["", "`test` accuracy by seed, % (the RL arms' gain over the SFT arm they start from is per seed)", "",
-            *table_head(["arm", *(f"seed {k}" for k in seeds)])]
-    out += [f"| {arm} | " + " | ".join(f"{100 * a:.1f}" for a in ev[arm]["test"]["acc"]) + " |"
-            for arm in ARMS if arm in ev and "test" in ev[arm]]
-    return out
-
-
-def accuracy_chart(ev: dict, base: dict, path: str):
-    """Accuracy by split: each arm's mean over seeds with its std as an error bar, and the base
-    model's ceilings (accuracy from the gold plan, plans right in its own form) and floor (question
-    only) marked on every split."""
-    from comt.common import pyplot
-    plt = pyplot()
-    splits, arms = list(next(iter(ev.values()))), [a for a in ARMS if a in ev]
-    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(splits)), 4.2))
-    width = 0.8 / len(arms)
-    for j, arm in enumerate(arms):
-        xs = [i + (j - (len(arms) - 1) / 2) * width for i in range(len(splits))]
-        stats = [mean_std(ev[arm][s]["acc"]) for s in splits]
-        ax.bar(xs, [m for m, _ in stats], width, yerr=[sd for _, sd in stats], capsize=3, label=arm)
-    for row, style in (("base_plan", dict(color="black", ls="-")), ("base_own", dict(color="black", ls=":")),
-                       ("base_plain", dict(color="grey", ls="--"))):
-        if row in base:
-            for i, s in enumerate(splits):
-                ax.hlines(base[row][s][BASE_METRIC.get(row, "acc")], i - 0.45, i + 0.45, lw=2,
-                          label=BASE_ROWS[row][0] if i == 0 else None, **style)
-    ax.set_xticks(range(len(splits)), splits, rotation=15)
-    ax.set(ylabel="greedy accuracy (mean ± std over seeds)", ylim=(0, 1), title="accuracy by split")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: no ceiling hidden
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
 def update_readme(md: str, path: str = "README.md", start: str = "<!-- results:start -->",
                   end: str = "<!-- results:end -->") -> bool:
     """Put the result tables between the README's markers; False when it has none."""
@@ -588,7 +327,8 @@ def update_readme(md: str, path: str = "README.md", start: str = "<!-- results:s
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description="Four arms x seeds from one base, then evaluate.py on all of them.",
+    ap = argparse.ArgumentParser(description="Six arms (SFT target x RL reward) x seeds from one base, then "
+                                 "evaluate.py on all of them.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2], help="one run of every arm per seed")
     ap.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, help=f"arms to run (the SFT arms they start from "
@@ -601,6 +341,9 @@ def parse_args(argv=None):
     ap.add_argument("--sft-steps", type=COUNT, default=None, help="steps of the SFT arms (default: sft_comt.py's)")
     ap.add_argument("--rl-steps", type=COUNT, default=None, help="steps of the RL arms (default: ccrl.py's)")
     ap.add_argument("--eval-n", type=COUNT, default=EVAL_N, help="problems per split in the final evaluation")
+    ap.add_argument("--val-n", type=NONNEG_INT, default=VAL_N, help="val problems of each check during training "
+                    "(the cost-to-accuracy curves; 0: none)")
+    ap.add_argument("--val-every", type=COUNT, default=VAL_EVERY, help="steps between those checks, in every stage")
     ap.add_argument("--resume", action="store_true", help="keep the stages of an earlier run in --out that finished "
                     "(complete log and checkpoint) and run the rest: continues an interrupted experiment")
     ap.add_argument("--from-logs", action="store_true", help="train nothing: rebuild the results from a finished "
@@ -613,7 +356,8 @@ def parse_args(argv=None):
     if len(set(args.seeds)) < len(args.seeds):
         ap.error(f"--seeds {' '.join(map(str, args.seeds))}: a seed given twice would be counted as two runs")
     budgets = [f for f, v in (("--sft-steps", args.sft_steps), ("--rl-steps", args.rl_steps),
-                              ("--eval-n", args.eval_n != EVAL_N)) if v]
+                              ("--eval-n", args.eval_n != EVAL_N), ("--val-n", args.val_n != VAL_N),
+                              ("--val-every", args.val_every != VAL_EVERY)) if v]
     if args.quick and budgets:
         ap.error(f"--quick sets its own budgets: {', '.join(budgets)} would not apply")
     args.arms = with_parents(args.arms)
@@ -667,14 +411,14 @@ def main(argv=None):
 
 
 def stage_command(args, seed: int, arm: str) -> list[str]:
-    """The command of one arm's stage in one seed: the README's, with --eval-n 0 (evaluate.py measures
-    every arm afterwards) and the budget flags given."""
+    """The command of one arm's stage in one seed: the README's, with the budget flags given and its
+    checks on `val` (evaluate.py measures every arm on `test` and the OOD splits afterwards)."""
     script, flags, parent = ARMS[arm]
     root = os.path.join(args.out, f"seed{seed}")
     src = ["--model", args.base] if parent is None else ["--init", os.path.join(root, parent)]
     steps = args.sft_steps if parent is None else args.rl_steps
-    budget = QUICK["sft" if parent is None else "rl"] if args.quick else ["--steps", str(steps)] * bool(steps) + [
-        "--eval-n", "0"]
+    checks = ["--eval-split", "val", "--eval-n", str(args.val_n), "--eval-every", str(args.val_every)]
+    budget = QUICK["sft" if parent is None else "rl"] if args.quick else ["--steps", str(steps)] * bool(steps) + checks
     return [script, *flags, *src, "--out", os.path.join(root, arm), "--seed", str(seed), *budget]
 
 
@@ -686,6 +430,8 @@ def produced_by(args) -> str:
     extra += [" --arms " + " ".join(args.arms)] * (args.arms != DEFAULT_ARMS)
     extra += [f" --sft-steps {args.sft_steps}"] * bool(args.sft_steps) + [f" --rl-steps {args.rl_steps}"] * bool(args.rl_steps)
     extra += [f" --eval-n {args.eval_n}"] * (args.eval_n != EVAL_N and not args.quick)
+    extra += [f" --val-n {args.val_n}"] * (args.val_n != VAL_N and not args.quick)
+    extra += [f" --val-every {args.val_every}"] * (args.val_every != VAL_EVERY and not args.quick)
     extra += [f" --base {args.base}"] * (args.base != DEFAULT_BASE and not args.quick)
     return "python experiment.py" + "".join(extra)
 
@@ -696,18 +442,27 @@ def total_wall(per_seed: list[dict]) -> float:
 
 
 def finish(args, per_seed: list[dict], base: dict, base_summary: dict, command: str, total_seconds: float):
-    """Aggregate over seeds, write --results .md/.json and the PNGs (the accuracy chart over seeds,
-    the first seed's reliability diagrams), print the tables."""
-    agg = aggregate(per_seed)
+    """Pool the OOD splits, aggregate over seeds, compute the claims and the pipelines' cost curves,
+    write --results .md/.json and the PNGs (accuracy by split, `val` accuracy against tokens, the first
+    seed's reliability diagrams), print the tables."""
+    pooled = [dict(run, eval={arm: pool_ood(m) for arm, m in run["eval"].items()}) for run in per_seed]
+    base_rows_pooled = {row: pool_ood(m) for row, m in base.items()}
+    agg = aggregate(pooled)
     splits = list(next(iter(agg["eval"].values())))
-    found = claims(per_seed, splits)
-    md, readme = report(agg, base, found, args.seeds, command, loss_example(args, per_seed[0], base))
+    found = claims(pooled, splits)
+    curves = {arm: [pipeline_curve(run["stages"], arm) for run in per_seed] for arm in args.arms}
+    shared = {arm: [pipeline_shared(run["stages"], arm) for run in per_seed] for arm in args.arms}
+    md, readme = rp.documents(agg, base_rows_pooled, found, args.seeds, command, curves, shared,
+                              loss_example(args, per_seed[0], base))
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     with open(args.results + ".md", "w") as f:
         f.write(md)
     write_json(dict(command=command, seeds=args.seeds, base_build=base_summary, base=base, claims=found,
-                    runs=per_seed, aggregate=agg, total_seconds=round(total_seconds, 1)), args.results + ".json")
-    accuracy_chart(agg["eval"], base, args.results + "_accuracy.png")
+                    curves=curves, runs=per_seed, aggregate=agg, total_seconds=round(total_seconds, 1)),
+               args.results + ".json")
+    rp.accuracy_chart(agg["eval"], base_rows_pooled, args.results + "_accuracy.png")
+    if any(c for per in curves.values() for c in per):
+        rp.cost_chart(curves, args.results + "_cost.png")
     first = os.path.join(args.out, f"seed{args.seeds[0]}", "eval_reliability.png")
     if os.path.isfile(first):
         shutil.copy(first, args.results + "_reliability.png")

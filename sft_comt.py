@@ -41,6 +41,12 @@ same helpers in both stages). Each rank holds the whole model and optimiser, or 
 (FSDP2) 1/N of the weights, gradients and AdamW state, gathering each block's weights for its
 forward and backward (bf16 compute over fp32 master weights on GPU).
 
+Checks and counts: at the end (and every --eval-every steps) --eval-n problems of --eval-split
+(`test`, or `val` to choose settings on) are answered greedily, each check an eval line with the
+tokens trained so far. Every logged step counts its tokens exactly (trained: forward and backward,
+replay included; supervised), the summary adds them up and says whether the run's threads waited
+for a core (another job on the machine: its seconds then mean little).
+
 Checkpoints: `--out` is a Hugging Face directory (config.json, model.safetensors, tokenizer) plus
 train_state.pt (optimiser, step, RNG, arguments; under --shard the optimiser is saved per rank in
 optimizer_shards/ and the full weights are gathered to rank 0), replaced every --save-every steps
@@ -77,9 +83,10 @@ from comt.lifecycle import (StopRequest, add_run_args, begin_run, claim_and_log,
 from comt.show import visible
 from comt.tasks import (RECIPES, clean_solution, encode_example, fitting, make_split, problems_for_cli,
                         prompts_that_fit, text_lines)
-from comt.training import (Dist, Laps, all_reduce_sum, autocast_for, backward, clip_grads, close_distributed, cosine_lr,
-                           even_out, gathered_copy, length_groups, my_share, pad_rows, peak_memory,
-                           refuse_bad_memory_flags, set_lr, shard_model, sum_grads, target_logprobs)
+from comt.training import (Dist, Laps, add_time, all_reduce_sum, autocast_for, backward, clip_grads, close_distributed,
+                           contention, cosine_lr, cost_so_far, even_out, gathered_copy, length_groups, my_share,
+                           pad_rows, peak_memory, refuse_bad_memory_flags, set_lr, shard_model, sum_grads,
+                           target_logprobs)
 from rewards import has_digit
 
 SCRIPT = "sft_comt.py"
@@ -288,31 +295,33 @@ def sft_step(run: Run, step: int) -> StepFacts:
 # Evaluation and logging: the books of the run, the quick check on test, the summary
 
 
-def record(run: Run, step: int, facts: StepFacts, seconds: float) -> dict:
-    """Add a step to the run's totals (every rank calls it: the padding is summed over ranks); its log line."""
-    totals = run.totals
+def record(run: Run, step: int, facts: StepFacts, laps: Laps) -> dict:
+    """Add a step to the run's totals (every rank calls it: the padding is summed over ranks); its log
+    line, with the step's exact token counts: trained (forward and backward, replay included) and
+    supervised (replay included; the totals count the SFT data's own and the replay's apart)."""
+    totals, seconds = run.totals, laps.total()
     totals["sup_tokens"] += facts.sft_sup_tokens  # the SFT data's own; replay is counted apart
     totals["replay_sup_tokens"] += facts.sup_tokens - facts.sft_sup_tokens
-    totals["tokens"] += facts.tokens
+    totals["train_tokens"] += facts.tokens
     padded = all_reduce_sum(torch.tensor(float(facts.padded), device=run.device), run.dist)
     totals["pad_tokens"] += int(padded.item()) - facts.tokens  # every rank's padded rows, less the real tokens
-    totals["seconds"] += seconds
+    add_time(totals, seconds, laps.waited())
     return dict(step=step, loss=round(facts.loss, 4), lr=run.opt.param_groups[0]["lr"],
-                grad_norm=round(facts.grad_norm, 3), sup_tokens=facts.sup_tokens,
+                grad_norm=round(facts.grad_norm, 3), sup_tokens=facts.sup_tokens, train_tokens=facts.tokens,
                 tokens_per_s=round(facts.tokens / seconds), pad_share=round(pad_share(totals), 3))
 
 
 def pad_share(totals: dict) -> float:
-    return totals["pad_tokens"] / max(totals["pad_tokens"] + totals["tokens"], 1)
+    return totals["pad_tokens"] / max(totals["pad_tokens"] + totals["train_tokens"], 1)
 
 
-def quick_eval(model, tok, n: int, max_new: int, seed: int) -> dict:
-    """Greedy answers to n `test` problems (comt.evaluation.greedy_judgements, as evaluate.py answers
-    them): accuracy, the share that open with a digit-free plan, and the first completion."""
-    problems = prompts_that_fit(tok, make_split("test", n, seed), max_new, model.config.max_position_embeddings,
+def quick_eval(model, tok, split: str, n: int, max_new: int, seed: int) -> dict:
+    """Greedy answers to n problems of `split` (comt.evaluation.greedy_judgements, as evaluate.py
+    answers them): accuracy, the share that open with a digit-free plan, and the first completion."""
+    problems = prompts_that_fit(tok, make_split(split, n, seed), max_new, model.config.max_position_embeddings,
                                 "quick-check problems (prompt + --eval-max-new)")
     judged = greedy_judgements(Engine(model, pad_id=pad_id(tok)), tok, problems, max_new, desc="quick check")
-    return dict(test_acc=sum(j.correct for j in judged) / len(judged),
+    return dict(acc=sum(j.correct for j in judged) / len(judged),
                 plan_rate=sum(j.plan for j in judged) / len(judged), example=judged[0].text)
 
 
@@ -321,27 +330,41 @@ def summary(args, totals: dict, n_examples: int, loss: float, device) -> dict:
     out = dict(summary=True, format=args.format, out=args.out, steps=args.steps, examples=n_examples,
                sup_tokens=totals["sup_tokens"], sup_tokens_per_example=round(
                    totals["sup_tokens"] / (args.steps * sft_rows), 1),
-               replay=args.replay, replay_sup_tokens=totals["replay_sup_tokens"],
+               replay=args.replay, replay_sup_tokens=totals["replay_sup_tokens"], train_tokens=totals["train_tokens"],
                pad_share=round(pad_share(totals), 3), train_seconds=round(totals["seconds"], 1),
-               tokens_per_s=round(totals["tokens"] / max(totals["seconds"], 1e-9)), final_loss=loss)
-    return dict(out, **peak_memory(device))
+               tokens_per_s=round(totals["train_tokens"] / max(totals["seconds"], 1e-9)), final_loss=loss)
+    return dict(out, **contention(totals["wait_seconds"], totals["seconds"]), **peak_memory(device))
+
+
+def check(run: Run, step: int) -> dict | None:
+    """The quick check at `step` (synthetic data, --eval-n > 0): greedy answers to --eval-n problems of
+    --eval-split, logged as an eval line with the run's cost so far (tokens trained, seconds); rank 0
+    decodes, from the gathered weights under --shard. Its result on rank 0, None elsewhere or when off."""
+    args, model = run.args, run.model
+    if not (args.eval_n and args.data in RECIPES):
+        return None
+    if run.sharded:
+        model = gathered_copy(model, run.dist.main, run.device)
+    res = None
+    if run.dist.main:
+        model.eval()
+        res = quick_eval(model, run.tok, args.eval_split, args.eval_n, args.eval_max_new, args.seed)
+        log_json(dict(eval=True, step=step, split=args.eval_split, acc=round(res["acc"], 4),
+                      plan_rate=round(res["plan_rate"], 4), **cost_so_far(run.totals)), run.log_path)
+    run.model.train()
+    return res
 
 
 def finish(run: Run, loss: float):
-    """The summary line, with the quick check on `test` (synthetic data; rank 0 decodes, from the
-    gathered weights under --shard)."""
-    args, model = run.args, run.model
-    evaluate = args.eval_n and args.data in RECIPES
-    if evaluate and run.sharded:
-        model = gathered_copy(model, run.dist.main, run.device)
+    """The last quick check, then the summary line."""
+    args = run.args
+    res = check(run, args.steps)
     if not run.dist.main:
         return
     out = summary(args, run.totals, len(run.examples), loss, run.device)
-    if evaluate:
-        model.eval()
-        res = quick_eval(model, run.tok, args.eval_n, args.eval_max_new, args.seed)
-        print("example (test problem, greedy):\n" + visible(res.pop("example").strip()))
-        out.update({k: round(v, 3) for k, v in res.items()})
+    if res:
+        print(f"example ({args.eval_split} problem, greedy):\n" + visible(res.pop("example").strip()))
+        out.update({f"{args.eval_split}_acc": round(res["acc"], 3), "plan_rate": round(res["plan_rate"], 3)})
     log_json(out, run.log_path)
 
 
@@ -380,7 +403,12 @@ def parser() -> argparse.ArgumentParser:
     # runtime
     add_run_args(ap, save_every=100)
     ap.add_argument("--log-every", type=COUNT, default=20, help="steps between JSON log lines")
-    ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="test problems for the final check (0: skip)")
+    ap.add_argument("--eval-n", type=NONNEG_INT, default=200, help="problems of --eval-split for the final check "
+                    "(0: skip)")
+    ap.add_argument("--eval-split", choices=("test", "val"), default="test", help="the split the checks answer "
+                    "(val to choose settings on)")
+    ap.add_argument("--eval-every", type=NONNEG_INT, default=0, help="also check every N steps (0: at the end "
+                    "only); each check is a log line with the tokens trained so far")
     ap.add_argument("--eval-max-new", type=COUNT, default=256, help="tokens generated per test problem")
     return ap
 
@@ -405,7 +433,7 @@ def load_start(args, device, state: dict | None, world: int) -> tuple:
     ctx = model.config.max_position_embeddings
     examples = training_examples(args, tok, ctx, world)
     if args.eval_n and args.data in RECIPES:
-        prompts_that_fit(tok, make_split("test", args.eval_n, args.seed), args.eval_max_new, ctx,
+        prompts_that_fit(tok, make_split(args.eval_split, args.eval_n, args.seed), args.eval_max_new, ctx,
                          "quick-check problems (prompt + --eval-max-new)")
     return tok, model, examples
 
@@ -419,9 +447,10 @@ def set_up(args, dist: Dist, device, state: dict | None) -> Run:
     if args.shard:
         shard_model(model, device, pick_dtype(args.dtype, device), args.offload)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
-    totals = dict(sup_tokens=0, replay_sup_tokens=0, tokens=0, pad_tokens=0, seconds=0.0)
+    totals = dict(sup_tokens=0, replay_sup_tokens=0, train_tokens=0, forward_tokens=0, pad_tokens=0, seconds=0.0,
+                  wait_seconds=0.0)
     if state:
-        _, totals = restore_train_state(state, opt, model, args.out)
+        totals.update(restore_train_state(state, opt, model, args.out)[1])
     if dist.main:
         print(f"{args.format} SFT: {len(examples):,} examples from {args.data}, {args.steps} steps x {args.batch} "
               f"({round(args.replay * args.batch)} of them replay), {model.num_params() / 1e6:.2f}M parameters, "
@@ -448,11 +477,13 @@ def main(argv=None):
     run.model.train()
     for step in bar:
         laps = Laps()
-        row = record(run, step, sft_step(run, step), laps.total())
+        row = record(run, step, sft_step(run, step), laps)
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,}")
         done = step + 1
         if dist.main and (step % args.log_every == 0 or done == args.steps):
             log_json(row, run.log_path)
+        if args.eval_every and done % args.eval_every == 0 and done < args.steps:
+            check(run, done)
         save_or_stop(done, args, stop, dist, device, lambda step: save_run(run, step), SCRIPT)
     bar.close()
     finish(run, row["loss"])

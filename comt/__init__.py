@@ -4,11 +4,12 @@ layers below their own (tests/test_layout.py walks the imports); rewards.py stay
 the repository, where a student reads it first, but is a ground-floor module:
 
     0        comt (this file: the Python version check)
-    1        model (the decoder), rewards.py (judging and rewarding a completion)
+    1        model (the decoder), rewards.py (judging and rewarding a completion), stats (paired
+             differences between arms and their bootstrap intervals)
     2        common (flag types, devices, JSON logs, checkpoint checks), tasks (the word problems and
              their texts), show (marked completions)
     3        engine (batched sampling), training (ranks, token rows, schedule, sharding), corpus
-             (the base's pretraining documents)
+             (the base's pretraining documents), report (the experiment's tables, reading and charts)
     4        evaluation (the greedy evaluation), lifecycle (a run's directory: claim, checkpoints,
              resume, stop)
     scripts  sft_comt.py, ccrl.py, evaluate.py, base.py, teacher.py, experiment.py, bench.py (none

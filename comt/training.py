@@ -6,6 +6,7 @@ autocast; FSDP2 sharding (--shard).
 """
 import argparse
 import contextlib
+import glob
 import math
 import os
 import time
@@ -169,16 +170,71 @@ def sum_grads(run: Run):
 
 
 class Laps:
-    """Seconds since the start of a step at named marks: laps = Laps(); ...; laps.mark("sample")."""
+    """Seconds since the start of a step at named marks: laps = Laps(); ...; laps.mark("sample"); and
+    the seconds this process's threads spent waiting for a core meanwhile (waited())."""
 
     def __init__(self):
-        self.t0, self.at = time.time(), {}
+        self.t0, self.at, self.w0 = time.time(), {}, cpu_wait_seconds()
 
     def mark(self, name: str):
         self.at[name] = time.time() - self.t0
 
     def total(self) -> float:
         return time.time() - self.t0
+
+    def waited(self) -> float | None:
+        now = cpu_wait_seconds()
+        return None if now is None or self.w0 is None else now - self.w0
+
+
+def cpu_wait_seconds() -> float | None:
+    """Seconds this process's threads have spent runnable but waiting for a core (the kernel's
+    run-queue delay, /proc/self/task/*/schedstat, summed over threads); None where the kernel does not
+    say (not Linux). Another job on the same cores makes it grow; a run alone keeps it near 0."""
+    total, found = 0, False
+    for path in glob.glob("/proc/self/task/*/schedstat"):
+        try:
+            with open(path) as f:
+                total += int(f.read().split()[1])
+            found = True
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9 if found else None
+
+
+def add_time(totals: dict, seconds: float, waited: float | None):
+    """Add a step's seconds and its threads' wait for a core to a run's totals (the wait stays None
+    once the kernel could not say)."""
+    totals["seconds"] += seconds
+    totals["wait_seconds"] = None if waited is None or totals["wait_seconds"] is None else \
+        totals["wait_seconds"] + waited
+
+
+COST = ("train_tokens", "forward_tokens", "seconds")  # what a run has spent so far (totals keys)
+
+
+def cost_so_far(totals: dict) -> dict:
+    """What a run has spent so far, for its eval lines: tokens through a forward and backward pass
+    (training), tokens through a forward pass only (sampling, old and reference log-probs) and
+    seconds of its steps (its checks left out)."""
+    return {k: round(totals[k], 1) if isinstance(totals[k], float) else totals[k] for k in COST}
+
+
+SHARED = 0.1  # a run whose threads waited for a core this share of their time shared the machine
+
+
+def contention(wait_seconds: float | None, seconds: float, threads: int | None = None) -> dict:
+    """For a summary: the share of the run's compute threads' time (seconds x `threads`, torch's by
+    default) spent waiting for a core, and whether that marks the machine as shared (above SHARED);
+    both None where the kernel does not say.
+
+    >>> contention(0.2, 10.0, threads=2), contention(9.0, 10.0, threads=2)["shared_machine"]
+    ({'cpu_wait_share': 0.01, 'shared_machine': False}, True)
+    """
+    if wait_seconds is None or seconds <= 0:
+        return dict(cpu_wait_share=None, shared_machine=None)
+    share = wait_seconds / (seconds * (threads or torch.get_num_threads()))
+    return dict(cpu_wait_share=round(share, 3), shared_machine=share > SHARED)
 
 
 # -----------------------------------------------------------------------------

@@ -201,3 +201,53 @@ def test_non_finite_gradient_stops_before_the_update(model_dir, tmp_path):
     r = run_ccrl(["--out", out, "--resume"], check=False)
     assert r.returncode != 0 and "non-finite gradient" in r.stderr and "stopping before the update" in r.stderr
     assert open(os.path.join(out, "model.safetensors"), "rb").read() == before
+
+
+@pytest.mark.parametrize("epochs,kl", [(1, 0.0), (2, 0.0), (2, 0.1)])
+def test_update_counts_the_tokens_it_runs(epochs, kl):
+    """Rows 0 and 2 of four are kept (5 and 6 tokens, prompts included): each epoch trains 11 tokens;
+    more than one epoch adds a forward for the old log-probs, KL one reference forward per epoch."""
+    import argparse
+    import copy
+
+    from ccrl import Kept, Rollout, Run, UpdateSettings, policy_update
+    from comt.training import Dist
+    from rewards import RewardSettings
+    model = tiny_model(50)
+    seqs, plens = [[3] * 5, [4] * 7, [5] * 6, [6] * 4], [2, 2, 3, 3]
+    run = Run(args=argparse.Namespace(out="unused"), dist=Dist(), device=torch.device("cpu"), tok=None, model=model,
+              opt=torch.optim.SGD(model.parameters(), lr=0.1), reward=RewardSettings(),
+              update=None, pad=0, ref=copy.deepcopy(model) if kl else None)
+    ro = Rollout(seqs, plens, [], 2, 5, 12, [])
+    kept = Kept(torch.ones(2, dtype=torch.bool), [0, 2], [1.0, -1.0], (6.0, 4.0))
+    u = UpdateSettings(loss_agg="token", max_new_tokens=8, micro_batch=4, ppo_epochs=epochs, temperature=1.0,
+                       clip_low=0.2, clip_high=0.28, kl_coef=kl, kl_est="k3", grad_clip=1.0)
+    stats, _ = policy_update(run, ro, kept, u, step=0)
+    assert stats["train_tokens"] == 11 * epochs
+    assert stats["forward_tokens"] == 11 * ((epochs > 1) + (epochs if kl else 0))
+
+
+@pytest.mark.cli
+def test_token_counts_of_a_tiny_run_equal_a_hand_count(model_dir, tok, tmp_path):
+    """Each step's prompt tokens, counted here from the step's problems (each prompt prefilled once),
+    and the sampled tokens (resp_len x samples) are the logged ones; the checks and the summary carry
+    the running totals of everything a step runs."""
+    import ccrl
+    from comt.tasks import encode_prompt, make_split
+    out = str(tmp_path / "o")
+    ccrl.main(["--init", model_dir, "--out", out, *SMALL, "--eval-split", "val", "--kl-coef", "0.1"])
+    rows = log_rows(out)
+    problems = make_split("train", 32)
+    steps = [r for r in rows if "reward" in r and "summary" not in r]
+    for r in steps:
+        idx = ccrl.step_problems(r["step"], 32, 2, 0)
+        assert r["prompt_tokens"] == sum(len(encode_prompt(tok, problems[i])) for i in idx)
+        assert r["sampled_tokens"] == round(r["resp_len"] * 2 * 3)
+        assert r["update_forward_tokens"] == r["train_tokens"]  # KL: one reference forward of every trained row
+    total = lambda k, upto=4: sum(r[k] for r in steps if r["step"] < upto)
+    forward = lambda upto=4: total("prompt_tokens", upto) + total("sampled_tokens", upto) + \
+        total("update_forward_tokens", upto)
+    checks = [r for r in rows if r.get("eval")]
+    assert [(r["step"], r["split"], r["train_tokens"], r["forward_tokens"]) for r in checks] == \
+        [(s, "val", total("train_tokens", s), forward(s)) for s in (0, 2, 4)]
+    assert rows[-1]["train_tokens"] == total("train_tokens") > 0 and rows[-1]["forward_tokens"] == forward()

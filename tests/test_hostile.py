@@ -410,13 +410,14 @@ def test_teacher_that_writes_no_plan_fails(tmp_path):
 
 
 def test_no_paired_differences_say_so():
-    from experiment import report
+    from comt.report import documents
     ev = {"comt_sft": {"test": {k: [0.5] for k in ("acc", "acc_lenient", "overconf_err", "plan_correct",
                                                    "plan_followed", "wrong_plan", "not_followed", "executed_wrongly",
-                                                   "ece", "step_acc", "first_wrong_conf", "plan_rate")}}}
-    costs = {"comt_sft": {k: [1.0] for k in ("sup_tokens", "sup_tokens_per_example", "train_seconds",
-                                             "wall_seconds")}}
-    md, readme = report(dict(eval=ev, costs=costs), {}, [], [0], "python experiment.py --arms comt_sft")
+                                                   "ece", "step_acc", "first_wrong_conf", "step_auroc", "plan_rate")}}}
+    costs = {"comt_sft": {k: [1.0] for k in ("sup_tokens", "sup_tokens_per_example", "train_tokens", "forward_tokens",
+                                             "train_seconds", "wall_seconds", "shared_machine")}}
+    md, readme = documents(dict(eval=ev, costs=costs), {}, [], [0], "python experiment.py --arms comt_sft",
+                           dict(comt_sft=[[]]), dict(comt_sft=[False]))
     assert "No paired differences" in readme and "| comparison |" not in readme
 
 

@@ -14,9 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("sft_comt", "ccrl", "evaluate", "base", "teacher", "experiment", "bench")
 LAYERS = {  # module -> layer, as comt/__init__.py draws them
     "comt": 0,
-    "comt.model": 1, "rewards": 1,
+    "comt.model": 1, "rewards": 1, "comt.stats": 1,
     "comt.common": 2, "comt.tasks": 2, "comt.show": 2,
-    "comt.engine": 3, "comt.training": 3, "comt.corpus": 3,
+    "comt.engine": 3, "comt.training": 3, "comt.corpus": 3, "comt.report": 3,
     "comt.evaluation": 4, "comt.lifecycle": 4,
     **{s: 5 for s in SCRIPTS},
 }

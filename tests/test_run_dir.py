@@ -181,7 +181,8 @@ def test_two_experiments_on_one_out_and_a_resume_by_another_command(tmp_path, mo
     ran = []
     monkeypatch.setattr(experiment, "run_stage", lambda cmd, path: ran.append(cmd) or dict(summary=True))
     assert experiment.finished_or_run(old, log, None, keep=True) == ({**dict(summary=True, steps=4),
-                                                                       "wall_seconds": 1.0, "stage_command": old,
+                                                                       "curve": [], "wall_seconds": 1.0,
+                                                                       "stage_command": old,
                                                                        "stage_code": None}, False)
     experiment.finished_or_run(["sft_comt.py", "--steps", "8"], log, None, keep=True)
     assert ran == [["sft_comt.py", "--steps", "8"]]

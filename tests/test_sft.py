@@ -123,7 +123,7 @@ def free_port() -> int:
 
 def logged_losses(out):
     with open(os.path.join(out, "log.jsonl")) as f:
-        return {r["step"]: r["loss"] for r in map(json.loads, f) if "step" in r}
+        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
 
 
 COMMON = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "6", "--warmup", "2", "--log-every", "1",
@@ -237,3 +237,32 @@ def test_quick_check_and_evaluate_agree_on_the_same_checkpoint(tmp_path):
         m = json.load(f)["results"]["sft"]["test"]
     assert summary["test_acc"] > 0
     assert (summary["test_acc"], summary["plan_rate"]) == (round(m["acc"], 3), round(m["plan_rate"], 3))
+
+
+@pytest.mark.cli
+def test_token_counts_equal_a_hand_count(model_dir, tok, tmp_path):
+    """Every step's trained and supervised tokens, counted here from the step's global batch (the SFT
+    examples and the replay documents of that step), equal the logged ones; the checks and the summary
+    carry their running totals."""
+    import sft_comt
+    from sft_comt import global_batch
+    out = str(tmp_path / "o")
+    sft_comt.main(["--model", model_dir, "--out", out, "--n-train", "48", "--batch", "8", "--steps", "4", "--log-every",
+                   "1", "--eval-n", "2", "--eval-max-new", "4", "--eval-every", "2", "--eval-split", "val"])
+    rows = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    examples = [encode_example(tok, p, "comt") for p in make_split("train", 48)]
+    lengths = tuple(len(ids) for ids, _ in examples)
+    trained, sup, own = [], [], []
+    for step in range(4):
+        sft, replay = global_batch(step, examples, lengths, 8, 0.25, 0, tok)
+        trained.append(sum(len(ids) for ids, _ in sft + replay))
+        sup.append(sum(sum(s[1:]) for _, s in sft + replay))  # (the first token is never predicted)
+        own.append(sum(sum(s[1:]) for _, s in sft))
+    steps = [r for r in rows if "loss" in r]
+    assert [r["train_tokens"] for r in steps] == trained and [r["sup_tokens"] for r in steps] == sup
+    checks = [r for r in rows if r.get("eval")]
+    assert [(r["step"], r["split"], r["train_tokens"]) for r in checks] == [(2, "val", sum(trained[:2])),
+                                                                         (4, "val", sum(trained))]
+    assert (rows[-1]["train_tokens"], rows[-1]["sup_tokens"], rows[-1]["replay_sup_tokens"]) == \
+        (sum(trained), sum(own), sum(sup) - sum(own))
+    assert "val_acc" in rows[-1] and "test_acc" not in rows[-1]

@@ -98,7 +98,7 @@ def rl_update(model, rows, kept_totals, world: int):
     kept = Kept(torch.ones(1, dtype=torch.bool), list(range(len(seqs))), adv, kept_totals)
     norms = []
     for step in range(3):
-        ro = Rollout(seqs, plens, judged=[], group_size=1, completion_tokens=0, problems=[])
+        ro = Rollout(seqs, plens, judged=[], group_size=1, prompt_tokens=0, completion_tokens=0, problems=[])
         norms.append(policy_update(run, ro, kept, u, step)[1])
     return norms
 

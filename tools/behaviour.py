@@ -27,7 +27,7 @@ RUNS = {
 }
 
 
-TIMINGS = ("_s", "seconds", "sample_share")  # (tokens_per_s, sample_s, train_seconds, ...: what a clock measured)
+TIMINGS = ("_s", "seconds", "sample_share", "cpu_wait_share", "shared_machine")  # what a clock or the load measured
 
 
 def timeless(line: str) -> dict:
