@@ -58,8 +58,8 @@ import torch
 from tqdm import tqdm
 
 from comt import training
-from comt.common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, log_json,
-                         number, pad_id, pick_dtype, seed_everything)
+from comt.common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, checkpoint_id, load_model,
+                         log_json, number, pad_id, pick_dtype, seed_everything)
 from comt.engine import Engine, stop_ids
 from comt.evaluation import greedy_judgements
 from comt.lifecycle import (RunLog, StopRequest, add_run_args, begin_run, claim_and_log, fingerprint, given_flags,
@@ -537,7 +537,8 @@ def set_up(args, dist: Dist, device, state: dict | None) -> Run:
     problems = prompts_that_fit(tok, problems, args.max_new_tokens, ctx, "training problems")
     checked = prompts_that_fit(tok, checked, args.max_new_tokens, ctx, f"{args.eval_split} problems") if checked \
         else checked
-    ref, checks = None, dict(data=fingerprint([(p.id, p.question, p.answer) for p in problems]))
+    ref, checks = None, dict(data=fingerprint([(p.id, p.question, p.answer) for p in problems]),
+                             init=state["checks"].get("init") if state else checkpoint_id(args.init))
     if args.kl_coef > 0:  # the reference is the initial policy, not the checkpoint
         ref = (load_model(args.init, device=device) if state else copy.deepcopy(model)).eval().requires_grad_(False)
         checks["reference"] = fingerprint(ref)

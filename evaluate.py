@@ -58,8 +58,9 @@ import sys
 import time
 from dataclasses import replace
 
-from comt.common import (COUNT, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, load_train_state,
-                         log_json, pad_id, pick_device, pyplot, unwritable, write_json)
+from comt.common import (COUNT, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, checkpoint_id, code_version,
+                         load_model, load_train_state, log_json, pad_id, pick_device, pyplot, replacing, save_figure,
+                         unwritable, write_json)
 from comt.engine import Engine, stop_ids
 from comt.evaluation import greedy_judgements, own_plan_judgements, prompt_ids
 from comt.show import Example, html_page, render_text, visible
@@ -128,12 +129,35 @@ def record_of(j: Judgement, verdict: dict | None) -> dict:
                 step_confs=j.step_confs, step_rights=j.step_rights, **(verdict or {}))
 
 
+REWARD_FLAGS = dict(reward=("kind", ("ccrl", "outcome")), conf_weight=("weight", None),
+                    conf_form=("form", ("signed", "brier")), conf_agg=("agg", ("geo", "min", "prod")),
+                    step_check=("check", ("auto", "arith", "gold", "outcome")), plan_weight=("plan_weight", None))
+
+
 def checkpoint_reward(ckpt: str) -> RewardSettings | None:
     """The reward a checkpoint was trained with (the flags its ccrl.py run saved); None for one that
-    records none (a base, a stage-1 run, a downloaded model)."""
+    records none (a base, a stage-1 run, a downloaded model). A flag the run predates takes ccrl.py's
+    default, said on stderr; a recorded value of the wrong kind is one line."""
     state = load_train_state(ckpt, mmap=True)
-    flags = state.get("args", {}) if isinstance(state, dict) else {}
-    return RewardSettings.from_flags(flags) if "conf_weight" in flags else None
+    flags = state["args"] if state else {}
+    if not state or (state.get("script") != "ccrl.py" and "conf_weight" not in flags):
+        return None
+    default, values, older = RewardSettings(), {}, []
+    for flag, (field, choices) in REWARD_FLAGS.items():
+        if flag not in flags:
+            older.append(f"--{flag.replace('_', '-')} {getattr(default, field)}")
+            continue
+        value = flags[flag]
+        bad = value not in choices if choices else not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                                        and math.isfinite(value) and value >= 0)
+        if bad:
+            raise SystemExit(f"--ckpt {ckpt}: its recorded --{flag.replace('_', '-')} {value!r} is not a value ccrl.py "
+                             f"takes ({', '.join(choices) if choices else 'a number >= 0'})")
+        values[field] = value
+    if older:
+        print(f"--ckpt {ckpt}: saved before {', '.join(f.split()[0] for f in older)} existed: judged with ccrl.py's "
+              f"default{'s' * (len(older) > 1)} ({', '.join(older)})", file=sys.stderr)
+    return replace(default, **values)
 
 
 def run_split(engine, tok, problems, args, name: str, split: str,
@@ -298,7 +322,7 @@ def plot(results: dict, curves: dict, bins: int, stem: str) -> list[str]:
     for ax in axes[-1]:
         ax.set_xlabel("confidence (marker area: bin share)")
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=110)
+    save_figure(fig, paths[0], dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(splits)), 4))
@@ -312,7 +336,7 @@ def plot(results: dict, curves: dict, bins: int, stem: str) -> list[str]:
     ax.set(ylabel="greedy accuracy", ylim=(0, 1), title="accuracy by split")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(paths[1], dpi=120)
+    save_figure(fig, paths[1], dpi=120)
     plt.close(fig)
     return paths
 
@@ -348,7 +372,7 @@ def show_examples(shown: dict, images: list[str], path: str) -> str:
             for e in exs:
                 print(render_text(e, ansi))
             blocks.append((split, exs[0].question, list(exs)))
-    with open(path, "w") as f:
+    with replacing(path) as f:
         f.write(html_page("Confidence on every numeric step", blocks, images))
     return path
 
@@ -400,10 +424,20 @@ def parse_args(argv=None):
             ap.error(f"{flag} {value!r}: names nothing to evaluate")
     if args.n == 0 and not args.data:
         ap.error("--n 0 (every row) is for real data (--data); a synthetic split is generated: give --n a count")
-    problem = unwritable(args.json)  # before the evaluation, not after it
-    if problem:
-        ap.error(f"--json {args.json}: {problem}")
+    same = [ck for i, ck in enumerate(args.ckpt) if any(os.path.samefile(ck, other) for other in args.ckpt[:i])]
+    if same:
+        ap.error(f"--ckpt {same[0]}: given twice (the same checkpoint directory); give each checkpoint once")
+    for path in written_files(args):  # before the evaluation, not after it
+        if unwritable(path):
+            ap.error(f"{path}: {unwritable(path)} (--json {args.json} puts it there)")
     return args
+
+
+def written_files(args) -> list[str]:
+    """Every file an evaluation writes: --json, and beside it the plots and the --show page."""
+    stem = os.path.splitext(args.json)[0]
+    plots = [] if args.no_plots or args.own_plan else [f"{stem}_reliability.png", f"{stem}_accuracy.png"]
+    return [args.json, *plots, *[f"{stem}_examples.html"] * bool(args.show)]
 
 
 def load_data(args) -> dict:
@@ -428,15 +462,15 @@ def main(argv=None):
     device = pick_device(args.device)
     data = load_data(args)
     toks = [check_checkpoint(ck, "--ckpt") for ck in args.ckpt]  # every one readable before any is run
+    rewards = [checkpoint_reward(ck) for ck in args.ckpt]  # (read once: the training state may be large)
     results, seconds, shown = {}, {}, {}  # shown: split -> per checkpoint, its --show examples
     curves = {"answer": {s: {} for s in data}, "step": {s: {} for s in data}}  # level -> split -> ckpt -> points
     names = [os.path.basename(os.path.normpath(ck)) for ck in args.ckpt]
     if len(set(names)) < len(names):  # same folder names in different places: use the paths
         names = [os.path.normpath(ck) for ck in args.ckpt]
-    for ck, name, tok in zip(args.ckpt, names, toks):
+    for ck, name, tok, reward in zip(args.ckpt, names, toks, rewards):
         t1 = time.time()
         engine = Engine(load_model(ck, device=device).eval(), pad_id=pad_id(tok))
-        reward = checkpoint_reward(ck)  # (read once: the training state may hold a large optimiser state)
         results[name] = {}
         for split, problems in data.items():
             kept = prompts_that_fit(tok, problems, args.max_new_tokens, engine.model.config.max_position_embeddings,
@@ -454,7 +488,8 @@ def main(argv=None):
                                            [z for r in records for z in r["step_rights"]])
         seconds[name] = round(time.time() - t1, 1)
     print(own_plan_table(results) if args.own_plan else markdown_tables(results))
-    write_json(dict(args=vars(args), results=results, seconds=seconds), args.json)
+    write_json(dict(args=vars(args), inputs={ck: checkpoint_id(ck) for ck in args.ckpt}, code=code_version(),
+                    results=results, seconds=seconds), args.json)
     pngs = [] if args.no_plots or args.own_plan else plot(results, curves, args.bins, os.path.splitext(args.json)[0])
     page = show_examples(shown, pngs, os.path.splitext(args.json)[0] + "_examples.html") if args.show else None
     log_json(dict(summary=True, json=args.json, plots=pngs, examples=page, checkpoints=len(args.ckpt),

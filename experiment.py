@@ -6,7 +6,7 @@ budgets, several seeds, then one evaluation of everything.
     python experiment.py                  # 6 arms x 3 seeds -> results/default.md, .json and PNGs
     python experiment.py --update-readme  # the same, and the README's results block replaced by them
     python experiment.py --quick          # tiny budgets, one seed, in runs/exp_quick (a smoke test; CI)
-    python experiment.py --resume         # continue an interrupted run: stages finished by the same command are kept
+    python experiment.py --resume         # continue an interrupted run: finished stages kept, a stopped one continued
     python experiment.py --seeds 0 1 --rl-steps 50 --out runs/exp2 --results results/exp2
     python experiment.py --arms cot_grpo comt_ccrl --results results/pipelines   # the SFT arms come along
 
@@ -22,8 +22,10 @@ problems and the budgets are the same for every arm and seed. Each stage runs as
 (exactly the README commands, plus budget flags when given, and checks on `val`: --val-n problems
 every --val-every steps, each logged with the tokens and seconds the stage has spent so far); its
 eval lines and final JSON summary line are kept, and its wall time is appended to its log, so
---resume and --from-logs rebuild every number from the logs. evaluate.py then measures every arm
-on `test` and the OOD splits. The base model itself is evaluated once (greedy, so the same in every
+--resume and --from-logs rebuild every number from the logs (--from-logs runs nothing: every log must
+be made by the commands its flags make). SIGINT or SIGTERM (a scheduler) is passed on to the running
+stage, which saves a checkpoint and stops; --resume continues it from there. evaluate.py then
+measures every arm on `test` and the OOD splits. The base model itself is evaluated once (greedy, so the same in every
 seed): from the gold plan (`evaluate.py --gold-plan`: the ceiling of what its execution allows), in
 its own plan form (its planning ceiling) and from the question alone (the floor).
 
@@ -45,6 +47,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -52,8 +55,8 @@ import time
 from tqdm import tqdm
 
 from comt import report as rp
-from comt.common import COUNT, NONNEG_INT, SEED, unwritable, write_json
-from comt.lifecycle import STOPPED, lock_out
+from comt.common import COUNT, NONNEG_INT, SEED, code_version, replacing, unwritable, why, write_json
+from comt.lifecycle import STOPPED, lock_held, lock_out
 from comt.stats import POOLED, compare, pool_ood
 
 ARMS = {  # arm: (script, its flags, the arm it starts from)
@@ -85,63 +88,102 @@ def with_parents(arms: list[str]) -> list[str]:
 
 
 def read_build(base: str) -> dict:
-    """The base model's build summary (base.py writes build.json), {} when it has none."""
+    """The base model's build summary (base.py writes build.json), {} when it has none; one line when
+    it is not a JSON object."""
     path = os.path.join(base, "build.json")
-    return json.load(open(path)) if os.path.isfile(path) else {}
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            build = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--base {base}: its build.json cannot be read ({why(e)})") from None
+    if not isinstance(build, dict):
+        raise SystemExit(f"--base {base}: its build.json holds a {type(build).__name__}, not base.py's summary")
+    return build
 
 
 def stage_record(log_path: str) -> dict | None:
     """The final JSON summary line a stage printed to its log, with its eval lines (`curve`: the checks
-    during training, each with the cost so far) and the wall time and command run_stage appended after
-    it; None when the stage never finished (no log, or stopped or killed before its last line)."""
+    during training, each with the cost so far, one per step: a resumed stage logs the steps after its
+    checkpoint again) and the wall time and command run_stage appended after it; None when the stage
+    never finished (no log, or stopped or killed before its last line)."""
     if not os.path.isfile(log_path):
         return None
-    summary, end, curve = None, None, []
+    summary, end, curve = None, None, {}
     with open(log_path) as f:
         for line in f:
             if line.startswith("{") and '"summary": true' in line:
                 summary = json.loads(line)
             elif line.startswith('{"eval": true'):
-                curve.append(json.loads(line))
+                point = json.loads(line)
+                curve[point["step"]] = point
             elif line.startswith('{"stage_wall_seconds"'):
                 end = json.loads(line)
     if summary is None or end is None:
         return None
-    return dict(summary, curve=curve, wall_seconds=end["stage_wall_seconds"], stage_command=end.get("command"),
-                stage_code=end.get("code"))
+    return dict(summary, curve=[curve[k] for k in sorted(curve)], wall_seconds=end["stage_wall_seconds"],
+                stage_command=end.get("command"), stage_code=end.get("code"))
 
 
-def run_stage(cmd: list[str], log_path: str) -> dict:
-    """Run one stage with its output in log_path, append its wall time and command there; return its
-    record. A stage that fails or is stopped ends the experiment (--resume reruns it)."""
-    t0 = time.time()
-    print("$ " + " ".join(cmd), flush=True)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, *cmd], stdout=log, stderr=subprocess.STDOUT, text=True)
-        if proc.wait():
-            how = "was stopped before its end" if proc.returncode == STOPPED else "failed"
-            raise SystemExit(f"stage {how} (exit {proc.returncode}): {' '.join(cmd)}; see {log_path}; "
-                             f"`python experiment.py --resume` (with the same flags) runs it again")
-        log.write(json.dumps(dict(stage_wall_seconds=round(time.time() - t0, 1), command=cmd, code=code_version()))
+def stage_parts(log_path: str) -> tuple[list | None, float]:
+    """(the command a stage's log was started for, the seconds of its earlier interrupted parts)."""
+    command, seconds = None, 0.0
+    if os.path.isfile(log_path):
+        with open(log_path) as f:
+            for line in f:
+                if line.startswith('{"stage_start"'):
+                    command = json.loads(line)["command"]
+                elif line.startswith('{"stage_part_seconds"'):
+                    seconds += json.loads(line)["stage_part_seconds"]
+    return command, seconds
+
+
+def run_stage(cmd: list[str], log_path: str, resume: bool = False) -> dict:
+    """Run one stage (with resume: continue it from its checkpoint, `--out OUT --resume`) with its
+    output in log_path, and append its wall time and command there; return its record. SIGINT and
+    SIGTERM are passed on to the stage, which saves and stops; a stage that fails or stops ends the
+    experiment (--resume continues it)."""
+    t0, (_, earlier) = time.time(), stage_parts(log_path) if resume else (None, 0.0)
+    run = [cmd[0], "--out", cmd[cmd.index("--out") + 1], "--resume"] if resume else cmd
+    print("$ " + " ".join(run), flush=True)
+    with open(log_path, "a" if resume else "w") as log:
+        if not resume:
+            log.write(json.dumps(dict(stage_start=True, command=cmd)) + "\n")
+            log.flush()
+        proc = subprocess.Popen([sys.executable, *run], stdout=log, stderr=subprocess.STDOUT, text=True)
+        code = wait_passing_signals(proc)
+        seconds = round(time.time() - t0, 1)
+        if code:
+            log.write(json.dumps(dict(stage_part_seconds=seconds)) + "\n")
+            how = "was stopped before its end" if code == STOPPED else "failed"
+            raise SystemExit(f"stage {how} (exit {code}): {' '.join(run)}; see {log_path}; `python experiment.py "
+                             f"--resume` (with the same flags) continues it")
+        log.write(json.dumps(dict(stage_wall_seconds=round(earlier + seconds, 1), command=cmd, code=code_version()))
                   + "\n")
     return stage_record(log_path)
 
 
-def code_version() -> str:
-    """A short hash of the project's scripts and modules (comt/ included): which code made a stage."""
-    import glob
-    import hashlib
-    root, h = os.path.dirname(os.path.abspath(__file__)), hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(root, "*.py")) + glob.glob(os.path.join(root, "comt", "*.py"))):
-        with open(path, "rb") as f:
-            h.update(os.path.relpath(path, root).encode() + f.read())
-    return h.hexdigest()[:12]
+def wait_passing_signals(proc) -> int:
+    """Wait for a stage, passing SIGINT and SIGTERM on to it (a scheduler stopping the experiment
+    stops the stage, which saves first; the experiment then ends when it has)."""
+    passed = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+              for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in passed.items():
+            signal.signal(sig, handler)
 
 
 def finished_or_run(cmd: list[str], log_path: str, ckpt: str | None, keep: bool) -> tuple[dict, bool]:
-    """(the stage's record, whether it ran now). With keep (--resume), a stage whose log is complete,
-    was run by this same command and whose checkpoint (if any) is on disk is not run again; anything
-    else runs from scratch."""
+    """(the stage's record, whether it ran now). With keep (--resume): a stage whose log is complete,
+    was run by this same command and whose checkpoint (if any) is on disk is not run again; a stage
+    this same command left unfinished with a checkpoint continues from it; anything else runs from
+    scratch. A stage folder in use by a running stage (its lock held) is never touched."""
+    if ckpt is not None and lock_held(ckpt):
+        raise SystemExit(f"{ckpt} is in use by a running stage (its lock is held): wait for it to end or stop it, "
+                         f"then run the experiment again")
     record = stage_record(log_path) if keep else None
     if record is not None and record["stage_command"] != cmd:
         print(f"rerun: {log_path} was made by another command ({' '.join(record['stage_command'] or ['?'])})",
@@ -153,44 +195,64 @@ def finished_or_run(cmd: list[str], log_path: str, ckpt: str | None, keep: bool)
             f"other numbers, delete its log to rerun it")
         print(f"kept: {log_path} ({record['wall_seconds']} s){older}", flush=True)
         return record, False
-    if ckpt is not None:
-        shutil.rmtree(ckpt, ignore_errors=True)  # a rerun starts the arm afresh
+    if keep and ckpt is not None and resumable(cmd, log_path, ckpt):
+        print(f"resumed: {ckpt} continues from its checkpoint", flush=True)
+        return run_stage(cmd, log_path, resume=True), True
+    if ckpt is not None and os.path.exists(ckpt):
+        if keep:
+            print(f"rerun: {ckpt} has no checkpoint of this command to continue from; it is trained again", flush=True)
+        shutil.rmtree(ckpt)  # a rerun starts the arm afresh
     return run_stage(cmd, log_path), True
+
+
+def resumable(cmd: list[str], log_path: str, ckpt: str) -> bool:
+    """Whether an unfinished stage of this very command left a checkpoint to continue from."""
+    from comt.common import load_train_state
+    started, _ = stage_parts(log_path)
+    state = load_train_state(ckpt, mmap=True) if started == cmd and os.path.isdir(ckpt) else None
+    return state is not None and state["step"] < state["args"]["steps"]
 
 
 def eval_flags(args) -> list[str]:
     return QUICK["eval"] if args.quick else ["--n", str(args.eval_n)]
 
 
-def base_rows(args, keep: bool) -> tuple[dict, float]:
+def base_rows(args, keep: bool, run: bool = True) -> tuple[dict, float]:
     """The base model evaluated from the gold plan, in its own plan form and from the question alone,
-    once (greedy, so the same for every seed): ({row: {split: metrics}}, the seconds it took)."""
+    once (greedy, so the same for every seed): ({row: {split: metrics}}, the seconds it took). Without
+    `run` (--from-logs) they must be on disk, made by these commands."""
     rows, seconds = {}, 0.0
     for key, (_, flags) in rp.BASE_ROWS.items():
-        path = os.path.join(args.out, f"{key}.json")
+        path, log = os.path.join(args.out, f"{key}.json"), os.path.join(args.out, f"{key}.log")
         cmd = ["evaluate.py", "--ckpt", args.base, *flags, "--json", path, "--no-plots", *eval_flags(args)]
-        record, _ = finished_or_run(cmd, os.path.join(args.out, f"{key}.log"), None, keep)
+        record = finished_or_run(cmd, log, None, keep)[0] if run else logged_by(cmd, log)
         with open(path) as f:
             rows[key] = next(iter(json.load(f)["results"].values()))
         seconds += record["wall_seconds"]
     return rows, seconds
 
 
+def logged_by(cmd: list[str], log: str) -> dict:
+    """--from-logs: the record of a finished stage made by exactly `cmd` (else one line: nothing is
+    run, so the results name what made them)."""
+    record = stage_record(log)
+    if record is None:
+        raise SystemExit(f"--from-logs: {log} is missing or unfinished (run the experiment, or --resume it)")
+    if record["stage_command"] != cmd:
+        raise SystemExit(f"--from-logs: {log} was made by `{' '.join(record['stage_command'] or ['?'])}`, not by "
+                         f"this command's flags (`{' '.join(cmd)}`); give the flags the run had (--arms, --sft-steps, "
+                         f"--rl-steps, --eval-n, --val-n, --val-every, --base, --quick)")
+    return record
+
+
 def runs_from_logs(args) -> list[dict]:
-    """The per-seed records of a finished run, from its logs and eval.json files."""
+    """The per-seed records of a finished run, from its logs and eval.json files, each made by the
+    command this run's flags make."""
     per_seed = []
     for seed in args.seeds:
         root = os.path.join(args.out, f"seed{seed}")
-        stages = {}
-        for arm in [*args.arms, "eval"]:
-            log = os.path.join(root, f"{arm}.log")
-            stages[arm] = stage_record(log)
-            if stages[arm] is None:
-                raise SystemExit(f"--from-logs: {log} is missing or unfinished (run the experiment, or --resume it)")
-            if arm != "eval" and stages[arm]["stage_command"] != stage_command(args, seed, arm):
-                raise SystemExit(f"--from-logs: {log} was made by `{' '.join(stages[arm]['stage_command'] or ['?'])}`, "
-                                 f"not by this command's flags; give the flags the run had (--sft-steps, --rl-steps, "
-                                 f"--base, --quick) so the results name what made them")
+        stages = {arm: logged_by(stage_command(args, seed, arm), os.path.join(root, f"{arm}.log")) for arm in args.arms}
+        stages["eval"] = logged_by(eval_command(args, seed), os.path.join(root, "eval.log"))
         with open(os.path.join(root, "eval.json")) as f:
             per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
     return per_seed
@@ -321,7 +383,7 @@ def update_readme(md: str, path: str = "README.md", start: str = "<!-- results:s
     if start not in text or end not in text:
         return False
     head, rest = text.split(start, 1)
-    with open(path, "w") as f:
+    with replacing(path) as f:
         f.write(head + start + "\n" + md + rest[rest.index(end):])
     return True
 
@@ -345,7 +407,8 @@ def parse_args(argv=None):
                     "(the cost-to-accuracy curves; 0: none)")
     ap.add_argument("--val-every", type=COUNT, default=VAL_EVERY, help="steps between those checks, in every stage")
     ap.add_argument("--resume", action="store_true", help="keep the stages of an earlier run in --out that finished "
-                    "(complete log and checkpoint) and run the rest: continues an interrupted experiment")
+                    "(complete log and checkpoint), continue one stopped part-way from its checkpoint, and run the "
+                    "rest: continues an interrupted experiment")
     ap.add_argument("--from-logs", action="store_true", help="train nothing: rebuild the results from a finished "
                     "run's logs and eval.json files in --out")
     ap.add_argument("--update-readme", action="store_true", help="also put the tables into README.md between its "
@@ -379,14 +442,15 @@ def main(argv=None):
     args = parse_args(argv)
     command = produced_by(args)
     lock_out(args.out)  # one experiment per --out: two would delete each other's stages
+    base_summary = read_build(args.base)  # (a malformed one is one line, before any work)
     if args.from_logs:
         per_seed = runs_from_logs(args)
-        base, seconds = base_rows(args, keep=True)
-        return finish(args, per_seed, base, read_build(args.base), command, total_wall(per_seed) + seconds)
+        base, seconds = base_rows(args, keep=True, run=False)
+        return finish(args, per_seed, base, base_summary, command, total_wall(per_seed) + seconds)
     if not os.path.isfile(os.path.join(args.base, "config.json")):
         run_stage(["base.py", "--out", args.base, *(QUICK["base"] if args.quick else [])],
                   os.path.join(args.out, "base.log"))
-    base_summary = read_build(args.base)
+        base_summary = read_build(args.base)
     base, base_seconds = base_rows(args, keep=args.resume)
     per_seed = []
     for seed in args.seeds:
@@ -399,15 +463,18 @@ def main(argv=None):
                                                os.path.join(root, arm), keep)
             if now:
                 ran.add(arm)
-        eval_json = os.path.join(root, "eval.json")
-        stages["eval"], _ = finished_or_run(
-            ["evaluate.py", "--ckpt", *(os.path.join(root, a) for a in args.arms), "--json", eval_json,
-             *eval_flags(args),
-             *([] if seed == args.seeds[0] else ["--no-plots"])],
-            os.path.join(root, "eval.log"), None, args.resume and not ran)
-        with open(eval_json) as f:
+        stages["eval"], _ = finished_or_run(eval_command(args, seed), os.path.join(root, "eval.log"), None,
+                                            args.resume and not ran)
+        with open(os.path.join(root, "eval.json")) as f:
             per_seed.append(dict(seed=seed, stages=stages, eval=json.load(f)["results"]))
     finish(args, per_seed, base, base_summary, command, total_wall(per_seed) + base_seconds)
+
+
+def eval_command(args, seed: int) -> list[str]:
+    """evaluate.py on every arm of a seed (the first seed's also draws the reliability diagrams)."""
+    root = os.path.join(args.out, f"seed{seed}")
+    return ["evaluate.py", "--ckpt", *(os.path.join(root, a) for a in args.arms), "--json",
+            os.path.join(root, "eval.json"), *eval_flags(args), *([] if seed == args.seeds[0] else ["--no-plots"])]
 
 
 def stage_command(args, seed: int, arm: str) -> list[str]:
@@ -455,7 +522,7 @@ def finish(args, per_seed: list[dict], base: dict, base_summary: dict, command: 
     md, readme = rp.documents(agg, base_rows_pooled, found, args.seeds, command, curves, shared,
                               loss_example(args, per_seed[0], base))
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    with open(args.results + ".md", "w") as f:
+    with replacing(args.results + ".md") as f:
         f.write(md)
     write_json(dict(command=command, seeds=args.seeds, base_build=base_summary, base=base, claims=found,
                     curves=curves, runs=per_seed, aggregate=agg, total_seconds=round(total_seconds, 1)),
@@ -465,7 +532,8 @@ def finish(args, per_seed: list[dict], base: dict, base_summary: dict, command: 
         rp.cost_chart(curves, args.results + "_cost.png")
     first = os.path.join(args.out, f"seed{args.seeds[0]}", "eval_reliability.png")
     if os.path.isfile(first):
-        shutil.copy(first, args.results + "_reliability.png")
+        with open(first, "rb") as src, replacing(args.results + "_reliability.png", "wb") as dst:
+            dst.write(src.read())
     if args.update_readme:
         update_readme(readme)
     print(md)

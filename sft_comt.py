@@ -73,8 +73,8 @@ import torch
 from tqdm import tqdm
 
 from comt import training
-from comt.common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, check_checkpoint, load_model, log_json, number,
-                         pad_id, pick_device, pick_dtype, seed_everything)
+from comt.common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, check_checkpoint, checkpoint_id, load_model, log_json,
+                         number, pad_id, pick_device, pick_dtype, seed_everything)
 from comt.corpus import encode_doc, taboo_words, worked_doc
 from comt.engine import Engine
 from comt.evaluation import greedy_judgements
@@ -455,7 +455,7 @@ def set_up(args, dist: Dist, device, state: dict | None) -> Run:
         print(f"{args.format} SFT: {len(examples):,} examples from {args.data}, {args.steps} steps x {args.batch} "
               f"({round(args.replay * args.batch)} of them replay), {model.num_params() / 1e6:.2f}M parameters, "
               f"{device}, {dist.world} rank(s)")
-    checks = dict(data=fingerprint(examples))
+    checks = dict(data=fingerprint(examples), init=state["checks"].get("init") if state else checkpoint_id(args.model))
     return Run(args=args, dist=dist, device=device, tok=tok, model=model, opt=opt, autocast=autocast_for(args, device),
                sharded=args.shard, totals=totals, log_path=claim_and_log(args, SCRIPT, state, dist, checks),
                script=SCRIPT, checks=checks, examples=examples, lengths=tuple(len(ids) for ids, _ in examples))

@@ -4,12 +4,14 @@ dtype choice, seeding, a GPU-aware timer, strict-JSON logging, and reading a che
 (one-line refusals for anything wrong in it).
 """
 import argparse
+import contextlib
 import json
 import math
 import operator
 import os
 import random
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -123,9 +125,35 @@ def jsonable(x):
 
 
 def write_json(obj, path: str, indent: int | None = 1):
-    """obj as strict JSON (jsonable) into the file `path`."""
-    with open(path, "w") as f:
+    """obj as strict JSON (jsonable) into the file `path` (replacing it: see replacing)."""
+    with replacing(path) as f:
         json.dump(jsonable(obj), f, indent=indent, allow_nan=False, default=str)
+
+
+@contextlib.contextmanager
+def replacing(path: str, mode: str = "w"):
+    """A file to write that replaces `path` once it is complete: written beside it under a temporary
+    name, then renamed over it. So a link at `path` is replaced, never written through (a folder
+    prepared with links cannot aim a write at another file), and nobody reads half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # (mkstemp makes it private)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_figure(fig, path: str, **kwargs):
+    """fig as a PNG at `path`, replacing it (replacing)."""
+    with replacing(path, "wb") as f:
+        fig.savefig(f, format="png", **kwargs)
 
 
 def pyplot():
@@ -157,16 +185,63 @@ STATE_FILE = "train_state.pt"  # a training run's state beside its weights (comt
 
 
 def load_train_state(out: str, mmap: bool = False) -> dict | None:
-    """The training state of the checkpoint in `out`; None when there is none. Read with weights_only:
-    a crafted file cannot run code."""
+    """The training state of the checkpoint in `out`; None when there is none. Read with weights_only
+    (a crafted file cannot run code), then checked to be the record a run saves (one line otherwise)."""
     path = os.path.join(out, STATE_FILE)
     if not os.path.isfile(path):
         return None
     try:
-        return torch.load(path, weights_only=True, mmap=mmap)
+        state = torch.load(path, weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated or foreign file: torch raises several kinds
         raise SystemExit(f"{path}: not a readable training state ({why(e)}); start a new run in another --out") \
             from None
+    wrong = state_problem(state)
+    if wrong:
+        raise SystemExit(f"{path}: not a training state of this project ({wrong}); start a new run in another --out")
+    return state
+
+
+def state_problem(state) -> str | None:
+    """What makes `state` other than the record lifecycle.train_state saves; None when it is one.
+
+    >>> state_problem(dict(step=3, args=dict(steps=5), totals={})), state_problem([1, 2])
+    (None, 'a list, not a dict')
+    >>> state_problem(dict(step="3", args=dict(steps=5), totals={}))
+    "'step' is a str, not a whole number"
+    """
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a dict"
+    for key, kind in (("args", dict), ("totals", dict), ("checks", dict)):
+        if key in state and not isinstance(state[key], kind) or key in ("args", "totals") and key not in state:
+            return f"{key!r} is {'missing' if key not in state else 'a ' + type(state[key]).__name__}, not a dict"
+    for key, value in (("step", state.get("step")), ("args.steps", state["args"].get("steps"))):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"{key!r} is a {type(value).__name__}, not a whole number"
+    return None
+
+
+def code_version(root: str | None = None) -> str:
+    """A short hash of the project's code (the scripts at the top and comt/): which code made a run."""
+    import glob
+    import hashlib
+    root, h = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__))), hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(root, "*.py")) + glob.glob(os.path.join(root, "comt", "*.py"))):
+        with open(path, "rb") as f:
+            h.update(os.path.relpath(path, root).encode() + f.read())
+    return h.hexdigest()[:12]
+
+
+def checkpoint_id(path: str) -> str:
+    """A cheap identity of a checkpoint directory's weights and config (their names, sizes and
+    modification times): a run records the one it started from, so that a later look can tell whether
+    that directory was rewritten since (a retrained stage, a rebuilt base)."""
+    import hashlib
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors") or name == "config.json":
+            st = os.stat(os.path.join(path, name))
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
 
 
 def pad_id(tok) -> int:

@@ -10,11 +10,12 @@ import os
 import random
 import shutil
 import signal
+import stat
 import sys
 
 import torch
 
-from comt.common import COUNT, DTYPES, STATE_FILE, load_train_state, why
+from comt.common import COUNT, DTYPES, STATE_FILE, code_version, load_train_state, why
 from comt.training import (Dist, all_reduce_sum, barrier, close_distributed, gathered_copy, init_distributed,
                            is_sharded, main_decides)
 
@@ -70,6 +71,23 @@ def lock_out(out: str):
         raise SystemExit(f"--out {out}: cannot create or lock it ({why(e)}); choose a directory you can "
                          f"write") from None
     _locks[key] = lock
+
+
+def lock_held(out: str) -> bool:
+    """Whether a process (another, or this one) holds the lock on `out` now: a run is using it."""
+    from filelock import FileLock, Timeout
+    path = os.path.join(out, LOCK_FILE)
+    if os.path.realpath(out) in _locks:
+        return True
+    if not os.path.isfile(path):
+        return False
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
 
 
 class RunLog(os.PathLike):
@@ -225,7 +243,8 @@ def trim_logs(out: str, state: dict):
 
 
 CHECKS = {"data": "the training data (--data, --targets or the file they name)",
-          "reference": "the KL reference model (the --init directory)"}
+          "reference": "the KL reference model (the --init directory)"}  # (checks["init"]: what the run started
+# from, checkpoint_id; recorded for whoever asks later whether a run is still the one of its inputs)
 
 
 def fingerprint(value) -> str:
@@ -344,7 +363,7 @@ def begin_run(args, script: str, given: set) -> tuple:
 def train_state(step: int, opt, totals: dict, args, script: str, checks: dict) -> dict:
     """What train_state.pt holds; opt None: the optimiser state is saved apart, sharded (save_run)."""
     return dict(step=step, optimizer=opt.state_dict() if opt is not None else None, totals=totals,
-                args=dict(vars(args)), script=script, checks=checks,
+                args=dict(vars(args)), script=script, checks=checks, code=code_version(),
                 rng=dict(torch=torch.get_rng_state(), python=random.getstate()))
 
 
@@ -412,8 +431,9 @@ def load_optimizer_shards(model, opt, path: str):
 
     class Reader(FileSystemReader):
         def read_metadata(self, *args, **kwargs):
-            with open(os.path.join(path, ".metadata"), "rb") as f:
+            with open(regular_file(path, ".metadata"), "rb") as f:
                 metadata = RecordsOnly(f).load()
+            check_storage(metadata, path)
             metadata.storage_meta = getattr(metadata, "storage_meta", None) or StorageMeta()
             metadata.storage_meta.load_id = self.load_id
             return metadata
@@ -436,6 +456,31 @@ def load_optimizer_shards(model, opt, path: str):
     set_optimizer_state_dict(model, opt, osd)
 
 
+def regular_file(folder: str, name) -> str:
+    """folder/name, where name is a plain file name (no folder part, no way out of `folder`) of a
+    regular file (not a link, a pipe or a device); anything else raises ValueError naming it."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"{name!r} is not a file name inside {folder}")
+    full = os.path.join(folder, name)
+    if os.path.islink(folder) or not stat.S_ISREG(os.lstat(full).st_mode):
+        raise ValueError(f"{full} is not a regular file of the run's own")
+    return full
+
+
+def check_storage(metadata, folder: str):
+    """Before anything is read: every item of a sharded optimiser checkpoint names a plain file of its
+    own folder and a byte range inside that file (a crafted metadata file could name any file of the
+    machine, a pipe that never ends, or a range of gigabytes)."""
+    sizes = {}
+    for item in getattr(metadata, "storage_data", {}).values():
+        name, offset, length = getattr(item, "relative_path", None), getattr(item, "offset", None), \
+            getattr(item, "length", None)
+        if name not in sizes:
+            sizes[name] = os.lstat(regular_file(folder, name)).st_size
+        if not all(isinstance(x, int) and x >= 0 for x in (offset, length)) or offset + length > sizes[name]:
+            raise ValueError(f"bytes {offset}+{length} are not inside {name} ({sizes[name]} bytes)")
+
+
 SAFE_GLOBALS = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
                 ("pathlib", "WindowsPath"), ("collections", "OrderedDict")}
 
@@ -449,7 +494,7 @@ def save_or_stop(done: int, args, stop: "StopRequest", d: Dist, device, save, sc
         save(done)
     if halt:
         if d.main:
-            launcher = f"torchrun --nproc_per_node {d.world}" if d.world > 1 else "python"
+            launcher = f"torchrun --nproc_per_node {d.world}" if d.world > 1 or args.shard else "python"
             print(f"stopped after step {done} of {args.steps} (exit status {STOPPED}); continue with: {launcher} "
                   f"{script} --out {args.out} --resume", flush=True)
         close_distributed(d)

@@ -222,7 +222,7 @@ def reading_lines(found: list[dict], cost: list[str]) -> list[str]:
                        f"{reward_line(found, 'step_err', split)}. As calibration proper: the confidence of wrong "
                        f"steps {reward_line(found, 'wrong_conf', split)}; step AUROC (does a step's confidence tell "
                        f"right from wrong; 50 is chance) {reward_line(found, 'step_auroc', split)}.")
-    return out + [f"- **Training cost** (the paper: about half the SFT tokens and 65-70% less training time): "
+    return out + ["- **Training cost** (the paper: about half the SFT tokens and 65-70% less training time): "
                   + " ".join(cost)] * bool(cost)
 
 
@@ -304,7 +304,7 @@ def accuracy_chart(ev: dict, base: dict, path: str):
     """Accuracy by split: each arm's mean over seeds with its std as an error bar, and the base
     model's ceilings (accuracy from the gold plan, plans right in its own form) and floor (question
     only) marked on every split."""
-    from comt.common import pyplot
+    from comt.common import pyplot, save_figure
     plt = pyplot()
     splits, arms = list(next(iter(ev.values()))), list(ev)
     fig, ax = plt.subplots(figsize=(max(8, 1.9 * len(splits)), 4.8))
@@ -324,14 +324,14 @@ def accuracy_chart(ev: dict, base: dict, path: str):
     ax.set(ylabel="greedy accuracy (mean ± std over seeds)", ylim=(0, 1), title="Accuracy by split")
     ax.legend(fontsize=9, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))  # below: no ceiling hidden
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
 def cost_chart(curves: dict, path: str):
     """`val` accuracy against the tokens processed so far, one line per pipeline (the mean over seeds
     of each check's tokens and accuracy; faint: each seed), the REACH shares marked."""
-    from comt.common import pyplot
+    from comt.common import pyplot, save_figure
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5))
     for arm, per_seed in curves.items():
@@ -352,7 +352,7 @@ def cost_chart(curves: dict, path: str):
            title="What training bought: val accuracy against tokens (stage 1, then stage 2)")
     ax.legend(fontsize=9, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

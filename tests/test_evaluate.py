@@ -337,3 +337,76 @@ def test_show_prints_each_checkpoints_own_reward_parts(model_dir, tmp_path, caps
     base, rl = parts
     assert "(no reward recorded with this checkpoint; ccrl.py's defaults)" in base and " 0.5 x confidence" in base
     assert "reward parts: correct" in rl and " 0.25 x confidence term" in rl
+
+
+def with_state(model_dir, folder, state):
+    """A copy of the tiny checkpoint with `state` as its training state."""
+    import torch
+    shutil.copytree(model_dir, folder)
+    torch.save(state, os.path.join(folder, "train_state.pt"))
+    return str(folder)
+
+
+CCRL_FLAGS = dict(steps=2, reward="ccrl", conf_weight=0.25, conf_form="signed", conf_agg="geo", step_check="auto",
+                  plan_weight=0.0)
+
+
+def ccrl_state(**flags):
+    return dict(step=2, args={**CCRL_FLAGS, **flags}, totals={}, script="ccrl.py")
+
+
+@pytest.mark.hostile
+def test_the_same_checkpoint_twice_is_refused(model_dir):
+    import evaluate
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--ckpt", model_dir, model_dir + "/"])
+
+
+@pytest.mark.hostile
+def test_a_checkpoint_older_than_a_reward_flag_takes_its_default_and_says_so(model_dir, tmp_path, capsys):
+    import evaluate
+    state = ccrl_state()
+    del state["args"]["plan_weight"]
+    old = with_state(model_dir, tmp_path / "old", state)
+    assert evaluate.checkpoint_reward(old) == RewardSettings(weight=0.25)
+    assert "saved before --plan-weight existed: judged with ccrl.py's default (--plan-weight 0.0)" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("flag,value", [("conf_weight", float("nan")), ("conf_form", 5), ("reward", "ccrll"),
+                                        ("plan_weight", "0.5")])
+def test_a_recorded_reward_of_the_wrong_kind_is_one_line_before_any_work(model_dir, tmp_path, flag, value):
+    import evaluate
+    bad = with_state(model_dir, tmp_path / "bad", ccrl_state(**{flag: value}))
+    with pytest.raises(SystemExit, match=f"its recorded --{flag.replace('_', '-')}"):
+        evaluate.main(["--ckpt", model_dir, bad, "--n", "2", "--splits", "test", "--json", str(tmp_path / "e.json")])
+    assert not (tmp_path / "e.json").exists()
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("state", [[1, 2], dict(step=2, args=[], totals={}), dict(step="2", args=dict(steps=2),
+                                                                                   totals={})])
+def test_a_training_state_that_is_not_the_record_is_one_line(model_dir, tmp_path, state):
+    """evaluate.py, ccrl.py --init and sft_comt.py --resume all read a checkpoint's training state."""
+    import ccrl
+    import evaluate
+    import sft_comt
+    bad = with_state(model_dir, tmp_path / "bad", state)
+    with open(os.path.join(bad, "run.json"), "w") as f:
+        json.dump(dict(script="sft_comt.py"), f)  # (a run of sft_comt.py, so that --resume reads its state)
+    for main, argv in ((evaluate.main, ["--ckpt", bad, "--n", "2", "--json", str(tmp_path / "e.json")]),
+                       (ccrl.main, ["--init", bad, "--out", str(tmp_path / "rl"), "--eval-n", "0"]),
+                       (sft_comt.main, ["--out", bad, "--resume"])):
+        with pytest.raises(SystemExit, match="not a training state of this project"):
+            main(argv)
+    assert not (tmp_path / "e.json").exists() and not (tmp_path / "rl" / "log.jsonl").exists()
+
+
+@pytest.mark.hostile
+def test_files_beside_the_json_are_checked_before_the_evaluation(model_dir, tmp_path):
+    import evaluate
+    (tmp_path / "e_reliability.png").mkdir()  # where a plot would go: a folder
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--ckpt", model_dir, "--json", str(tmp_path / "e.json")])
+    evaluate.parse_args(["--ckpt", model_dir, "--json", str(tmp_path / "e.json"), "--no-plots"])

@@ -1,10 +1,12 @@
 """experiment.py --quick: every arm trains, is evaluated and gets a row of numbers; --from-logs and --resume."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from experiment import DEFAULT_ARMS
 
@@ -59,6 +61,83 @@ def test_quick_experiment_produces_every_arm(tmp_path):
     assert '"summary": true' in log.read_text() and "$ ccrl.py --reward ccrl" in res.stdout
     assert "--reward outcome" not in res.stdout
     assert "$ evaluate.py" in res.stdout and "$ sft_comt.py" not in res.stdout
+
+    # --resume after a stop during comt_grpo, which saved a checkpoint at step 1 of 2: it continues from there
+    import experiment
+    cmd = experiment.stage_command(experiment.parse_args(["--quick", "--out", str(out)]), 0, "comt_grpo")
+    shutil.rmtree(out / "seed0" / "comt_grpo")
+    glog = out / "seed0" / "comt_grpo.log"
+    glog.write_text(json.dumps(dict(stage_start=True, command=cmd)) + "\n")
+    with open(glog, "a") as f:
+        subprocess.run([sys.executable, *cmd, "--stop-at", "1"], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    res = subprocess.run([sys.executable, "experiment.py", "--quick", "--out", str(out), "--resume", "--results",
+                          str(tmp_path / "resumed2")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "resumed: " in res.stdout and "--resume" in res.stdout and "resuming" in glog.read_text()
+    assert experiment.stage_record(str(glog))["steps"] == 2
+
+    # --from-logs names what made the numbers: an evaluation or a base row made by other flags is refused, not redone
+    for name in ("seed0/eval.log", "base_plan.log"):
+        path = out / name
+        text = path.read_text()
+        path.write_text(text.replace('"--n", "4"', '"--n", "2"'))
+        before = (out / "base_plan.json").stat().st_mtime_ns
+        res = subprocess.run([sys.executable, "experiment.py", "--quick", "--out", str(out), "--from-logs", "--results",
+                              str(tmp_path / "mixed")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode != 0 and f"{name.split('/')[-1]} was made by" in res.stderr, res.stderr[-2000:]
+        assert "Traceback" not in res.stderr and (out / "base_plan.json").stat().st_mtime_ns == before
+        path.write_text(text)
+
+
+@pytest.mark.cli
+@pytest.mark.hostile
+def test_sigterm_stops_the_running_stage_which_saves_first(model_dir, tmp_path):
+    """What a scheduler sends: the experiment passes it on, the stage saves a checkpoint and stops, and
+    the experiment ends after it (no stage left training on, orphaned)."""
+    import signal
+    import time
+
+    from comt.lifecycle import lock_held
+    out, log = tmp_path / "stage", tmp_path / "stage.log"
+    cmd = ["sft_comt.py", "--model", model_dir, "--out", str(out), "--n-train", "32", "--batch", "4", "--steps", "5000",
+           "--eval-n", "0", "--save-every", "100000", "--log-every", "1"]
+    driver = subprocess.Popen([sys.executable, "-c", f"import experiment; experiment.run_stage({cmd!r}, {str(log)!r})"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (out / "log.jsonl").is_file() or '"step": 3' not in (out / "log.jsonl").read_text():
+        assert time.time() - t0 < 120 and driver.poll() is None, "the stage did not start"
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode != 0 and "stage was stopped before its end" in err, err[-2000:]
+    assert not lock_held(str(out))  # the stage has ended too
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert 0 < state["step"] < 5000
+
+
+@pytest.mark.hostile
+def test_a_stage_folder_in_use_is_never_deleted(tmp_path):
+    import experiment
+    from conftest import locked_by_another_process
+    ckpt = tmp_path / "seed0" / "comt_sft"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"weights")
+    with locked_by_another_process(str(ckpt)):
+        with pytest.raises(SystemExit, match="in use by a running stage"):
+            experiment.finished_or_run(["sft_comt.py", "--out", str(ckpt)], str(tmp_path / "comt_sft.log"), str(ckpt),
+                                       keep=True)
+    assert (ckpt / "model.safetensors").read_bytes() == b"weights"
+
+
+@pytest.mark.hostile
+def test_a_malformed_build_json_is_one_line_before_any_work(tmp_path):
+    import experiment
+    base = tmp_path / "base"
+    shutil.copytree(os.path.join(ROOT, "models", "base"), base)
+    (base / "build.json").write_text('{"cut": ')
+    with pytest.raises(SystemExit, match="its build.json cannot be read"):
+        experiment.main(["--base", str(base), "--out", str(tmp_path / "exp"), "--results", str(tmp_path / "r")])
+    assert not (tmp_path / "exp" / "base_plan.log").exists()
 
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path):

@@ -393,11 +393,15 @@ def test_refusals_name_their_cause(model_dir, tmp_path):
 
 
 @pytest.mark.cli
-def test_a_stopped_sharded_run_suggests_a_resume_that_works(model_dir, tmp_path):
+@pytest.mark.parametrize("ranks", [2, 1])
+def test_a_stopped_sharded_run_suggests_a_resume_that_works(model_dir, tmp_path, ranks):
+    """A sharded run needs torchrun to resume, even on one rank (--shard refuses a plain python)."""
     out = str(tmp_path / "o")
-    res = run_sft(["--model", model_dir, "--out", out, *COMMON, "--shard", "--stop-at", "2"], launcher=torchrun(),
+    launcher = [*torchrun()]
+    launcher[launcher.index("--nproc_per_node") + 1] = str(ranks)
+    res = run_sft(["--model", model_dir, "--out", out, *COMMON, "--shard", "--stop-at", "2"], launcher=launcher,
                   expect=1)
-    assert f"continue with: torchrun --nproc_per_node 2 sft_comt.py --out {out} --resume" in res.stdout
+    assert f"continue with: torchrun --nproc_per_node {ranks} sft_comt.py --out {out} --resume" in res.stdout
 
 
 def test_teacher_that_writes_no_plan_fails(tmp_path):

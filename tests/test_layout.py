@@ -84,3 +84,24 @@ def test_a_stage_on_an_older_python_says_so_in_one_line(script):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.strip().splitlines() == ["comt needs Python >= 3.11; this is Python 3.10"]
+
+
+@pytest.mark.hostile
+def test_the_behaviour_tool_deletes_only_what_it_made(tmp_path, monkeypatch):
+    """Started from any folder, tools/behaviour.py works in the repository's runs/behaviour, and refuses
+    one that it did not make instead of deleting what it holds; in its own, it deletes only its runs."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    monkeypatch.chdir(tmp_path)
+    import behaviour
+    assert behaviour.OUT == os.path.join(ROOT, "runs", "behaviour")  # not ./runs/behaviour
+    monkeypatch.setattr(behaviour, "OUT", str(tmp_path / "behaviour"))
+    mine = tmp_path / "behaviour" / "notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("mine")
+    with pytest.raises(SystemExit, match="was not made by tools/behaviour.py"):
+        behaviour.clear_out()
+    assert mine.read_text() == "mine"
+    (mine.parent / behaviour.MARK).write_text("")
+    (mine.parent / "sft_comt").mkdir()
+    behaviour.clear_out()
+    assert mine.read_text() == "mine" and not (mine.parent / "sft_comt").exists()

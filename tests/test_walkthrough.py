@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -89,19 +90,28 @@ MUTANTS = {  # name -> a wrong answer each checker must reject
 }
 
 
-def fake_logs(tmp_path, name: str) -> dict:
-    """Small finished-run logs for the two exercises that read runs."""
-    def write(path, rows):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        return str(path)
+def fake_logs(tmp_path, name: str, **changed) -> dict:
+    """Small finished runs (a log and the arguments in its checkpoint's training state) for the two
+    exercises that read runs; `changed`: flags of the second run that differ from what the exercise asks."""
+    import ccrl
+    import sft_comt
+
+    def run(folder, rows, args):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        torch.save(dict(step=args["steps"], args=args, totals={}), folder / "train_state.pt")
+        return str(folder / "log.jsonl")
     if name == "replay_effect":
-        return dict(logs=(write(tmp_path / "a" / "log.jsonl", [dict(step=0, loss=1.0), dict(summary=True, replay=0.25,
-                                                                                             test_acc=0.8)]),
-                          write(tmp_path / "b" / "log.jsonl", [dict(summary=True, replay=0.0, test_acc=0.05)])))
+        args = lambda out, *flags: dict(vars(sft_comt.parse_args(["--out", str(out), *flags])))
+        return dict(logs=(run(tmp_path / "a", [dict(step=0, loss=1.0), dict(summary=True, replay=0.25, test_acc=0.8)],
+                              args(tmp_path / "a")),
+                          run(tmp_path / "b", [dict(summary=True, replay=0.0, test_acc=0.05)],
+                              {**args(tmp_path / "b", "--replay", "0"), **changed})))
     if name == "zero_spread_share":
-        return dict(logs=(write(tmp_path / "o" / "log.jsonl", [dict(step=0, zero_spread=0.5),
-                                                               dict(step=1, zero_spread=0.75), dict(summary=True)]),))
+        args = lambda out, *flags: dict(vars(ccrl.parse_args(["--out", str(out), "--steps", "2", *flags])))
+        rows = lambda *z: [dict(step=i, zero_spread=x) for i, x in enumerate(z)] + [dict(summary=True)]
+        return dict(logs=(run(tmp_path / "o", rows(0.5, 0.75), args(tmp_path / "o", "--reward", "outcome")),
+                          run(tmp_path / "c", rows(0.25, 0.0), {**args(tmp_path / "c"), **changed})))
     return {}
 
 
@@ -112,8 +122,42 @@ def test_each_checker_accepts_its_solution_and_rejects_the_stub_and_a_mutant(nam
     check(getattr(solutions, name), **kw)
     with pytest.raises(NotImplementedError):
         check(stub, **kw)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="."):  # (never an empty message)
         check(MUTANTS[name], **kw)
+
+
+def test_the_loss_checker_names_an_off_by_one_mask():
+    with pytest.raises(AssertionError, match="mask shifted by one"):
+        exercises.check_sft_loss(exercises.shifted_mask_loss)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("name,changed", [("replay_effect", dict(steps=5)), ("replay_effect", dict(seed=1)),
+                                          ("zero_spread_share", dict(steps=3)),
+                                          ("zero_spread_share", dict(reward="outcome"))])
+def test_the_run_checkers_accept_only_the_runs_the_exercise_asks_for(name, changed, tmp_path):
+    kw = fake_logs(tmp_path, name, **changed)
+    with pytest.raises(AssertionError, match="."):
+        exercises.EXERCISES[name][1](getattr(solutions, name), **kw)
+
+
+@pytest.mark.hostile
+def test_the_same_log_twice_is_not_two_runs(tmp_path):
+    logs = fake_logs(tmp_path, "zero_spread_share")["logs"]
+    with pytest.raises(AssertionError, match="the same log twice|rewards"):
+        exercises.check_zero_spread_share(solutions.zero_spread_share, logs=(logs[1], logs[1]))
+
+
+@pytest.mark.hostile
+def test_an_answer_of_the_wrong_kind_does_not_stop_the_checking_and_unknown_flags_are_refused(capsys, monkeypatch):
+    monkeypatch.setattr(exercises, "zscore", lambda r: "not a tensor")
+    monkeypatch.setattr(exercises, "kept_by_filter", solutions.kept_by_filter)
+    exercises.main(["zscore", "kept_by_filter"])
+    out = capsys.readouterr().out
+    assert "zscore: not yet: it raised" in out and "kept_by_filter: pass" in out
+    with pytest.raises(SystemExit):
+        exercises.main(["--solution"])
+    assert "unrecognized arguments: --solution" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -135,3 +179,117 @@ def test_the_class_profile_fits_a_class_period(tmp_path):
     subprocess.run([sys.executable, "walkthrough/walkthrough.py"], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     assert time.time() - t0 <= 15 * 60
+
+
+# -- the walkthrough's bench (walkthrough/lab.py): its output folder, and reuse decided by the run itself --
+
+import lab  # noqa: E402
+
+TINY_SFT = ["--n-train", "32", "--batch", "4", "--steps", "2", "--eval-n", "0"]
+
+
+def tiny_stage_runs(model_dir, tmp_path):
+    """A tiny stage-1 run and a tiny stage-2 run from it, as the walkthrough runs them."""
+    sft, rl = str(tmp_path / "sft"), str(tmp_path / "rl")
+    rl_args = ["--init", sft, "--n-train", "32", "--steps", "2", "--prompts-per-step", "2", "--group-size", "2",
+               "--max-new-tokens", "8", "--eval-n", "0"]
+    lab.stage("sft_comt.py", ["--model", model_dir, *TINY_SFT], sft)
+    lab.stage("ccrl.py", rl_args, rl)
+    return sft, rl, rl_args
+
+
+@pytest.mark.cli
+@pytest.mark.hostile
+def test_a_stage_is_reused_only_when_its_run_records_this_command_its_start_and_todays_code(model_dir, tmp_path,
+                                                                                           monkeypatch):
+    sft, rl, rl_args = tiny_stage_runs(model_dir, tmp_path)
+    sft_args = ["--model", model_dir, *TINY_SFT]
+    assert lab.verdict("sft_comt.py", sft_args, sft) == lab.verdict("ccrl.py", rl_args, rl) == "reuse"
+    assert lab.verdict("sft_comt.py", [*sft_args, "--lr", "1e-3"], sft).startswith("rerun: made with other flags (--lr)")
+    monkeypatch.setattr(lab, "code_version", lambda: "other")
+    assert lab.verdict("sft_comt.py", sft_args, sft) == "rerun: made by other code than today's"
+    monkeypatch.undo()
+    # stage 1 trained again (a later run in its folder): stage 2, trained from the earlier one, is not reused
+    os.utime(os.path.join(sft, "model.safetensors"), ns=(1, 1))
+    assert lab.verdict("ccrl.py", rl_args, rl) == f"rerun: {sft}, where it started, has changed since"
+    lab.stage("ccrl.py", rl_args, rl)
+    assert lab.verdict("ccrl.py", rl_args, rl) == "reuse"
+
+
+@pytest.mark.cli
+@pytest.mark.hostile
+def test_an_interrupted_stage_continues_and_one_finished_by_hand_is_kept(model_dir, tmp_path, capsys):
+    out, args = str(tmp_path / "sft"), ["--model", model_dir, *TINY_SFT]
+    subprocess.run([sys.executable, "sft_comt.py", *args, "--out", out, "--stop-at", "1"], cwd=ROOT,
+                   capture_output=True)
+    assert lab.verdict("sft_comt.py", args, out) == "resume"
+    lab.stage("sft_comt.py", args, out)
+    assert "continuing from its checkpoint" in capsys.readouterr().out
+    assert lab.verdict("sft_comt.py", args, out) == "reuse"
+    by_hand = str(tmp_path / "by_hand")  # the same command run in a terminal: the walkthrough keeps it
+    subprocess.run([sys.executable, "sft_comt.py", *args, "--out", by_hand], cwd=ROOT, capture_output=True)
+    before = os.stat(os.path.join(by_hand, "model.safetensors")).st_mtime_ns
+    lab.stage("sft_comt.py", args, by_hand)
+    assert "reusing" in capsys.readouterr().out
+    assert os.stat(os.path.join(by_hand, "model.safetensors")).st_mtime_ns == before
+
+
+@pytest.mark.cli
+@pytest.mark.hostile
+def test_an_evaluation_is_reused_only_while_its_checkpoints_are_the_ones_it_read(model_dir, tmp_path, capsys):
+    ck = str(tmp_path / "ck")
+    shutil.copytree(model_dir, ck)
+    path, flags = str(tmp_path / "e.json"), ["--splits", "test", "--n", "2", "--max-new-tokens", "4", "--no-plots"]
+    lab.evaluation([ck], flags, path)
+    made = os.stat(path).st_mtime_ns
+    lab.evaluation([ck], flags, path)
+    assert os.stat(path).st_mtime_ns == made  # reused
+    os.utime(os.path.join(ck, "model.safetensors"), ns=(1, 1))  # other weights now
+    lab.evaluation([ck], flags, path)
+    assert os.stat(path).st_mtime_ns != made
+    with open(os.path.join(ck, "model.safetensors"), "r+b") as f:  # cut: evaluate.py fails, and says why
+        f.truncate(100)
+    with pytest.raises(SystemExit, match="evaluate.py failed"):
+        lab.evaluation([ck], flags, path)
+    assert "cannot read model.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.hostile
+def test_the_output_folder_is_refused_when_a_file_or_holding_links_and_an_empty_name_is_unset(tmp_path, monkeypatch):
+    outside = tmp_path / "precious.txt"
+    outside.write_text("mine")
+    cases = {"a file": lambda out: out.write_text("x"),
+             "figures a file": lambda out: (out.mkdir(), (out / "figures").write_text("x")),
+             "a link inside": lambda out: (out.mkdir(), (out / "sections.json").symlink_to(outside)),
+             "a linked figure": lambda out: ((out / "figures").mkdir(parents=True),
+                                             (out / "figures" / "1_base.png").symlink_to(outside))}
+    for name, make in cases.items():
+        out = tmp_path / name.replace(" ", "_")
+        make(out)
+        monkeypatch.setenv("COMT_WALK_OUT", str(out))
+        with pytest.raises(SystemExit):
+            lab.output_folder("smoke")
+    assert outside.read_text() == "mine"
+    monkeypatch.setenv("COMT_WALK_OUT", "")
+    monkeypatch.chdir(tmp_path)
+    assert lab.output_folder("smoke") == os.path.join(ROOT, "runs", "walk_smoke")
+
+
+@pytest.mark.hostile
+def test_files_are_written_by_replacing_never_through_a_link(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from comt.common import write_json
+    outside = tmp_path / "precious.txt"
+    outside.write_text("mine")
+    out = tmp_path / "walk"
+    (out / "figures").mkdir(parents=True)
+    for path in (out / "figures" / "1_base.png", out / "examples.html", out / "eval.json"):
+        path.symlink_to(outside)
+    lab.save(plt.subplots()[0], str(out), "1_base", inline=False)
+    lab.write_page(str(out / "examples.html"), "<p>page</p>")
+    write_json({"results": {}}, str(out / "eval.json"))  # (evaluate.py's JSON)
+    assert outside.read_text() == "mine"
+    assert not any(p.is_symlink() for p in out.rglob("*")) and (out / "examples.html").read_text() == "<p>page</p>"

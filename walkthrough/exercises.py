@@ -163,7 +163,8 @@ def check_all_wrong_but_spread(fn):
         assert all(-1.0 <= t <= 0.0 for _, t in group), f"lambda {lam}: a wrong answer's T lies in [-1, 0]"
         adv = group_advantages(torch.tensor([[float(c) + lam * t for c, t in group]]))
         assert adv.abs().sum() > 0, f"lambda {lam}: the rewards do not differ, so every advantage is 0"
-        assert not mixed_groups(torch.tensor([[c for c, _ in group]]))[0]  # and the filter drops it
+        assert not mixed_groups(torch.tensor([[c for c, _ in group]]))[0], \
+            f"lambda {lam}: --filter-groups should drop an all-wrong group"
 
 
 def check_best_wrong_reward(fn):
@@ -187,7 +188,18 @@ def check_sft_loss(fn):
         b = collate([encode_example(tok, p, fmt) for p in make_split("train", 4, seed=5)], pad_id(tok))
         want = micro_loss_sum(model, b) / b.sup[:, 1:].sum()
         got = fn(model, b.ids, b.sup)
-        assert torch.allclose(got, want, rtol=1e-5), f"{fmt}: {got.item():.5f}, the project's {want.item():.5f}"
+        shifted = shifted_mask_loss(model, b.ids, b.sup)
+        hint = "" if not torch.allclose(got, shifted, rtol=1e-5) else (
+            " (that is the loss with the mask shifted by one: logits at position t predict token t+1, so the mask "
+            "of the targets is sup[:, 1:], not sup[:, :-1])")
+        assert torch.allclose(got, want, rtol=1e-5), f"{fmt}: {got.item():.5f}, the project's {want.item():.5f}{hint}"
+
+
+def shifted_mask_loss(model, ids, sup):
+    """The off-by-one answer: the mask read at the predicting position instead of the predicted one."""
+    ce = torch.nn.functional.cross_entropy(model(ids)[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
+    mask = sup[:, :-1].flatten()
+    return ce[mask].sum() / mask.sum()
 
 
 def summary_of(log: str) -> dict:
@@ -197,12 +209,31 @@ def summary_of(log: str) -> dict:
     return rows[-1]
 
 
+def run_args(log: str) -> dict:
+    """The arguments the run whose log this is was made with (its checkpoint's training state)."""
+    from comt.common import load_train_state
+    state = load_train_state(os.path.dirname(os.path.abspath(log)))
+    assert state is not None, f"{log}: no checkpoint beside it, so which run made it is unknown"
+    return state["args"]
+
+
+def differing(a: dict, b: dict) -> set:
+    """The flags two runs differ in, where and how they ran aside (what --resume may change, but --steps)."""
+    from comt.lifecycle import RESUMABLE
+    ignore = set(RESUMABLE) - {"steps"}
+    return {k for k in a.keys() | b.keys() if k not in ignore and a.get(k) != b.get(k)}
+
+
 def check_replay_effect(fn, logs=(os.path.join(ROOT, "runs", "ex_replay", "log.jsonl"),
                                   os.path.join(ROOT, "runs", "ex_noreplay", "log.jsonl"))):
+    from sft_comt import parse_args
     for log in logs:
         assert os.path.isfile(log), f"{log}: run stage 1 first (see the exercise)"
+    asked = (vars(parse_args([])), vars(parse_args(["--replay", "0"])))  # the two commands of the exercise
+    for log, want in zip(logs, asked):
+        other = ", ".join(sorted(differing(run_args(log), want)))
+        assert not other, f"{log}: made with other flags ({other}) than the exercise's command"
     with_, without = (summary_of(log) for log in logs)
-    assert with_["replay"] > 0 and without["replay"] == 0, "the first run keeps replay, the second has --replay 0"
     assert fn(*logs) == (with_["test_acc"], without["test_acc"]), f"{fn(*logs)}: read test_acc from the summaries"
 
 
@@ -210,6 +241,14 @@ def check_zero_spread_share(fn, logs=(os.path.join(ROOT, "runs", "ex_outcome", "
                                       os.path.join(ROOT, "runs", "ex_ccrl", "log.jsonl"))):
     for log in logs:
         assert os.path.isfile(log), f"{log}: run stage 2 first (see the exercise)"
+    if len(logs) == 2:
+        a, b = (run_args(log) for log in logs)
+        assert os.path.realpath(logs[0]) != os.path.realpath(logs[1]), "the same log twice: run stage 2 twice"
+        assert (a["reward"], b["reward"]) == ("outcome", "ccrl"), \
+            f"the runs have rewards {a['reward']} and {b['reward']}: the first --reward outcome, the second ccrl"
+        other = ", ".join(sorted(differing(a, b) - {"reward"}))
+        assert not other, f"the two runs differ in {other} too: give them the same init and steps"
+    for log in logs:
         with open(log) as f:
             steps = [r for r in map(json.loads, f) if "zero_spread" in r]
         want = sum(r["zero_spread"] for r in steps) / len(steps)
@@ -231,13 +270,20 @@ EXERCISES = {  # name -> (the stub above, its checker)
 
 
 def main(argv: list[str]):
+    import argparse
+    ap = argparse.ArgumentParser(description="Check the walkthrough's exercises against the project's code.",
+                                 allow_abbrev=False)
+    ap.add_argument("names", nargs="*", metavar="name",
+                    help=f"exercises to check (default all): {', '.join(EXERCISES)}")
+    ap.add_argument("--solutions", action="store_true", help="check walkthrough/solutions.py instead of the stubs")
+    args = ap.parse_args(argv)
+    unknown = [n for n in args.names if n not in EXERCISES]
+    if unknown:
+        ap.error(f"no exercise {unknown[0]!r}; choose from {', '.join(EXERCISES)}")
     source = sys.modules[__name__]
-    if "--solutions" in argv:
+    if args.solutions:
         import solutions as source
-    names = [a for a in argv if not a.startswith("--")] or list(EXERCISES)
-    for name in names:
-        if name not in EXERCISES:
-            raise SystemExit(f"no exercise {name!r}; choose from {', '.join(EXERCISES)}")
+    for name in args.names or list(EXERCISES):
         try:
             EXERCISES[name][1](getattr(source, name))
             print(f"{name}: pass")
@@ -245,6 +291,8 @@ def main(argv: list[str]):
             print(f"{name}: not written yet")
         except AssertionError as e:
             print(f"{name}: not yet: {e}")
+        except Exception as e:  # an answer of the wrong kind: say so, and check the rest
+            print(f"{name}: not yet: it raised {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@
 #
 # Profiles (`COMT_WALK`): `smoke` (tiny budgets, for CI), `class` (the default: stage 1 at its
 # defaults, stage 2 shortened to fit a class period), `full` (the README's defaults). The runs go to
-# `COMT_WALK_OUT` (default `runs/walk_<profile>`); a finished stage run with the same command is
-# reused, so a teacher runs the file once before class and the class steps through it in seconds.
+# `COMT_WALK_OUT` (default `runs/walk_<profile>`); a stage run is reused when its own checkpoint
+# records the same command, today's code and the start it was trained from (one that stopped
+# part-way continues), so a teacher runs the file once before class and the class steps through it
+# in seconds (`walkthrough/lab.py`).
 # Pictures are saved under `<out>/figures/` (and shown inline in a notebook), the marked examples
 # in one page `<out>/examples.html`, each section's seconds in `<out>/sections.json`.
 
@@ -28,13 +30,10 @@
 # scripts share), `sft_comt.py`, `ccrl.py`, `rewards.py`. **Look for:** the budgets of your profile.
 
 # %%
-import contextlib
 import json
 import math
 import os
-import subprocess
 import sys
-import time
 
 
 def project_root() -> str:
@@ -61,10 +60,12 @@ PROFILES = {
 if PROFILE not in PROFILES:
     raise SystemExit(f"COMT_WALK={PROFILE}: choose one of {', '.join(PROFILES)}")
 P = PROFILES[PROFILE]
-OUT = os.path.abspath(os.environ.get("COMT_WALK_OUT", os.path.join(ROOT, "runs", f"walk_{PROFILE}")))
+sys.path.insert(0, os.path.join(ROOT, "walkthrough"))
+import lab  # noqa: E402  (the bench: output folder, figures, stage runs and their reuse)
+
+OUT = lab.output_folder(PROFILE)
 BASE = os.path.join(ROOT, "models", "base")
 SFT_DIR, RL_DIR = os.path.join(OUT, "sft_comt"), os.path.join(OUT, "ccrl")
-os.makedirs(os.path.join(OUT, "figures"), exist_ok=True)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -77,51 +78,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 torch.manual_seed(0)
-SECONDS, EXAMPLES = {}, []  # section -> seconds; (section, question, [show.Example]) for the page
-
-
-@contextlib.contextmanager
-def section(name: str):
-    """Time a section and report it ok (its asserts passed) in <out>/sections.json."""
-    t0 = time.time()
-    yield
-    SECONDS[name] = round(time.time() - t0, 1)
-    with open(os.path.join(OUT, "sections.json"), "w") as f:
-        json.dump(dict(profile=PROFILE, seconds=SECONDS), f, indent=1)
-    print(f"[section {name}: ok, {SECONDS[name]} s]")
-
-
-def save(fig, name: str):
-    """Save a figure as <out>/figures/<name>.png; show it inline under a notebook."""
-    path = os.path.join(OUT, "figures", f"{name}.png")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.show() if IN_KERNEL else plt.close(fig)
-    return path
-
-
-def run_stage(script: str, args: list[str], out: str):
-    """Run a stage as a subprocess, its output streamed here; a finished run of the same command is reused."""
-    cmd = [script, *args, "--out", out]
-    stamp = os.path.join(OUT, "stamps", os.path.basename(out) + ".json")
-    if os.path.isfile(stamp) and json.load(open(stamp)) == cmd and finished(out):
-        print(f"reusing {out} (python {' '.join(cmd)})")
-        return
-    print(f"$ python {' '.join(cmd)}", flush=True)
-    env = dict(os.environ, TQDM_MININTERVAL="5")
-    proc = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
-    for line in proc.stdout:
-        print(line, end="", flush=True)
-    if proc.wait() != 0:
-        raise SystemExit(f"{script} failed (exit status {proc.returncode})")
-    os.makedirs(os.path.dirname(stamp), exist_ok=True)
-    with open(stamp, "w") as f:
-        json.dump(cmd, f)
-
-
-def finished(out: str) -> bool:
-    path = os.path.join(out, "log.jsonl")
-    return os.path.isfile(path) and '"summary": true' in open(path).read().splitlines()[-1]
+EXAMPLES = []  # (section, question, [show.Example]) for the page
+section = lab.Sections(OUT, PROFILE)
+save = lambda fig, name: lab.save(fig, OUT, name, IN_KERNEL)
 
 
 def log_rows(out: str) -> list[dict]:
@@ -255,7 +214,7 @@ with section("3. one SFT step"):
 
 # %%
 with section("4. stage 1"):
-    run_stage("sft_comt.py", P["sft"], SFT_DIR)
+    lab.stage("sft_comt.py", P["sft"], SFT_DIR)
     rows = log_rows(SFT_DIR)
     steps, summary = [r for r in rows if "loss" in r and "summary" not in r], rows[-1]
     assert summary["summary"] and summary["format"] == "comt"
@@ -492,7 +451,7 @@ with section("9. one update"):
 
 # %%
 with section("10. stage 2"):
-    run_stage("ccrl.py", ["--init", SFT_DIR, *P["rl"]], RL_DIR)
+    lab.stage("ccrl.py", ["--init", SFT_DIR, *P["rl"]], RL_DIR)
     rows = log_rows(RL_DIR)
     steps = [r for r in rows if "reward" in r and "summary" not in r]
     evals = [r for r in rows if r.get("eval")]
@@ -525,12 +484,8 @@ def share(x) -> str:
 with section("11. before and after"):
     n, stem = str(P["eval_n"]), os.path.join(OUT, "eval")
     common = ["--splits", "test,ood_template", "--n", n, "--max-new-tokens", "256"]
-    for args, name in (([BASE, "--gold-plan"], "base"), ([SFT_DIR, RL_DIR], "stages")):
-        done = os.path.isfile(f"{stem}_{name}.json")  # and newer than stage 2's run: reused
-        if not done or os.path.getmtime(f"{stem}_{name}.json") < os.path.getmtime(os.path.join(RL_DIR, "log.jsonl")):
-            subprocess.run([sys.executable, "evaluate.py", "--ckpt", *args, *common, "--json", f"{stem}_{name}.json"],
-                           cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    res = {**json.load(open(f"{stem}_base.json"))["results"], **json.load(open(f"{stem}_stages.json"))["results"]}
+    res = {**lab.evaluation([BASE], ["--gold-plan", *common], f"{stem}_base.json")["results"],
+           **lab.evaluation([SFT_DIR, RL_DIR], common, f"{stem}_stages.json")["results"]}
     names = {"base": "base (gold plan)", os.path.basename(SFT_DIR): "CoMT-SFT", os.path.basename(RL_DIR): "CCRL"}
     for split in ("test", "ood_template"):
         print(split)
@@ -570,6 +525,5 @@ with section("11. before and after"):
 # %%
 with section("12. where next"):
     page = os.path.join(OUT, "examples.html")
-    with open(page, "w") as f:
-        f.write(html_page("CoMT and CCRL, the walkthrough's marked examples", EXAMPLES, []))
-    print(f"marked examples: {page}; figures: {os.path.join(OUT, 'figures')}; seconds: {SECONDS}")
+    lab.write_page(page, html_page("CoMT and CCRL, the walkthrough's marked examples", EXAMPLES, []))
+    print(f"marked examples: {page}; figures: {os.path.join(OUT, 'figures')}; seconds: {section.seconds}")
