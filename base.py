@@ -63,16 +63,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from comt.common import (COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, load_model, log_json,
-                         pad_id, seed_everything, write_json)
+from comt.checkpoint import restore_train_state, save_checkpoint, train_state
+from comt.common import check_checkpoint, load_model, log_json, pad_id, seed_everything, write_json
 from comt.corpus import Corpus, arithmetic_line, corpus_docs, encode_doc, quantity_names, split_questions
 from comt.engine import Engine, complete
 from comt.evaluation import greedy_judgements, own_plan_judgements
-from comt.lifecycle import (STATE_FILE, STOPPED, StopRequest, claim_and_log, given_flags, restore_train_state,
-                            resume_run, save_checkpoint, save_or_stop, train_state)
+from comt.flags import COUNT, NONNEG, NONNEG_INT, POSITIVE, SEED, SHARE
+from comt.lifecycle import STATE_FILE, STOPPED, StopRequest, claim_and_log, given_flags, resume_run, save_or_stop
 from comt.model import ModelConfig, Transformer
+from comt.parallel import Dist
 from comt.tasks import OOD_SPLITS, make_split
-from comt.training import Dist, cosine_lr
+from comt.training import cosine_lr
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 SCRIPT = "base.py"

@@ -10,7 +10,7 @@ Each measurement is warmed up first (on CUDA this captures the engine's graph); 
 
 Two more rows time what the stages do, ours only, on the same random weights in float32 (as
 sft_comt.py and ccrl.py train them):
-  * SFT step: sft_comt.train_step on one global batch of --sft-batch rows of random lengths in
+  * SFT step: training.update with sft_comt.py's loss on one global batch of --sft-batch rows of random lengths in
     [--sft-len/2, --sft-len], loss on the second half of each row (the default stage-1 shape),
     in the micro-batches sft_comt.py would form.
   * RL step: --rl-prompts prompts x --rl-group samples of --new-tokens tokens from the engine,
@@ -31,14 +31,16 @@ Prints a short table, then one JSON line with every number.
 import argparse
 import json
 import tempfile
+import time
 
 import torch
 import torch.nn.functional as F
 
-from comt.common import COUNT, SEED, Timer, pick_device, pick_dtype, seed_everything
+from comt.common import pick_device, pick_dtype, seed_everything
 from comt.engine import Engine
+from comt.flags import COUNT, SEED
 from comt.model import ModelConfig, Transformer
-from comt.training import Dist, length_groups
+from comt.parallel import Dist
 from rewards import RewardSettings
 
 SHAPES = {
@@ -52,6 +54,27 @@ SHAPES = {
                         rope_theta=1e6, max_position_embeddings=32768, tie_word_embeddings=True),
 }
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Timer:
+    """with Timer(device) as t: ...  -> t.seconds (waits for the GPU before reading the clock)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        synchronize(self.device)
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self.t0
 
 
 def best_times(fns: dict, device, repeats: int) -> dict:
@@ -100,21 +123,27 @@ def train_step_run(model, batch, seq, device, autocast, hf=False):
 
 
 def sft_step_run(model, rows: int, max_len: int, device, autocast):
-    """One sft_comt.train_step on `rows` random rows of max_len/2..max_len tokens, loss on their
-    second halves, in micro-batches as sft_comt.py groups them -> (step function, tokens per step)."""
-    from comt.training import Run
-    from sft_comt import collate, train_step
+    """One stage-1 update (training.update with sft_comt.py's loss) on `rows` random rows of
+    max_len/2..max_len tokens, loss on their second halves, in micro-batches as sft_comt.py groups
+    them -> (step function, tokens per step)."""
+    from argparse import Namespace
+
+    from comt.training import Run, Schedule, token_batches, update
+    from sft_comt import SFTBatch
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(max(2, max_len // 2), max_len + 1, (rows,), generator=g).tolist()
     examples = [(torch.randint(0, model.config.vocab_size, (n,), generator=g).tolist(),
                  [False] * (n // 2) + [True] * (n - n // 2)) for n in lengths]
-    micro = [collate([examples[i] for i in grp], 0).to(device) for grp in length_groups(lengths, rows)]
+    micro = [SFTBatch(ids, mask).to(device) for _, ids, mask in
+             token_batches([e for e, _ in examples], [m for _, m in examples], rows, 0)]
     n_sup = sum(sum(m[1:]) for _, m in examples)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
     model.train()
-    run = Run(args=None, dist=Dist(), device=device, tok=None, model=model, opt=opt, autocast=ctx)
-    return lambda: train_step(run, micro, n_sup, grad_clip=1.0), sum(lengths)
+    run = Run(args=Namespace(out="-"), dist=Dist(), device=device, tok=None, model=model, opt=opt, autocast=ctx,
+              schedule=Schedule(lr=1e-5, warmup=0))
+    loss = lambda b, logp, _: (-logp.sum() / n_sup, {})
+    return lambda: update(run, micro, loss, 0, micro[0]), sum(lengths)
 
 
 def timed_rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micro: int, device,
@@ -122,11 +151,14 @@ def timed_rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micr
     """One RL step: sample `group` completions per prompt, then ccrl.policy_update (ccrl.py's own
     update: its loss, micro-batches and gradient clipping, default settings) on all of them with
     random advantages -> (sampling seconds, training seconds)."""
-    from ccrl import Kept, Rollout, Run, UpdateSettings, parse_args, policy_update
+    from ccrl import Kept, Rollout, Run, Sampling, Update, parse_args, policy_update
+    from comt.flags import from_flags
+    from comt.training import Schedule
     args = parse_args(["--micro-batch", str(micro), "--max-new-tokens", str(new_tokens)])
     ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
     run = Run(args=args, dist=Dist(), device=device, tok=None, model=model, opt=opt, autocast=ctx,
-              reward=RewardSettings(), update=UpdateSettings.from_flags(args), engine=engine)
+              schedule=from_flags(Schedule, args), sampling=from_flags(Sampling, args), scoring=RewardSettings(),
+              update=from_flags(Update, args), engine=engine)
     model.eval()
     with Timer(device) as sampling:
         s = engine.generate(prompts, num_samples=group, max_new_tokens=new_tokens, temperature=1.0, seed=0)
@@ -138,7 +170,7 @@ def timed_rl_step(model, engine, opt, prompts, group: int, new_tokens: int, micr
         ro = Rollout(seqs, plens, judged=[], group_size=group, prompt_tokens=sum(map(len, prompts)),
                      completion_tokens=int(s.mask.sum()), problems=[])
         kept = Kept(None, list(range(len(seqs))), adv, (float(s.mask.sum()), float(len(seqs))))
-        policy_update(run, ro, kept, run.update, 0)
+        policy_update(run, ro, kept, 0)
     return sampling.seconds, training.seconds
 
 

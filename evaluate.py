@@ -36,7 +36,7 @@ With --gold-plan every prompt also holds the problem's gold plan and the "Soluti
 base model's ceiling: how well it executes a plan it is handed); the plan verdicts then judge the
 execution against that plan.
 With --own-plan FORM the prompt is the question under the base's own plan header instead
-("Question: ...\nSteps:\n" for steps; tasks.OWN_FORMS), and only the plan it writes is judged:
+("Question: ...\nSteps:\n" for steps; corpus.OWN_FORMS), and only the plan it writes is judged:
 plan_correct against the gold program (the base's planning ceiling; the post-training template is
 never its own form).
 
@@ -56,66 +56,19 @@ import math
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 
-from comt.common import (COUNT, NONNEG_INT, POSITIVE, SEED, SHARE, check_checkpoint, checkpoint_id, code_version,
-                         load_model, load_train_state, log_json, pad_id, pick_device, pyplot, replacing, save_figure,
-                         unwritable, write_json)
+from comt.benchmarks import load_problems
+from comt.common import (check_checkpoint, checkpoint_id, code_version, load_model, load_train_state, log_json, pad_id,
+                         pick_device, pyplot, replacing, save_figure, unwritable, write_json)
+from comt.corpus import OWN_FORMS
 from comt.engine import Engine, stop_ids
-from comt.evaluation import greedy_judgements, own_plan_judgements, prompt_ids
+from comt.evaluation import (auroc, brier, ece, greedy_judgements, own_plan_judgements, pass_at_k, prompt_ids,
+                             reliability)
+from comt.flags import COUNT, NONNEG_INT, POSITIVE, SEED, SHARE, add_flags, from_flags
 from comt.show import Example, html_page, render_text, visible
-from comt.tasks import OWN_FORMS, SPLITS, WRONG_KINDS, comt_target, load_problems, plan_verdict, prompts_that_fit
+from comt.tasks import SPLITS, WRONG_KINDS, comt_target, plan_verdict, prompts_that_fit
 from rewards import Judgement, RewardSettings, judge_completion, step_stats
-
-# -----------------------------------------------------------------------------
-# Metrics (pure functions; the tests check them against hand-computed values)
-
-
-def ece(confs: list[float], correct: list[bool], bins: int = 10) -> float:
-    """Expected calibration error: sum over equal-width bins of (share of items) * |accuracy -
-    mean confidence|. Bin i holds confidences in [i/bins, (i+1)/bins); 1.0 goes in the last bin.
-
-    >>> round(ece([0.1, 0.9, 0.95], [False, True, False], bins=2), 4)  # |0-.1|/3 + 2/3 |.5-.925|
-    0.3167
-    """
-    if not confs:
-        return float("nan")
-    total = 0.0
-    for lo, hi, n, acc, conf in reliability(confs, correct, bins):
-        total += n * abs(acc - conf)
-    return total / len(confs)
-
-
-def reliability(confs: list[float], correct: list[bool], bins: int = 10) -> list[tuple]:
-    """Non-empty bins as (low, high, count, accuracy, mean confidence)."""
-    members = [[] for _ in range(bins)]
-    for c, z in zip(confs, correct):
-        members[min(int(c * bins), bins - 1)].append((c, z))
-    return [(i / bins, (i + 1) / bins, len(m), sum(z for _, z in m) / len(m), sum(c for c, _ in m) / len(m))
-            for i, m in enumerate(members) if m]
-
-
-def brier(confs: list[float], correct: list[bool]) -> float:
-    """Mean squared difference between confidence and correctness (0 best, 1 worst)."""
-    return sum((c - float(z)) ** 2 for c, z in zip(confs, correct)) / len(confs) if confs else float("nan")
-
-
-def auroc(confs: list[float], correct: list[bool]) -> float:
-    """Probability that a random right item has higher confidence than a random wrong one, ties
-    counting one half (the Mann-Whitney statistic); nan without both kinds."""
-    right = [c for c, z in zip(confs, correct) if z]
-    wrong = [c for c, z in zip(confs, correct) if not z]
-    if not right or not wrong:
-        return float("nan")
-    wins = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
-    return wins / (len(right) * len(wrong))
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c are right: 1 - C(n-c, k) / C(n, k)."""
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def planned_text(text: str, p, args) -> str:
@@ -129,56 +82,63 @@ def record_of(j: Judgement, verdict: dict | None) -> dict:
                 step_confs=j.step_confs, step_rights=j.step_rights, **(verdict or {}))
 
 
-REWARD_FLAGS = dict(reward=("kind", ("ccrl", "outcome")), conf_weight=("weight", None),
-                    conf_form=("form", ("signed", "brier")), conf_agg=("agg", ("geo", "min", "prod")),
-                    step_check=("check", ("auto", "arith", "gold", "outcome")), plan_weight=("plan_weight", None))
-
-
 def checkpoint_reward(ckpt: str) -> RewardSettings | None:
     """The reward a checkpoint was trained with (the flags its ccrl.py run saved); None for one that
     records none (a base, a stage-1 run, a downloaded model). A flag the run predates takes ccrl.py's
-    default, said on stderr; a recorded value of the wrong kind is one line."""
+    default, said on stderr; a recorded value ccrl.py would not take is one line."""
     state = load_train_state(ckpt, mmap=True)
     flags = state["args"] if state else {}
     if not state or (state.get("script") != "ccrl.py" and "conf_weight" not in flags):
         return None
-    default, values, older = RewardSettings(), {}, []
-    for flag, (field, choices) in REWARD_FLAGS.items():
-        if flag not in flags:
-            older.append(f"--{flag.replace('_', '-')} {getattr(default, field)}")
-            continue
-        value = flags[flag]
-        bad = value not in choices if choices else not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                                        and math.isfinite(value) and value >= 0)
-        if bad:
-            raise SystemExit(f"--ckpt {ckpt}: its recorded --{flag.replace('_', '-')} {value!r} is not a value ccrl.py "
-                             f"takes ({', '.join(choices) if choices else 'a number >= 0'})")
-        values[field] = value
+    older = [f for f in fields(RewardSettings) if f.name not in flags]
+    for f in fields(RewardSettings):
+        value, kind = flags.get(f.name, f.default), f.metadata.get("type")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        try:
+            ok = value in f.metadata["choices"] if "choices" in f.metadata else number and kind(str(value)) == value
+        except (argparse.ArgumentTypeError, TypeError):
+            ok = False
+        if not ok:
+            raise SystemExit(f"--ckpt {ckpt}: its recorded --{f.name.replace('_', '-')} {value!r} is not a value ccrl.py "
+                             f"takes ({', '.join(f.metadata['choices']) if 'choices' in f.metadata else 'a number >= 0'})")
     if older:
-        print(f"--ckpt {ckpt}: saved before {', '.join(f.split()[0] for f in older)} existed: judged with ccrl.py's "
-              f"default{'s' * (len(older) > 1)} ({', '.join(older)})", file=sys.stderr)
-    return replace(default, **values)
+        print(f"--ckpt {ckpt}: saved before {', '.join('--' + f.name.replace('_', '-') for f in older)} existed: judged "
+              f"with ccrl.py's default{'s' * (len(older) > 1)} ("
+              + ", ".join(f"--{f.name.replace('_', '-')} {f.default}" for f in older) + ")", file=sys.stderr)
+    return from_flags(RewardSettings, flags)
+
+
+def reward_flags(scoring: RewardSettings | None) -> str:
+    """The reward a checkpoint is judged with, as ccrl.py's flags (every switch)."""
+    if scoring is None:
+        return "records no reward (not a ccrl.py run): shown at ccrl.py's defaults"
+    return "trained with " + " ".join(f"--{f.name.replace('_', '-')} {getattr(scoring, f.name)}"
+                                      for f in fields(RewardSettings))
 
 
 def run_split(engine, tok, problems, args, name: str, split: str,
-              reward: RewardSettings | None) -> tuple[list[dict], list[int]]:
-    """Greedy records, one per problem, and with --samples k the right count of k samples each. Each
-    completion is judged with the checkpoint's own reward (`reward`; ccrl.py's defaults where it has
-    none), its confidences read with --conf-agg and --step-check; the first --show records also hold
-    the completion as a show.Example, whose reward parts are those."""
-    settings = replace(reward or RewardSettings(), agg=args.conf_agg, check=args.step_check)
-    judged = greedy_judgements(engine, tok, problems, args.max_new_tokens, getattr(args, "gold_plan", False),
-                               args.batch, f"{name} {split}", settings)
+              own: RewardSettings | None) -> tuple[list[dict], list[int]]:
+    """Greedy records, one per problem, and with --samples k the right count of k samples each. The
+    tables read each completion's confidences with --conf-agg and --step-check; the first --show
+    records also hold the completion as a show.Example judged with the checkpoint's own reward, every
+    switch included (`own`; ccrl.py's defaults where it records none)."""
+    shown_with = own or RewardSettings()
+    scoring = replace(shown_with, conf_agg=args.conf_agg, step_check=args.step_check)
+    gold_plan = getattr(args, "gold_plan", False)
+    judged = greedy_judgements(engine, tok, problems, args.max_new_tokens, gold_plan, args.batch, f"{name} {split}",
+                               scoring)
+    shown = judged[:args.show] if shown_with == scoring else greedy_judgements(
+        engine, tok, problems[:args.show], args.max_new_tokens, gold_plan, args.batch, scoring=shown_with)
     records = []
     for i, (j, p) in enumerate(zip(judged, problems)):
         verdict = plan_verdict(planned_text(j.text, p, args), p, j.correct)
         records.append(record_of(j, verdict))
         if i < args.show:
-            records[-1]["example"] = Example(name, p.question, p.answer, j, verdict, unrecorded=reward is None)
-    return records, sampled_right_counts(engine, tok, problems, args, settings) if args.samples > 1 else []
+            records[-1]["example"] = Example(name, p.question, p.answer, shown[i], verdict, unrecorded=own is None)
+    return records, sampled_right_counts(engine, tok, problems, args, scoring) if args.samples > 1 else []
 
 
-def sampled_right_counts(engine, tok, problems, args, settings: RewardSettings) -> list[int]:
+def sampled_right_counts(engine, tok, problems, args, scoring: RewardSettings) -> list[int]:
     """--samples k: how many of k completions at --temperature answer each problem right (pass@k)."""
     k, stops, counts = args.samples, stop_ids(tok, engine.model), []
     prompts = [prompt_ids(tok, p, getattr(args, "gold_plan", False)) for p in problems]
@@ -186,7 +146,8 @@ def sampled_right_counts(engine, tok, problems, args, settings: RewardSettings) 
         s = engine.generate(prompts[i:i + args.batch], num_samples=k, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, stop_tokens=stops, seed=args.seed + i)
         for r, p in enumerate(problems[i:i + args.batch]):
-            counts.append(sum(judge_completion(tok, *s.completion(j), p, settings).correct for j in range(r * k, (r + 1) * k)))
+            counts.append(sum(judge_completion(tok, *s.completion(j), p, scoring).correct
+                              for j in range(r * k, (r + 1) * k)))
     return counts
 
 
@@ -361,10 +322,13 @@ def reliability_panel(ax, per_ckpt: dict, colors: dict, bins: int, title: str):
 # Main
 
 
-def show_examples(shown: dict, images: list[str], path: str) -> str:
-    """Print the --show examples (the same problems for every checkpoint) and write them as an HTML
+def show_examples(shown: dict, rewards: dict, images: list[str], path: str) -> str:
+    """Print the --show examples (the same problems for every checkpoint), after the reward each
+    checkpoint is judged with (`rewards`: name -> its flags, reward_flags), and write them as an HTML
     page with the plots; returns its path."""
     ansi = sys.stdout.isatty()
+    notes = [f"{name}: {flags}" for name, flags in rewards.items()]
+    print("\n".join(notes))
     blocks = []
     for split, per_ckpt in shown.items():
         for i, exs in enumerate(zip(*per_ckpt)):
@@ -373,7 +337,7 @@ def show_examples(shown: dict, images: list[str], path: str) -> str:
                 print(render_text(e, ansi))
             blocks.append((split, exs[0].question, list(exs)))
     with replacing(path) as f:
-        f.write(html_page("Confidence on every numeric step", blocks, images))
+        f.write(html_page("Confidence on every numeric step", blocks, images, notes))
     return path
 
 
@@ -393,11 +357,7 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=COUNT, default=64, help="prompts per engine call")
     ap.add_argument("--samples", type=COUNT, default=1, help="k for pass@k (k sampled completions per problem; 1: off)")
     ap.add_argument("--temperature", type=POSITIVE, default=1.0, help="sampling temperature for pass@k")
-    ap.add_argument("--conf-agg", choices=("geo", "min", "prod"), default="geo", help="confidence of a number "
-                    "from its tokens' probabilities")
-    ap.add_argument("--step-check", choices=("auto", "arith", "gold"), default="auto", help="a step is right if its "
-                    "result is a gold intermediate (gold) / its arithmetic recomputes (arith); auto: gold when "
-                    "the problem has intermediates")
+    add_flags(ap, RewardSettings, only=("conf_agg", "step_check"))  # (ccrl.py's, as its reward reads them)
     ap.add_argument("--bins", type=COUNT, default=10, help="equal-width bins for ECE and the reliability diagram")
     ap.add_argument("--overconf-threshold", type=SHARE, default=0.9, help="confidence above which a wrong step "
                     "is overconfident")
@@ -411,7 +371,7 @@ def parse_args(argv=None):
     ap.add_argument("--own-plan", choices=OWN_FORMS, default=None, help="prompt with the question under the base's own "
                     "plan header instead and judge only the plan it writes (plan_correct: the planning ceiling of a "
                     "base model; synthetic splits)")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = ap.parse_args(argv)
     if args.own_plan and (args.gold_plan or args.data or args.samples > 1 or args.show):
         ap.error("--own-plan judges plans written on synthetic splits: not with --gold-plan, --data, --samples or "
@@ -491,7 +451,8 @@ def main(argv=None):
     write_json(dict(args=vars(args), inputs={ck: checkpoint_id(ck) for ck in args.ckpt}, code=code_version(),
                     results=results, seconds=seconds), args.json)
     pngs = [] if args.no_plots or args.own_plan else plot(results, curves, args.bins, os.path.splitext(args.json)[0])
-    page = show_examples(shown, pngs, os.path.splitext(args.json)[0] + "_examples.html") if args.show else None
+    page = show_examples(shown, {name: reward_flags(r) for name, r in zip(names, rewards)}, pngs,
+                         os.path.splitext(args.json)[0] + "_examples.html") if args.show else None
     log_json(dict(summary=True, json=args.json, plots=pngs, examples=page, checkpoints=len(args.ckpt),
                   splits=len(data), problems=sum(len(p) for p in data.values()), seconds=round(time.time() - t0, 1)))
 

@@ -52,12 +52,11 @@ import subprocess
 import sys
 import time
 
-from tqdm import tqdm
-
 from comt import report as rp
-from comt.common import COUNT, NONNEG_INT, SEED, code_version, replacing, unwritable, why, write_json
+from comt.common import code_version, replacing, unwritable, why, write_json
+from comt.flags import COUNT, NONNEG_INT, SEED
 from comt.lifecycle import STOPPED, lock_held, lock_out
-from comt.stats import POOLED, compare, pool_ood
+from comt.stats import claims, pool_ood
 
 ARMS = {  # arm: (script, its flags, the arm it starts from)
     "cot_sft": ("sft_comt.py", ["--format", "cot"], None),
@@ -277,66 +276,7 @@ def aggregate(per_seed: list[dict]) -> dict:
 
 
 # -----------------------------------------------------------------------------
-# The claims: paired differences between arms (comt/stats.py), and the cost of each pipeline
-
-COMPARISONS = (  # (key, the comparison, arm, the arm it is compared with): the paper's pipeline against its
-    # baseline; the reward's effect from the same init; the SFT target's under the same reward; each RL stage's gain
-    ("pipeline", "CoMT-SFT + CCRL minus CoT-SFT + GRPO", "comt_ccrl", "cot_grpo"),
-    ("reward_comt", "CCRL minus GRPO, both from CoMT-SFT", "comt_ccrl", "comt_grpo"),
-    ("reward_cot", "CCRL minus GRPO, both from CoT-SFT", "cot_ccrl", "cot_grpo"),
-    ("target_ccrl", "CoMT-SFT minus CoT-SFT, both then CCRL", "comt_ccrl", "cot_ccrl"),
-    ("target_grpo", "CoMT-SFT minus CoT-SFT, both then GRPO", "comt_grpo", "cot_grpo"),
-    ("target_sft", "CoMT-SFT minus CoT-SFT, stage 1 alone", "comt_sft", "cot_sft"),
-    ("ccrl_gain", "CCRL minus its init (CoMT-SFT)", "comt_ccrl", "comt_sft"),
-    ("grpo_gain", "GRPO minus its init (CoT-SFT)", "cot_grpo", "cot_sft"),
-)
-CALIBRATION = ("pipeline", "reward_comt", "reward_cot", "ccrl_gain")  # where the reward's calibration is read
-CLAIM_METRICS = {  # metric: (its name, the direction the paper reports, the comparisons read on it, every split?)
-    "acc": ("accuracy", "higher", None, True),
-    "overconf_err": ("overconfident step errors", "lower", CALIBRATION, True),
-    "step_err": ("step errors", "lower", CALIBRATION, False),  # (else `test` and the pooled OOD split)
-    "wrong_conf": ("confidence of wrong steps", "lower", CALIBRATION, False),
-    "step_auroc": ("step AUROC", "higher", CALIBRATION, False),
-}
-
-
-def claims(per_seed: list[dict], splits: list[str]) -> list[dict]:
-    """Every comparison whose arms ran, in every metric and split it is read on, with its interval."""
-    arms, todo = set(per_seed[0]["eval"]), []
-    for metric, (name, expected, keys, everywhere) in CLAIM_METRICS.items():
-        for key, what, a, b in COMPARISONS:
-            if {a, b} <= arms and (keys is None or key in keys):
-                todo += [(metric, name, expected, key, what, a, b, s) for s in splits
-                         if everywhere or s in ("test", POOLED)]
-    return [dict(claim=f"{what}, {name}", key=key, split=s, metric=metric, expected=expected,
-                 **compare(per_seed, a, b, s, metric))
-            for metric, name, expected, key, what, a, b, s in tqdm(todo, desc="intervals", leave=False)]
-
-
-def spent(stage: dict) -> dict:
-    """What a finished stage spent, from its summary: tokens processed, of them trained, seconds."""
-    train, forward = stage.get("train_tokens", 0), stage.get("forward_tokens", 0)
-    return dict(tokens=train + forward, train_tokens=train, seconds=stage.get("train_seconds", 0.0))
-
-
-def pipeline_curve(stages: dict, arm: str) -> list[dict]:
-    """The `val` checks of an arm's pipeline (its SFT stage's, then its own), each with the tokens
-    processed and seconds of training spent up to it: an RL stage's counts start from its SFT stage's
-    totals, and its check before the first step (the SFT stage's last model again) is left out."""
-    parent = ARMS[arm][2]
-    head = pipeline_curve(stages, parent) if parent else []
-    before = spent(stages[parent]) if parent else dict(tokens=0, train_tokens=0, seconds=0.0)
-    own = [dict(step=p["step"], acc=p["acc"], stage=arm, train_tokens=before["train_tokens"] + p["train_tokens"],
-                tokens=before["tokens"] + p["train_tokens"] + p["forward_tokens"],
-                seconds=round(before["seconds"] + p["seconds"], 1))
-           for p in stages[arm]["curve"] if not (parent and p["step"] == 0)]
-    return head + own
-
-
-def pipeline_shared(stages: dict, arm: str) -> bool:
-    """Whether a stage of the arm's pipeline shared the machine (its seconds then mean little)."""
-    parent = ARMS[arm][2]
-    return bool(stages[arm].get("shared_machine")) or (parent is not None and pipeline_shared(stages, parent))
+# The report: an example of what post-training lost, the README block, the files
 
 
 def loss_example(args, run: dict, base: dict) -> list[str]:
@@ -517,8 +457,9 @@ def finish(args, per_seed: list[dict], base: dict, base_summary: dict, command: 
     agg = aggregate(pooled)
     splits = list(next(iter(agg["eval"].values())))
     found = claims(pooled, splits)
-    curves = {arm: [pipeline_curve(run["stages"], arm) for run in per_seed] for arm in args.arms}
-    shared = {arm: [pipeline_shared(run["stages"], arm) for run in per_seed] for arm in args.arms}
+    parents = {arm: parent for arm, (_, _, parent) in ARMS.items()}
+    curves = {arm: [rp.pipeline_curve(run["stages"], arm, parents) for run in per_seed] for arm in args.arms}
+    shared = {arm: [rp.pipeline_shared(run["stages"], arm, parents) for run in per_seed] for arm in args.arms}
     md, readme = rp.documents(agg, base_rows_pooled, found, args.seeds, command, curves, shared,
                               loss_example(args, per_seed[0], base))
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)

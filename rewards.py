@@ -54,6 +54,7 @@ from fractions import Fraction
 import torch
 
 import comt  # noqa: F401  (first: on a Python older than 3.11 this stops in one line, not at a pattern below)
+from comt.flags import NONNEG, flag
 
 # -----------------------------------------------------------------------------
 # Answers
@@ -323,21 +324,19 @@ def answer_span(text: str) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class RewardSettings:
-    """The one record of how completions are judged and rewarded: ccrl.py builds it once from its
-    flags (whose defaults are these), judges every sample with it, and saves it with the run's
-    arguments; evaluate.py --show reads it back from a checkpoint. Each setting has one name here."""
-    kind: str = "ccrl"  # ccrl: correct + weight * T; outcome: correct only (--reward)
-    weight: float = 0.5  # lambda, the weight of the confidence term T; read by ccrl only (--conf-weight)
-    form: str = "signed"  # signed (+c/-c) or brier (-(c-z)^2) per step (--conf-form)
-    agg: str = "geo"  # a number's confidence from its tokens' probabilities: geo, min, prod (--conf-agg)
-    check: str = "auto"  # when a step is right: auto, arith, gold, outcome (--step-check)
-    plan_weight: float = 0.0  # subtracted from a completion that does not open with a plan (--plan-weight)
-
-    @classmethod
-    def from_flags(cls, flags: dict) -> "RewardSettings":
-        """The settings of ccrl.py's flags (its parsed arguments, or those a checkpoint saved)."""
-        return cls(flags["reward"], flags["conf_weight"], flags["conf_form"], flags["conf_agg"], flags["step_check"],
-                   flags["plan_weight"])
+    """The one record of how completions are judged and rewarded; its fields are ccrl.py's flags
+    (add_flags puts them on a parser: evaluate.py's --conf-agg and --step-check are two of them). ccrl.py
+    judges every sample with it and saves it with the run's arguments; evaluate.py reads it back."""
+    reward: str = flag("ccrl", "ccrl: correctness + confidence term; outcome: correctness only (the baseline)",
+                       choices=("ccrl", "outcome"))
+    conf_weight: float = flag(0.5, "lambda, the weight of the confidence term", type=NONNEG)
+    conf_form: str = flag("signed", "+c/-c or -(c-z)^2", choices=("signed", "brier"))
+    conf_agg: str = flag("geo", "confidence of a number from its tokens' probabilities", choices=("geo", "min", "prod"))
+    step_check: str = flag("auto", "a step is right if its result is a gold intermediate (gold; auto where the "
+                           "problem has them) / its arithmetic recomputes (arith; auto otherwise) / the final answer is "
+                           "right (outcome)", choices=("auto", "arith", "gold", "outcome"))
+    plan_weight: float = flag(0.0, "format term of both rewards: subtract this from a completion that does not open "
+                              "with a digit-free plan", type=NONNEG)
 
 
 @dataclass
@@ -351,8 +350,8 @@ class Judgement:
     step_confs: list[float]
     step_rights: list[bool]
     conf_term: float  # T: the mean over steps written and gold steps missed (rewards' header); -1 without steps
-    reward: float  # correct (+ weight * conf_term for ccrl) + plan_part
-    settings: RewardSettings  # what it was judged with
+    reward: float  # correct (+ conf_weight * conf_term for ccrl) + plan_part
+    scoring: RewardSettings  # what it was judged with
     plan_part: float  # -plan_weight for a completion without a plan, else 0
     text: str  # the completion judged
     char_ends: list[int]  # end offset in text of each of its tokens (token_char_ends); one per token
@@ -363,40 +362,40 @@ class Judgement:
 
 
 def judge(text: str, token_logprobs: list[float], char_ends: list[int], gold_answer: str, gold_values: list[Fraction],
-          settings: RewardSettings) -> Judgement:
+          scoring: RewardSettings) -> Judgement:
     """Judge one completion: its text, the log-prob of each of its tokens and each token's end
-    offset in the text (token_char_ends), with `settings` (RewardSettings). The format term,
+    offset in the text (token_char_ends), with `scoring` (RewardSettings). The format term,
     -plan_weight for a completion that does not open with a digit-free plan (has_plan), 0 for one
     that does, is added to either reward. The training reward (ccrl.py), the evaluation (evaluate.py)
     and the marked examples (comt/show.py) all read this record."""
-    s = settings
+    s = scoring
     ok = answer_correct(text, gold_answer)
     steps = token_spans(segment_steps(text), char_ends)
-    confs = [confidence(token_logprobs[st.tokens[0]:st.tokens[1]], s.agg) for st in steps]
-    rights = [step_right(st, s.check, gold_values, ok) for st in steps]
-    term = confidence_term(confs, rights, s.form, missing=max(0, len(gold_values) - len(steps)), answer_ok=ok)
-    if s.kind == "outcome":
+    confs = [confidence(token_logprobs[st.tokens[0]:st.tokens[1]], s.conf_agg) for st in steps]
+    rights = [step_right(st, s.step_check, gold_values, ok) for st in steps]
+    term = confidence_term(confs, rights, s.conf_form, missing=max(0, len(gold_values) - len(steps)), answer_ok=ok)
+    if s.reward == "outcome":
         r = float(ok)
-    elif s.kind == "ccrl":
-        r = float(ok) + s.weight * term
+    elif s.reward == "ccrl":
+        r = float(ok) + s.conf_weight * term
     else:
-        raise ValueError(f"unknown reward {s.kind!r}; choose ccrl or outcome")
+        raise ValueError(f"unknown reward {s.reward!r}; choose ccrl or outcome")
     plan = has_plan(text)
     plan_part = -s.plan_weight if s.plan_weight and not plan else 0.0
     r += plan_part
     span = answer_span(text)
     a, b = span_tokens(span, char_ends) if span else (0, 0)
-    answer_conf = confidence(token_logprobs[a:b], s.agg) if b > a else 0.0
+    answer_conf = confidence(token_logprobs[a:b], s.conf_agg) if b > a else 0.0
     return Judgement(ok, answer_correct(text, gold_answer, lenient=True), answer_conf, plan, steps, confs, rights,
                      term, r, s, plan_part, text, char_ends)
 
 
-def judge_completion(tok, ids: list[int], logprobs: list[float], problem, settings: RewardSettings) -> Judgement:
+def judge_completion(tok, ids: list[int], logprobs: list[float], problem, scoring: RewardSettings) -> Judgement:
     """judge() of a generated completion: its token ids decoded without special tokens (the stop
     token), against the problem's answer and gold intermediate values. Every completion the
     project samples or decodes greedily is judged here, once."""
     text = tok.decode(ids, skip_special_tokens=True)
-    return judge(text, logprobs, token_char_ends(tok, ids), problem.answer, problem.intermediates, settings)
+    return judge(text, logprobs, token_char_ends(tok, ids), problem.answer, problem.intermediates, scoring)
 
 
 def step_stats(confs: list[list[float]], rights: list[list[bool]], threshold: float) -> dict:

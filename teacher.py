@@ -38,10 +38,10 @@ import time
 from collections import Counter
 from fractions import Fraction
 
-from comt.common import (COUNT, NONNEG, SEED, check_checkpoint, load_model, log_json, number, pad_id, pick_device,
-                         unwritable)
+from comt.benchmarks import ANNOTATION, BENCHMARKS, benchmark_path, clean_solution, problems_for_cli
+from comt.common import check_checkpoint, load_model, log_json, pad_id, pick_device, unwritable
+from comt.flags import COUNT, NONNEG, SEED, number
 from rewards import exact_number, has_digit
-from comt.tasks import ANNOTATION, BENCHMARKS, benchmark_path, clean_solution, problems_for_cli
 
 TEACHER_PROMPT = (
     "Here is a math word problem. Describe, step by step, how to solve it, in natural language and "
@@ -240,7 +240,7 @@ def parse_args(argv=None):
                     help="never sample a token that holds a digit")
     ap.add_argument("--tokenizer", default=None, help="tokenizer directory for the token counts in the summary "
                     "(default: the teacher's; words for rules)")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = ap.parse_args(argv)
     for flag, path in (("--teacher", None if args.teacher == "rules" else args.teacher), ("--tokenizer", args.tokenizer)):
         if path and not os.path.isdir(path):

@@ -1,51 +1,19 @@
 """
-Small helpers every script shares: flag types checked when the command line is parsed, device and
-dtype choice, seeding, a GPU-aware timer, strict-JSON logging, and reading a checkpoint directory
-(one-line refusals for anything wrong in it).
+Small helpers the scripts share: device and dtype choice, seeding, strict-JSON logging, files
+written by replacing them, which code and which checkpoint made a run, and reading a checkpoint
+directory (one-line refusals for anything wrong in it). The flags themselves: comt/flags.py.
 """
-import argparse
 import contextlib
 import json
 import math
-import operator
 import os
 import random
+import re
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
-
-# -----------------------------------------------------------------------------
-# Flag values, checked when the command line is parsed (argparse types: a bad value is one line)
-
-
-BOUNDS = {"at least": operator.ge, "at most": operator.le, "above": operator.gt, "below": operator.lt}
-
-
-def number(kind=float, lo=None, hi=None, above=None, below=None):
-    """An argparse type: a finite `kind` (int or float) with lo <= x <= hi, x > above, x < below."""
-    bounds = {words: b for words, b in zip(BOUNDS, (lo, hi, above, below)) if b is not None}
-
-    def parse(text: str):
-        try:
-            x = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
-        if not math.isfinite(x) or not all(BOUNDS[words](x, b) for words, b in bounds.items()):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be " + " and ".join(
-                ["finite"] * (kind is float) + [f"{words} {b}" for words, b in bounds.items()]))
-        return x
-    return parse
-
-
-COUNT = number(int, lo=1)  # steps, batch sizes, lengths, intervals
-NONNEG_INT = number(int, lo=0)  # sizes where 0 means "none"
-POSITIVE = number(above=0)  # learning rates, temperatures, clip norms
-NONNEG = number(lo=0)  # weights and coefficients where 0 means "off"
-SHARE = number(lo=0, hi=1)  # probabilities and thresholds
-SEED = number(int, lo=0, hi=2**32 - 1)  # what numpy's generator takes
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -84,28 +52,6 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-
-def synchronize(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class Timer:
-    """with Timer(device) as t: ...  -> t.seconds (waits for the GPU before reading the clock)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def __enter__(self):
-        synchronize(self.device)
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        synchronize(self.device)
-        self.seconds = time.perf_counter() - self.t0
-
-
 def jsonable(x):
     """x as strict JSON values: NaN and infinities (a metric with nothing to measure) become None
     (null), NumPy and tensor scalars plain numbers. Strict JSON has no NaN, and parsers reject it.
@@ -124,10 +70,15 @@ def jsonable(x):
     return x
 
 
+FLAT_LIST = re.compile(r"\[\n\s*([^\[\]{}]*?)\n\s*\]")  # a list that holds no list or object, laid out
+
+
 def write_json(obj, path: str, indent: int | None = 1):
-    """obj as strict JSON (jsonable) into the file `path` (replacing it: see replacing)."""
-    with replacing(path) as f:
-        json.dump(jsonable(obj), f, indent=indent, allow_nan=False, default=str)
+    """obj as strict JSON (jsonable) into the file `path` (replacing it: see replacing), each list
+    of plain values on one line (per-problem outcomes would take a line each)."""
+    text = json.dumps(jsonable(obj), indent=indent, allow_nan=False, default=str)
+    with replacing(path) as f:  # (a newline never occurs inside a JSON string: it is escaped)
+        f.write(FLAT_LIST.sub(lambda m: "[" + re.sub(r"\n\s*", " ", m.group(1)) + "]", text))
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ Corpus (drawn fresh for every step, one document per row; `corpus_docs` and the 
       the gold plan at its end (docs/notes.md).
   (b) plan documents, --plans share (0 in base.py's first phase): a problem drawn across the world
       (world_recipe, in a fresh frame, 5-7 steps half the time: PLAN_STEPS) and its plan in one of
-      the base's own forms (tasks.OWN_FORMS: "Question: ...\\nSteps:\\n" then "1. add the a and the b
+      the base's own forms (OWN_FORMS below: "Question: ...\\nSteps:\\n" then "1. add the a and the b
       -> the c" lines, or "Problem: ...\\nReasoning:\\n" then "The c are the a plus the b." lines),
       with the loss on the plan and the end token. The same content as a template plan (each step's
       operation, what it combines and what it names), never its "Plan:" header, its "First, ... to
@@ -39,10 +39,11 @@ Corpus (drawn fresh for every step, one document per row; `corpus_docs` and the 
   skipped), a plan in the post-training template as a target.
 """
 import random
+import re
 from dataclasses import replace
 
-from comt.tasks import (CHAIN_EVENTS, OOD_FRAMES, OPS, OWN_FORMS, OWN_HEADERS, SPLITS, START_EVENTS, TRAIN_FRAMES,
-                        TRAIN_RECIPE, Frame, Recipe, generate_problem, hash_bucket, make_split, own_plan_text)
+from comt.tasks import (CHAIN_EVENTS, OOD_FRAMES, OPS, SPLITS, START_EVENTS, TRAIN_FRAMES, TRAIN_RECIPE, Frame, Problem,
+                        Recipe, generate_problem, gold_program, hash_bucket, make_split, program_lines)
 
 STANDARD_SIZES = {"train": 8000, "val": 500, "test": 500, "ood_template": 500, "ood_steps": 500,
                   "ood_numbers": 500, "ood_distractor": 500}
@@ -73,6 +74,71 @@ MATES = ("friend neighbor classmate cousin student teammate guest aunt brother s
          "chef artist helper nurse farmer baker singer dancer painter writer runner camper hiker scout pupil "
          "partner member diver sailor villager").split()
 PLURAL = {"box": "boxes", "shelf": "shelves", "pouch": "pouches", "dish": "dishes"}
+
+
+# -----------------------------------------------------------------------------
+# The base's own plan forms: how a plan is written in the pretraining corpus (comt/corpus.py), never in
+# the post-training template. The same content as a template plan (each step's operation, the
+# quantities it combines, the quantity it names) in other headers and other wording:
+#   steps      "Question: <q>\nSteps:\n" then "1. add the a and the b -> the c" per step and
+#              "Wanted: the c"
+#   reasoning  "Problem: <q>\nReasoning:\n" then "The c are the a plus the b." per step and
+#              "We are asked for the c."
+# The prompt ends at the header; the plan and the stop token are what the base writes.
+
+OWN_FORMS = ("steps", "reasoning")
+OWN_HEADERS = {"steps": "Question: {q}\nSteps:\n", "reasoning": "Problem: {q}\nReasoning:\n"}
+TEMPLATE_STEP = re.compile(r"^\w+, (?P<verb>add|subtract|multiply|divide) (?P<x>.+?) (?:and|from|by) (?P<y>.+?) "
+                           r"to get the (?P<name>[^\n]+?)\.$")
+OWN_WORDS = {"add": "plus", "subtract": "minus", "multiply": "times", "divide": "divided by"}
+OWN_STEP = {"steps": re.compile(r"^\d+\. (?P<verb>add|subtract|multiply|divide) .+ -> the (?P<name>[^\n]+)$", re.M),
+            "reasoning": re.compile(r"^The (?P<name>.+?) are the .+ (?P<verb>plus|minus|times|divided by) the .+\.$",
+                                    re.M)}
+OWN_CLOSING = ("Wanted:", "We are asked for")  # the last line of each own form, naming the answer
+
+
+def own_plan_prompt(p: Problem, form: str = "steps") -> str:
+    """The question under the base's own header for `form` (the plan follows)."""
+    return OWN_HEADERS[form].format(q=p.question)
+
+
+def own_plan_text(plan: str, form: str = "steps") -> str:
+    """A template plan (one "First, add ... to get the c." line per step, then "The answer is the c.")
+    rewritten in the base's own form.
+
+    >>> own_plan_text("First, subtract the a from the b to get the c.\\nThe answer is the c.", "reasoning")
+    'The c are the b minus the a.\\nWe are asked for the c.'
+    """
+    lines = []
+    for k, line in enumerate(plan.split("\n")[:-1]):
+        m = TEMPLATE_STEP.match(line)
+        if m is None:
+            raise ValueError(f"not a template plan line: {line!r}")
+        verb, x, y, name = m["verb"], m["x"], m["y"], m["name"]
+        if form == "steps":
+            lines.append(f"{k + 1}. {line.split(', ', 1)[1].rsplit(' to get the ', 1)[0]} -> the {name}")
+        else:  # "subtract the a from the b": the b minus the a
+            first, second = (y, x) if verb == "subtract" else (x, y)
+            lines.append(f"The {name} are {first} {OWN_WORDS[verb]} {second}.")
+    wanted = plan.split("\n")[-1].removeprefix("The answer is the ").removesuffix(".")
+    return "\n".join(lines + [f"Wanted: the {wanted}" if form == "steps" else f"We are asked for the {wanted}."])
+
+
+def own_plan_program(text: str, form: str = "steps") -> list[tuple[str, str]]:
+    """The (operator, quantity) of each step of a plan written in the base's own form; a line of
+    another form is a step ("?", line), so it makes the plan wrong.
+
+    >>> own_plan_program("1. add the a and the b -> the c\\n2. divide the c by the d -> the e\\nWanted: the e")
+    [('+', 'c'), ('/', 'e')]
+    """
+    return program_lines((text or "").split("\n"), OWN_STEP[form], OWN_CLOSING)
+
+
+def own_plan_correct(text: str, p: Problem, form: str = "steps") -> bool | None:
+    """Whether a plan in the base's own form has the gold program's operator sequence (as plan_correct
+    judges a template plan); None for a problem without a program."""
+    gold = gold_program(p)
+    return None if gold is None else [op for op, _ in own_plan_program(text, form)] == [op for op, _ in gold]
 
 
 def taboo_words(ood_nouns: bool = False) -> set[str]:
@@ -159,7 +225,7 @@ PLAN_STEPS = (1, 2, 3, 4, 5, 6, 7, 5, 6, 7)  # plan documents: long chains weigh
 
 
 def plan_doc(rng: random.Random, taboo: set[str]) -> tuple[str, str]:
-    """A fresh-frame world problem and its plan in one of the base's own forms (tasks.OWN_FORMS, never
+    """A fresh-frame world problem and its plan in one of the base's own forms (OWN_FORMS, never
     the post-training template): (header and question, plan). No execution, no answer."""
     recipe = replace(world_recipe(rng, fresh_frame(rng, taboo)), steps=PLAN_STEPS)
     p, form = drawn(rng, recipe), rng.choice(OWN_FORMS)

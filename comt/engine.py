@@ -418,7 +418,8 @@ def complete(engine: Engine, tok, prompts: list[list[int]], max_new_tokens: int,
 
 
 def main():
-    from comt.common import COUNT, NONNEG, SEED, check_checkpoint, load_model, number, pad_id, pick_device, pick_dtype
+    from comt.common import check_checkpoint, load_model, pad_id, pick_device, pick_dtype
+    from comt.flags import COUNT, NONNEG, SEED, number
 
     ap = argparse.ArgumentParser(prog="python -m comt.engine",
                                  description="Sample a completion from a Hugging Face model directory.",

@@ -422,7 +422,7 @@ class Transformer(nn.Module):
         cfg["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
         atomic_write(os.path.join(path, "model.safetensors"),
                      lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        atomic_write(os.path.join(path, "config.json"), lambda tmp: write_json(tmp, cfg))
+        atomic_write(os.path.join(path, "config.json"), lambda tmp: write_json(cfg, tmp))
 
 
 def read_safetensors(path: str) -> dict:
@@ -440,7 +440,8 @@ def read_safetensors(path: str) -> dict:
     return state
 
 
-def write_json(path: str, obj):
+def write_json(obj, path: str):
+    """obj as indented JSON into the file `path` (the argument order of comt.common.write_json)."""
     with open(path, "w") as f:
         f.write(json.dumps(obj, indent=2) + "\n")
 

@@ -2,7 +2,8 @@
 The experiment's results as a person reads them (experiment.py calls these): Markdown tables of arms
 x splits (mean ± std over seeds), the paired differences with their intervals (comt/stats.py), the
 reading claim by claim in the paper's terms (generated, so that a rerun cannot leave it behind), the
-cost of each pipeline in tokens and seconds to reach a share of `val`, and two charts (accuracy by
+cost of each pipeline in tokens and seconds to reach a share of `val` (its curve: the SFT stage's
+checks, then the RL stage's, counts carried over), and two charts (accuracy by
 split; `val` accuracy against the tokens spent).
 
 Arms are named <sft>_<rl>: cot_sft, comt_sft, and an RL arm from either (cot_grpo, comt_ccrl, ...);
@@ -230,6 +231,32 @@ def reading_lines(found: list[dict], cost: list[str]) -> list[str]:
 # Cost: tokens and seconds, and what they bought on `val`
 
 
+def spent(stage: dict) -> dict:
+    """What a finished stage spent, from its summary: tokens processed, of them trained, seconds."""
+    train, forward = stage.get("train_tokens", 0), stage.get("forward_tokens", 0)
+    return dict(tokens=train + forward, train_tokens=train, seconds=stage.get("train_seconds", 0.0))
+
+
+def pipeline_curve(stages: dict, arm: str, parents: dict) -> list[dict]:
+    """The `val` checks of an arm's pipeline (its SFT stage's, then its own), each with the tokens
+    processed and seconds of training spent up to it: an RL stage's counts start from its SFT stage's
+    totals, and its check before the first step (the SFT stage's last model again) is left out."""
+    parent = parents[arm]
+    head = pipeline_curve(stages, parent, parents) if parent else []
+    before = spent(stages[parent]) if parent else dict(tokens=0, train_tokens=0, seconds=0.0)
+    own = [dict(step=p["step"], acc=p["acc"], stage=arm, train_tokens=before["train_tokens"] + p["train_tokens"],
+                tokens=before["tokens"] + p["train_tokens"] + p["forward_tokens"],
+                seconds=round(before["seconds"] + p["seconds"], 1))
+           for p in stages[arm]["curve"] if not (parent and p["step"] == 0)]
+    return head + own
+
+
+def pipeline_shared(stages: dict, arm: str, parents: dict) -> bool:
+    """Whether a stage of the arm's pipeline shared the machine (its seconds then mean little)."""
+    parent = parents[arm]
+    return bool(stages[arm].get("shared_machine")) or (parent is not None and pipeline_shared(stages, parent, parents))
+
+
 def reach(curve: list[dict], share: float) -> dict | None:
     """The first point of a pipeline's `val` curve at or above `share`; None when it never gets there."""
     return next((p for p in curve if p["acc"] >= share), None)
@@ -328,14 +355,23 @@ def accuracy_chart(ev: dict, base: dict, path: str):
     plt.close(fig)
 
 
+def own_part(curve: list[dict], arm: str, curves: dict) -> list[dict]:
+    """The checks of `arm`'s own stage, led by the last check before it, when the stages before it
+    have a line of their own in `curves`; else the whole curve."""
+    first = next((i for i, p in enumerate(curve) if p["stage"] == arm), 0)
+    return curve[max(first - 1, 0):] if first and curve[first - 1]["stage"] in curves else curve
+
+
 def cost_chart(curves: dict, path: str):
     """`val` accuracy against the tokens processed so far, one line per pipeline (the mean over seeds
-    of each check's tokens and accuracy; faint: each seed), the REACH shares marked."""
+    of each check's tokens and accuracy; faint: each seed), the REACH shares marked. A pipeline whose
+    SFT stage has its own line is drawn from that stage's last check on (the SFT line shows the rest)."""
     from comt.common import pyplot, save_figure
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5))
     for arm, per_seed in curves.items():
         style = dict(color=PALETTE.get(arm), ls="-" if arm.startswith("comt") else "--")
+        per_seed = [own_part(c, arm, curves) for c in per_seed]
         for c in per_seed:
             ax.plot([p["tokens"] for p in c], [p["acc"] for p in c], alpha=0.2, lw=1, **style)
         n = min(map(len, per_seed))
@@ -381,7 +417,7 @@ def documents(agg: dict, base: dict, found: list[dict], seeds: list[int], comman
     sure = [f"Paired differences in accuracy, percentage points: the mean over seeds and {HOW}; * where the interval "
             "excludes 0 (elsewhere the difference is within noise)", ""] + claims_grid(by_metric("acc".__eq__), splits)
     if not found:
-        sure = ["No paired differences: the arms run hold none of the compared pairs (`experiment.COMPARISONS`)"]
+        sure = ["No paired differences: the arms run hold none of the compared pairs (`comt/stats.py`: COMPARISONS)"]
     calib = ["Paired differences in errors and calibration, points (AUROC: x100): overconfident step errors (wrong "
              "steps written with confidence > 0.9, % of steps), all step errors, the mean confidence of wrong steps, "
              "and step AUROC (the chance that a right step is written with more confidence than a wrong one); * "

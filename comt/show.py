@@ -136,10 +136,10 @@ def reward_words(j: Judgement, unrecorded: bool = False) -> str:
     plan = f" - plan {-j.plan_part:g}" if j.plan_part else ""
     parts = "reward parts (no reward recorded with this checkpoint; ccrl.py's defaults)" if unrecorded else \
         "reward parts"
-    if j.settings.kind == "outcome":
+    if j.scoring.reward == "outcome":
         return (f"{parts}: correct {int(j.correct)}{plan} = outcome {j.reward:+.3f} (confidence term "
                 f"{j.conf_term:+.3f}, not rewarded)")
-    return (f"{parts}: correct {int(j.correct)} + {j.settings.weight} x confidence term {j.conf_term:+.3f}{plan} = "
+    return (f"{parts}: correct {int(j.correct)} + {j.scoring.conf_weight} x confidence term {j.conf_term:+.3f}{plan} = "
             f"CCRL {j.reward:+.3f}; outcome reward {int(j.correct)}")
 
 
@@ -181,10 +181,12 @@ def data_uri(path: str) -> str:
         return "data:image/png;base64," + base64.b64encode(f.read()).decode()
 
 
-def html_page(title: str, blocks: list[tuple[str, str, list[Example]]], images: list[str]) -> str:
-    """blocks: (split, question, examples of that question, one per checkpoint)."""
+def html_page(title: str, blocks: list[tuple[str, str, list[Example]]], images: list[str],
+              notes: list[str] = ()) -> str:
+    """blocks: (split, question, examples of that question, one per checkpoint); notes: lines under the
+    title (evaluate.py: the reward each checkpoint is judged with)."""
     parts = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style>",
-             f"<h1>{html.escape(title)}</h1><p>{HOW_TO_READ}</p>"]
+             f"<h1>{html.escape(title)}</h1><p>{HOW_TO_READ}</p>"] + [f"<p>{html.escape(n)}</p>" for n in notes]
     parts += [f'<img src="{data_uri(p)}" alt="{html.escape(os.path.basename(p))}">' for p in images]
     split_now = None
     for split, question, exs in blocks:
@@ -197,6 +199,14 @@ def html_page(title: str, blocks: list[tuple[str, str, list[Example]]], images: 
                          f'<div class="v">{html.escape(verdict(e))}</div></div>')
         parts.append("</div>")
     return "\n".join(parts) + "\n"
+
+
+def append_examples(path, examples: list[Example], step: int):
+    """Append a training step's examples (ccrl.py --log-examples) to the file `path`, steps marked."""
+    if examples:
+        with open(path, "a") as f:
+            f.write("".join(f"=== step {step}: {visible(e.question)}\n{render_text(e, ansi=False)}\n"
+                            for e in examples))
 
 
 if __name__ == "__main__":  # a library of evaluate.py and ccrl.py; run alone it explains itself

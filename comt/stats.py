@@ -1,5 +1,6 @@
 """
-How sure a comparison of two arms is (experiment.py): both arms answered the same problems in the
+Which arms experiment.py compares (COMPARISONS, read in the metrics of CLAIM_METRICS by `claims`),
+and how sure each comparison is: both arms answered the same problems in the
 same S seeds, so each difference is paired, and its interval comes from a hierarchical bootstrap:
 the seeds drawn with replacement, then the problems within each drawn seed. A metric is either a
 ratio of per-problem sums (accuracy = right / problems, overconfident step errors = such steps /
@@ -9,6 +10,7 @@ often its problem was drawn. The pooled out-of-distribution split joins the OOD 
 one average over benchmarks does.
 """
 import numpy as np
+from tqdm import tqdm
 
 POOLED = "ood_pooled"  # the OOD splits' problems together (a split name in the results)
 
@@ -171,3 +173,40 @@ def pool_ood(per_split: dict) -> dict:
             xs = [m[k] for m in ood if isinstance(m.get(k), (int, float)) and m[k] == m[k]]
             pooled[k] = sum(xs) / len(xs) if xs else float("nan")
     return {**per_split, POOLED: pooled}
+
+
+# -----------------------------------------------------------------------------
+# The claims: which arms are compared, in which metrics and splits
+
+COMPARISONS = (  # (key, the comparison, arm, the arm it is compared with): the paper's pipeline against its
+    # baseline; the reward's effect from the same init; the SFT target's under the same reward; each RL stage's gain
+    ("pipeline", "CoMT-SFT + CCRL minus CoT-SFT + GRPO", "comt_ccrl", "cot_grpo"),
+    ("reward_comt", "CCRL minus GRPO, both from CoMT-SFT", "comt_ccrl", "comt_grpo"),
+    ("reward_cot", "CCRL minus GRPO, both from CoT-SFT", "cot_ccrl", "cot_grpo"),
+    ("target_ccrl", "CoMT-SFT minus CoT-SFT, both then CCRL", "comt_ccrl", "cot_ccrl"),
+    ("target_grpo", "CoMT-SFT minus CoT-SFT, both then GRPO", "comt_grpo", "cot_grpo"),
+    ("target_sft", "CoMT-SFT minus CoT-SFT, stage 1 alone", "comt_sft", "cot_sft"),
+    ("ccrl_gain", "CCRL minus its init (CoMT-SFT)", "comt_ccrl", "comt_sft"),
+    ("grpo_gain", "GRPO minus its init (CoT-SFT)", "cot_grpo", "cot_sft"),
+)
+CALIBRATION = ("pipeline", "reward_comt", "reward_cot", "ccrl_gain")  # where the reward's calibration is read
+CLAIM_METRICS = {  # metric: (its name, the direction the paper reports, the comparisons read on it, every split?)
+    "acc": ("accuracy", "higher", None, True),
+    "overconf_err": ("overconfident step errors", "lower", CALIBRATION, True),
+    "step_err": ("step errors", "lower", CALIBRATION, False),  # (else `test` and the pooled OOD split)
+    "wrong_conf": ("confidence of wrong steps", "lower", CALIBRATION, False),
+    "step_auroc": ("step AUROC", "higher", CALIBRATION, False),
+}
+
+
+def claims(per_seed: list[dict], splits: list[str]) -> list[dict]:
+    """Every comparison whose arms ran, in every metric and split it is read on, with its interval."""
+    arms, todo = set(per_seed[0]["eval"]), []
+    for metric, (name, expected, keys, everywhere) in CLAIM_METRICS.items():
+        for key, what, a, b in COMPARISONS:
+            if {a, b} <= arms and (keys is None or key in keys):
+                todo += [(metric, name, expected, key, what, a, b, s) for s in splits
+                         if everywhere or s in ("test", POOLED)]
+    return [dict(claim=f"{what}, {name}", key=key, split=s, metric=metric, expected=expected,
+                 **compare(per_seed, a, b, s, metric))
+            for metric, name, expected, key, what, a, b, s in tqdm(todo, desc="intervals", leave=False)]

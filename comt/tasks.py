@@ -1,6 +1,6 @@
 """
-Problems: the embedded synthetic world, loaders for real GSM8K-family benchmarks, and the text
-formats every stage uses.
+Problems: the record every stage reads, the embedded synthetic world, the text formats every stage
+uses, and the programs that judge a plan.
 
 The synthetic world
 -------------------
@@ -45,32 +45,17 @@ Text formats (our reconstruction; the paper's formats are not public)
     cot       comt + "<solution>\nAnswer: <answer>"            (CoT-SFT target, then the stop token)
 The CoT target is the complete trajectory and the CoMT target its abstract prefix, so both arms
 write the same text at test time and differ only in whether the execution is supervised.
-The base model writes plans in forms of its own instead (OWN_FORMS, its pretraining text; never a
-post-training target): "Question: <q>\nSteps:\n1. add the a and the b -> the c\n...\nWanted: the c",
-or "Problem: <q>\nReasoning:\nThe c are the a plus the b.\n...\nWe are asked for the c.".
-
-Real benchmarks
----------------
-`load_problems("gsm8k:train")`, `"svamp"`, a JSONL path, or `"hub:openai/gsm8k:main:test"`:
-    - names read the normalised JSONL files of the benchmark data folder (../shared/data by
-      default; set COMT_DATA_DIR or pass data_dir). Names: gsm8k, svamp, asdiv, mawps, tabmwp,
-      gsm_hard, gsm_symbolic; the split defaults to test (else test1k, else the folder's only file).
-    - a path reads any JSONL with `question` and `answer` fields (plus optional `id`, `solution`),
-      including the raw upstream GSM8K files whose `answer` is a worked solution ending "#### N".
-    - hub:NAME[:CONFIG]:SPLIT loads a Hugging Face dataset (network, or a local repository folder as NAME).
-GSM8K-style `<<expr=value>>` annotations in a solution become the gold intermediate values.
-A malformed row raises an error naming the file and line.
+The base's own plan forms (its pretraining text, never a post-training target) are comt/corpus.py's;
+real benchmarks and the files a user hands in are comt/benchmarks.py's.
 """
 import hashlib
-import json
-import os
 import random
 import re
 import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from rewards import exact_number, number_text
+from rewards import number_text
 
 # -----------------------------------------------------------------------------
 # Records and text formats
@@ -141,7 +126,7 @@ def encode_example(tok, p: Problem, fmt: str) -> tuple[list[int], list[bool]]:
         raise ValueError(f"unknown format {fmt!r}; choose comt or cot")
     prompt = encode_prompt(tok, p)
     target = tok(comt_target(p), add_special_tokens=False)["input_ids"]
-    if fmt == "cot":  # the meta tokens exactly, then the execution's: one is a prefix of the other
+    if fmt == "cot":  # the CoMT target's tokens exactly, then the execution's: one is a prefix of the other
         execution = cot_text(p).removeprefix(comt_target(p))
         target += tok(execution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return prompt + target, [False] * len(prompt) + [True] * len(target)
@@ -444,228 +429,3 @@ def plan_verdict(text: str, p: "Problem", correct: bool) -> dict | None:
     followed = plan is not None and execution_program(text) == plan
     kind = None if correct else WRONG_KINDS[0] if not right_plan else WRONG_KINDS[1] if not followed else WRONG_KINDS[2]
     return dict(plan_correct=right_plan, plan_followed=followed, wrong_kind=kind)
-
-
-# -----------------------------------------------------------------------------
-# The base's own plan forms: how a plan is written in the pretraining corpus (comt/corpus.py), never in
-# the post-training template. The same content as a template plan (each step's operation, the
-# quantities it combines, the quantity it names) in other headers and other wording:
-#   steps      "Question: <q>\nSteps:\n" then "1. add the a and the b -> the c" per step and
-#              "Wanted: the c"
-#   reasoning  "Problem: <q>\nReasoning:\n" then "The c are the a plus the b." per step and
-#              "We are asked for the c."
-# The prompt ends at the header; the plan and the stop token are what the base writes.
-
-OWN_FORMS = ("steps", "reasoning")
-OWN_HEADERS = {"steps": "Question: {q}\nSteps:\n", "reasoning": "Problem: {q}\nReasoning:\n"}
-TEMPLATE_STEP = re.compile(r"^\w+, (?P<verb>add|subtract|multiply|divide) (?P<x>.+?) (?:and|from|by) (?P<y>.+?) "
-                           r"to get the (?P<name>[^\n]+?)\.$")
-OWN_WORDS = {"add": "plus", "subtract": "minus", "multiply": "times", "divide": "divided by"}
-OWN_STEP = {"steps": re.compile(r"^\d+\. (?P<verb>add|subtract|multiply|divide) .+ -> the (?P<name>[^\n]+)$", re.M),
-            "reasoning": re.compile(r"^The (?P<name>.+?) are the .+ (?P<verb>plus|minus|times|divided by) the .+\.$",
-                                    re.M)}
-OWN_CLOSING = ("Wanted:", "We are asked for")  # the last line of each own form, naming the answer
-
-
-def own_plan_prompt(p: Problem, form: str = "steps") -> str:
-    """The question under the base's own header for `form` (the plan follows)."""
-    return OWN_HEADERS[form].format(q=p.question)
-
-
-def own_plan_text(plan: str, form: str = "steps") -> str:
-    """A template plan (one "First, add ... to get the c." line per step, then "The answer is the c.")
-    rewritten in the base's own form.
-
-    >>> own_plan_text("First, subtract the a from the b to get the c.\\nThe answer is the c.", "reasoning")
-    'The c are the b minus the a.\\nWe are asked for the c.'
-    """
-    lines = []
-    for k, line in enumerate(plan.split("\n")[:-1]):
-        m = TEMPLATE_STEP.match(line)
-        if m is None:
-            raise ValueError(f"not a template plan line: {line!r}")
-        verb, x, y, name = m["verb"], m["x"], m["y"], m["name"]
-        if form == "steps":
-            lines.append(f"{k + 1}. {line.split(', ', 1)[1].rsplit(' to get the ', 1)[0]} -> the {name}")
-        else:  # "subtract the a from the b": the b minus the a
-            first, second = (y, x) if verb == "subtract" else (x, y)
-            lines.append(f"The {name} are {first} {OWN_WORDS[verb]} {second}.")
-    wanted = plan.split("\n")[-1].removeprefix("The answer is the ").removesuffix(".")
-    return "\n".join(lines + [f"Wanted: the {wanted}" if form == "steps" else f"We are asked for the {wanted}."])
-
-
-def own_plan_program(text: str, form: str = "steps") -> list[tuple[str, str]]:
-    """The (operator, quantity) of each step of a plan written in the base's own form; a line of
-    another form is a step ("?", line), so it makes the plan wrong.
-
-    >>> own_plan_program("1. add the a and the b -> the c\\n2. divide the c by the d -> the e\\nWanted: the e")
-    [('+', 'c'), ('/', 'e')]
-    """
-    return program_lines((text or "").split("\n"), OWN_STEP[form], OWN_CLOSING)
-
-
-def own_plan_correct(text: str, p: Problem, form: str = "steps") -> bool | None:
-    """Whether a plan in the base's own form has the gold program's operator sequence (as plan_correct
-    judges a template plan); None for a problem without a program."""
-    gold = gold_program(p)
-    return None if gold is None else [op for op, _ in own_plan_program(text, form)] == [op for op, _ in gold]
-
-
-# -----------------------------------------------------------------------------
-# Real benchmarks
-
-BENCHMARKS = ("gsm8k", "svamp", "asdiv", "mawps", "tabmwp", "gsm_hard", "gsm_symbolic")
-ANNOTATION = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
-GROUPED = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # 1,234,567.5
-
-
-def default_data_dir() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.environ.get("COMT_DATA_DIR", os.path.join(here, "..", "..", "shared", "data"))
-
-
-def canonical_answer(text: str) -> str:
-    """A gold answer as canonical text, read exactly: '1,234' -> '1234', '$5.00' -> '5', '72.0' -> '72',
-    '−3' -> '-3', '3/4' -> '0.75', '1e+20' -> '100000000000000000000'. Anything that is not one number
-    (words, two numbers, '1,23') raises ValueError: a gold answer is refused, never guessed."""
-    s = str(text).strip().replace("−", "-").replace("$", "").removesuffix("%").strip()
-    if GROUPED.fullmatch(s):
-        s = s.replace(",", "")
-    value = exact_number(s)
-    if value is None:
-        raise ValueError(f"answer {text!r} is not one number that can be read exactly")
-    return number_text(value)
-
-
-def gold_intermediates(solution: str | None) -> list[Fraction]:
-    """Exact values of GSM8K-style <<expr=value>> annotations, in order (unreadable ones skipped)."""
-    values = (exact_number(v.replace(",", "").strip().rstrip(".")) for _, v in ANNOTATION.findall(solution or ""))
-    return [v for v in values if v is not None]
-
-
-def clean_solution(text: str) -> str:
-    """A GSM8K worked solution as plain lines: <<expr=value>> annotations and the "#### N" line dropped."""
-    return re.sub(r"<<[^>]*>>", "", text).split("####")[0].strip()
-
-
-def problem_from_row(row: dict, source: str, where: str) -> Problem:
-    """One JSON row -> Problem. Raw GSM8K rows carry the worked solution in `answer`."""
-    if not isinstance(row, dict) or not isinstance(row.get("question"), str) or "answer" not in row:
-        raise ValueError(f"{where}: a row needs a string 'question' and an 'answer'")
-    answer, solution = str(row["answer"]), row.get("solution")
-    if "####" in answer:  # upstream GSM8K: "worked solution\n#### 72"
-        solution, answer = answer, answer.rsplit("####", 1)[1]
-    try:
-        answer = canonical_answer(answer)
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
-    return Problem(id=str(row.get("id", where)), question=row["question"], answer=answer,
-                   split=str(row.get("split", "")), solution=solution,
-                   intermediates=gold_intermediates(solution), source=source)
-
-
-def read_jsonl(path: str, source: str | None = None) -> list[Problem]:
-    """The problems of a JSONL file, one per line; a malformed line or an id that repeats is an error
-    naming the file and line."""
-    source = source or os.path.splitext(os.path.basename(path))[0]
-    out, seen = [], {}
-    for lineno, line in enumerate(text_lines(path), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:  # a number with a fraction part is kept as its text, so a gold answer is read exactly
-            row = json.loads(line, parse_float=str)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-        out.append(problem_from_row(row, source, where))
-        if seen.setdefault(out[-1].id, lineno) != lineno:
-            raise ValueError(f"{where}: id {out[-1].id!r} repeats line {seen[out[-1].id]} (joined files that each "
-                             f"number from 0? give every problem its own id)")
-    return out
-
-
-MAX_LINE = 1 << 20  # bytes in one line of a JSONL input (a problem or a target is a few hundred)
-
-
-def text_lines(path: str):
-    """The lines of a UTF-8 text file; a line that is not UTF-8, or longer than MAX_LINE bytes, is
-    refused naming the file and line (a huge line is never read whole)."""
-    with open(path, "rb") as f:
-        lineno = 0
-        while line := f.readline(MAX_LINE + 1):
-            lineno += 1
-            if len(line) > MAX_LINE:
-                raise ValueError(f"{path}:{lineno}: a line of over {MAX_LINE:,} bytes; a problem or a target "
-                                 f"fits in far less")
-            try:
-                yield line.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line)") from None
-
-
-def benchmark_path(name: str, split: str | None, data_dir: str | None) -> str:
-    folder = os.path.join(data_dir or default_data_dir(), name)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"benchmark folder {folder} not found: set COMT_DATA_DIR (or pass "
-                                f"--data-dir) to the folder holding {', '.join(BENCHMARKS)}")
-    files = sorted(f[:-6] for f in os.listdir(folder) if f.endswith(".jsonl"))
-    tests = [f for f in files if f.startswith("test")]
-    split = split or ("test" if "test" in files else tests[0] if tests else files[0] if len(files) == 1 else None)
-    if split not in files:
-        raise ValueError(f"{name}: choose a split from {', '.join(files)} (as {name}:SPLIT)")
-    return os.path.join(folder, split + ".jsonl")
-
-
-def load_hub(spec: str) -> list[Problem]:
-    """hub:NAME[:CONFIG]:SPLIT via `datasets` (network, or NAME a local repository folder)."""
-    parts = spec.split(":")[1:]
-    if len(parts) not in (2, 3):
-        raise ValueError(f"{spec!r}: use hub:NAME[:CONFIG]:SPLIT, e.g. hub:openai/gsm8k:main:test")
-    try:
-        import datasets
-    except ImportError:
-        raise SystemExit("hub datasets need the `datasets` package: pip install datasets") from None
-    name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
-    try:
-        rows = datasets.load_dataset(name, config, split=split)
-    except Exception as e:  # offline, no such dataset or split, a broken cache: datasets raises many kinds
-        raise ValueError(f"cannot load it ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); without "
-                         f"a network, give NAME as a local dataset folder or use a JSONL file") from None
-    return [problem_from_row(dict(r), name, f"{spec}[{i}]") for i, r in enumerate(rows)]
-
-
-def load_problems(spec: str, data_dir: str | None = None, n: int | None = None, seed: int = 0) -> list[Problem]:
-    """
-    spec: a synthetic split ("train", "ood_steps", ...), a benchmark name with an optional split
-    ("gsm8k", "gsm8k:train"), a JSONL path, or "hub:NAME[:CONFIG]:SPLIT".
-    n: synthetic split size (required for synthetic) or the first n rows of real data.
-    """
-    if spec in RECIPES:
-        if n is None:
-            raise ValueError("synthetic splits need a size n")
-        return make_split(spec, n, seed)
-    if spec.startswith("hub:"):
-        rows = load_hub(spec)
-    elif os.path.isdir(spec):
-        raise ValueError("is a directory; give a .jsonl file in it, a benchmark name or hub:NAME[:CONFIG]:SPLIT")
-    elif spec.endswith(".jsonl") or os.path.isfile(spec):
-        rows = read_jsonl(spec)
-    else:
-        name, _, split = spec.partition(":")
-        if name not in BENCHMARKS:
-            raise ValueError(f"unknown data {spec!r}: a synthetic split ({', '.join(SPLITS)}), a benchmark "
-                             f"({', '.join(BENCHMARKS)}), a .jsonl path, or hub:NAME[:CONFIG]:SPLIT")
-        rows = read_jsonl(benchmark_path(name, split or None, data_dir), source=name)
-    return rows[:n] if n else rows
-
-
-def problems_for_cli(spec: str, n_synthetic: int, limit: int | None, seed: int) -> list[Problem]:
-    """load_problems for a training script's --data: synthetic splits get n_synthetic problems,
-    real data its first `limit` rows; a bad spec or file, or one with no problem, exits with the reason."""
-    try:
-        problems = load_problems(spec, n=n_synthetic if spec in RECIPES else limit, seed=seed)
-    except (ValueError, FileNotFoundError, IsADirectoryError) as e:
-        raise SystemExit(f"--data {spec}: {e}") from None
-    if not problems:
-        raise SystemExit(f"--data {spec}: no problems in it")
-    return problems

@@ -1,7 +1,11 @@
 """Shared test fixtures: tiny random configs of each supported model type, built with
 `transformers` (the independent reference) and randomised so that every weight matters."""
 import contextlib
+import hashlib
+import json
 import os
+import shutil
+import socket
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -90,6 +94,16 @@ def tiny_model(vocab: int, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
+def docs():
+    """(prefix, target) documents as the base is trained on them at its last step: the default shares."""
+    from base import parse_args
+    from comt.corpus import corpus_docs, split_questions
+    defaults = parse_args([])
+    return corpus_docs(3000, seed=0, worked=defaults.worked, story=defaults.story, exclude=split_questions(),
+                       progress=1.0)
+
+
+@pytest.fixture(scope="session")
 def tok():
     from base import train_tokenizer
     from comt.corpus import corpus_docs
@@ -139,3 +153,102 @@ def locked_by_another_process(out: str):
         yield
     finally:
         holder.communicate("")
+
+
+# -- running the stages in a subprocess, and reading their logs ------------------------------------
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_sft(args, check=True, launcher=(sys.executable,), expect=0):
+    """sft_comt.py in a subprocess; with check, its exit status must be `expect` (STOPPED: stopped early)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([*launcher, "sft_comt.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert not check or res.returncode == expect, f"sft_comt.py: exit {res.returncode}:\n{res.stdout[-2000:]}\n" \
+                                                  f"{res.stderr[-3000:]}"
+    return res
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def logged_losses(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+
+
+COMMON = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "6", "--warmup", "2", "--log-every", "1",
+          "--eval-n", "0", "--lr", "3e-3"]
+
+
+def run_ccrl(args, check=True, expect=0):
+    """ccrl.py in a subprocess; with check, its exit status must be `expect` (STOPPED: stopped early)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "ccrl.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert not check or res.returncode == expect, f"ccrl.py: exit {res.returncode}:\n{res.stderr[-3000:]}"
+    return res
+
+
+def log_rows(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+SMALL = ["--n-train", "32", "--steps", "4", "--prompts-per-step", "2", "--group-size", "3", "--max-new-tokens", "12",
+         "--eval-n", "4", "--eval-every", "2", "--lr", "1e-3", "--micro-batch", "4"]
+
+
+# -- refusals, ranks and runs the tests of several modules share -------------------------------------
+
+
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2")
+
+
+def torchrun():
+    return (*TORCHRUN, "--master_port", str(free_port()))
+
+
+def one_line(res) -> str:
+    """The refusal a process printed: one line on stderr beyond warnings (argparse's usage lines before
+    its error line aside), a non-zero exit status and no traceback."""
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warn(" not in ln]
+    assert "Traceback" not in res.stderr and res.returncode != 0, res.stderr[-3000:]
+    if res.returncode == 2 and ": error: " in lines[-1]:
+        return lines[-1]
+    assert len(lines) == 1, res.stderr[-3000:]
+    return lines[0]
+
+
+def without_file_mode_override() -> tuple:
+    """A launcher prefix under which file modes bind as they bind a user who is not root."""
+    if os.geteuid() != 0:
+        return ()
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: file modes cannot be made to bind")
+    return ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
+
+
+SFT = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "4", "--warmup", "1", "--log-every", "1",
+       "--eval-n", "0", "--save-every", "2"]
+
+
+RL = ["--n-train", "16", "--steps", "2", "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "12",
+      "--eval-n", "0", "--save-every", "1"]
+
+
+def tree_digest(path) -> dict:
+    """sha256 of every file under path (symlinks by their target), by relative name."""
+    out = {}
+    for folder, _, files in os.walk(path):
+        for name in files:
+            p = os.path.join(folder, name)
+            data = os.readlink(p).encode() if os.path.islink(p) else open(p, "rb").read()
+            out[os.path.relpath(p, path)] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)

@@ -3,18 +3,24 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
 
-from ccrl import kl_estimate, make_batches, policy_loss, token_logprobs
+import ccrl
+from ccrl import Update, kl_estimate, make_batches, policy_loss
 from comt.common import load_model
-from conftest import tiny_model
 from comt.lifecycle import STOPPED, fingerprint
+from comt.training import target_logprobs
+from conftest import COMMON, RL, SMALL, log_rows, run_ccrl, run_sft, stopped, tiny_model, torchrun, tree_digest
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
-CLIP = dict(temperature=0.7, clip_low=0.2, clip_high=0.28)  # policy_loss settings
+TEMPERATURE, U = 0.7, Update(clip_low=0.2, clip_high=0.28)  # policy_loss settings
+
+
+def loss_of(model, b):
+    """policy_loss of one micro-batch, its log-probs computed as training.update computes them."""
+    return policy_loss(b, target_logprobs(model, b.ids, b.mask, TEMPERATURE), None, U)
 
 
 def samples(vocab, n=5, seed=0):
@@ -36,7 +42,7 @@ def implemented_grad(model, seqs, plens, adv, agg, micro, max_new=8):
     model.zero_grad()
     n_tok = sum(len(s) - p for s, p in zip(seqs, plens))
     for b in make_batches(seqs, plens, adv, agg, max_new, micro, pad=0, totals=(n_tok, len(seqs))):
-        loss, _ = policy_loss(model, b, **CLIP)
+        loss, _ = loss_of(model, b)
         loss.backward()
     return grads(model)
 
@@ -51,7 +57,7 @@ def test_gradient_equals_hand_written_policy_gradient_for_a_two_sample_group():
     n_tok = sum(len(s) - p for s, p in zip(seqs, plens))
     total = 0.0
     for s, p, a in zip(seqs, plens, adv):
-        logits = model(torch.tensor([s]))[0] / CLIP["temperature"]
+        logits = model(torch.tensor([s]))[0] / TEMPERATURE
         for t in range(p, len(s)):
             total = total - a * torch.log_softmax(logits[t - 1], -1)[s[t]] / n_tok
     total.backward()
@@ -75,7 +81,7 @@ def test_micro_batches_group_similar_lengths():
     plens = [2] * 6
     batches = make_batches(seqs, plens, [1.0] * 6, "token", 32, 2, pad=0, totals=(sum(map(len, seqs)) - 12, 6))
     assert sum(b.ids.numel() for b in batches) == 2 * (5 + 18 + 20)  # (4,5) (6,18) (19,20)
-    assert sorted(int(b.comp.sum()) for b in batches) == sorted([2 + 3, 4 + 16, 17 + 18])
+    assert sorted(int(b.mask.sum()) for b in batches) == sorted([2 + 3, 4 + 16, 17 + 18])
 
 
 @pytest.mark.parametrize("agg", ["token", "seq", "const"])
@@ -90,7 +96,7 @@ def test_zero_advantage_rows_can_be_left_out(agg):
         model.zero_grad()
         for b in make_batches([seqs[r] for r in rows], [plens[r] for r in rows], [adv[r] for r in rows], agg, 8, 2,
                               pad=0, totals=totals):
-            policy_loss(model, b, **CLIP)[0].backward()
+            loss_of(model, b)[0].backward()
         return grads(model)
     torch.testing.assert_close(grad([1, 3]), grad(range(5)), atol=1e-7, rtol=1e-5)
 
@@ -116,16 +122,16 @@ def test_on_policy_ratio_is_exactly_one_and_epochs_reuse_old_logprobs():
         return out
     torch.exp = spy
     try:
-        policy_loss(model, b, **CLIP)
+        loss_of(model, b)
     finally:
         torch.exp = orig_exp
     assert torch.equal(seen["ratio"], torch.ones_like(seen["ratio"]))
     # with stored old log-probs from before an update, the ratio moves and clipping can engage
-    b.old_logp = token_logprobs(model, b, CLIP["temperature"]).detach()
+    b.old_logp = target_logprobs(model, b.ids, b.mask, TEMPERATURE).detach()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.5 * torch.randn_like(p))
-    _, stats = policy_loss(model, b, **CLIP)
+    _, stats = loss_of(model, b)
     assert stats["clipped"] > 0
 
 
@@ -140,23 +146,6 @@ def test_kl_estimators_match_exact_kl():
         est = kl_estimate(logp, logq, kind)
         assert est.mean().item() == pytest.approx(exact, abs=4 * est.std().item() / math.sqrt(len(x)) + 1e-4)
     assert (kl_estimate(logp, logq, "k3") >= 0).all()
-
-
-def run_ccrl(args, check=True, expect=0):
-    """ccrl.py in a subprocess; with check, its exit status must be `expect` (STOPPED: stopped early)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "ccrl.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert not check or res.returncode == expect, f"ccrl.py: exit {res.returncode}:\n{res.stderr[-3000:]}"
-    return res
-
-
-def log_rows(out):
-    with open(os.path.join(out, "log.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-SMALL = ["--n-train", "32", "--steps", "4", "--prompts-per-step", "2", "--group-size", "3", "--max-new-tokens", "12",
-         "--eval-n", "4", "--eval-every", "2", "--lr", "1e-3", "--micro-batch", "4"]
 
 
 @pytest.mark.cli
@@ -210,19 +199,19 @@ def test_update_counts_the_tokens_it_runs(epochs, kl):
     import argparse
     import copy
 
-    from ccrl import Kept, Rollout, Run, UpdateSettings, policy_update
-    from comt.training import Dist
+    from ccrl import Kept, Rollout, Run, Sampling, policy_update
+    from comt.parallel import Dist
+    from comt.training import Schedule
     from rewards import RewardSettings
     model = tiny_model(50)
     seqs, plens = [[3] * 5, [4] * 7, [5] * 6, [6] * 4], [2, 2, 3, 3]
     run = Run(args=argparse.Namespace(out="unused"), dist=Dist(), device=torch.device("cpu"), tok=None, model=model,
-              opt=torch.optim.SGD(model.parameters(), lr=0.1), reward=RewardSettings(),
-              update=None, pad=0, ref=copy.deepcopy(model) if kl else None)
+              opt=torch.optim.SGD(model.parameters(), lr=0.1), schedule=Schedule(), sampling=Sampling(max_new_tokens=8),
+              scoring=RewardSettings(), update=Update(micro_batch=4, ppo_epochs=epochs, kl_coef=kl), pad=0,
+              ref=copy.deepcopy(model) if kl else None)
     ro = Rollout(seqs, plens, [], 2, 5, 12, [])
     kept = Kept(torch.ones(2, dtype=torch.bool), [0, 2], [1.0, -1.0], (6.0, 4.0))
-    u = UpdateSettings(loss_agg="token", max_new_tokens=8, micro_batch=4, ppo_epochs=epochs, temperature=1.0,
-                       clip_low=0.2, clip_high=0.28, kl_coef=kl, kl_est="k3", grad_clip=1.0)
-    stats, _ = policy_update(run, ro, kept, u, step=0)
+    stats, _ = policy_update(run, ro, kept, step=0)
     assert stats["train_tokens"] == 11 * epochs
     assert stats["forward_tokens"] == 11 * ((epochs > 1) + (epochs if kl else 0))
 
@@ -251,3 +240,38 @@ def test_token_counts_of_a_tiny_run_equal_a_hand_count(model_dir, tok, tmp_path)
     assert [(r["step"], r["split"], r["train_tokens"], r["forward_tokens"]) for r in checks] == \
         [(s, "val", total("train_tokens", s), forward(s)) for s in (0, 2, 4)]
     assert rows[-1]["train_tokens"] == total("train_tokens") > 0 and rows[-1]["forward_tokens"] == forward()
+
+
+@pytest.mark.cli
+def test_step_logs_describe_every_rank(model_dir, tmp_path):
+    """At a near-zero temperature the samples do not depend on how the prompts are split over ranks,
+    so the logged statistics of 2 ranks equal one process's (each rank logged its own share before)."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    flags = [*SMALL, "--temperature", "1e-4", "--prompts-per-step", "4", "--eval-n", "0", "--steps", "2",
+             "--init", model_dir]
+    run_ccrl([*flags, "--out", one])
+    res = subprocess.run([*torchrun(), "ccrl.py", *flags, "--out", two], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    keys = ("reward", "acc", "zero_spread", "kept_groups", "resp_len", "plan_rate", "conf_right", "conf_wrong",
+            "overconf_err", "correct_part", "conf_part")
+    rows = lambda out: [{k: r.get(k) for k in keys} for r in log_rows(out) if "step" in r and "reward" in r]
+    assert rows(one) == rows(two) and len(rows(one)) == 2
+    sft1, sft2 = str(tmp_path / "s1"), str(tmp_path / "s2")
+    run_sft(["--model", model_dir, "--out", sft1, *COMMON])
+    run_sft(["--model", model_dir, "--out", sft2, *COMMON], launcher=torchrun())
+    shares = lambda out: [r["pad_share"] for r in log_rows(out) if "step" in r and "loss" in r]
+    assert len(shares(sft2)) == len(shares(sft1)) and all(0 <= s < 0.5 for s in shares(sft2))  # every rank's rows
+
+
+def test_a_changed_kl_reference_is_refused_on_resume(model_dir, tmp_path):
+    init, out = tmp_path / "init", str(tmp_path / "o")
+    shutil.copytree(model_dir, init)
+    stopped(ccrl.main, ["--init", str(init), "--out", out, *RL, "--kl-coef", "0.1", "--stop-at", "1"])
+    from safetensors.torch import load_file, save_file
+    weights = {k: v * 1.01 for k, v in load_file(init / "model.safetensors").items()}
+    save_file(weights, init / "model.safetensors", metadata={"format": "pt"})
+    before = tree_digest(out)
+    with pytest.raises(SystemExit, match="KL reference model .* changed"):
+        ccrl.main(["--out", out, "--resume"])
+    assert tree_digest(out) == before

@@ -9,9 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from evaluate import auroc, brier, ece, pass_at_k, planned_text, record_of, reliability, summarise
-from rewards import RewardSettings, answer_correct, answer_span, judge, token_char_ends
+import evaluate
 from comt.tasks import Problem, plan_verdict
+from conftest import write_rows
+from evaluate import planned_text, record_of, summarise
+from rewards import RewardSettings, answer_correct, answer_span, judge, token_char_ends
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 ARGS = SimpleNamespace(bins=10, overconf_threshold=0.9, conf_agg="geo", step_check="auto", samples=1)
@@ -20,44 +22,8 @@ ARGS = SimpleNamespace(bins=10, overconf_threshold=0.9, conf_agg="geo", step_che
 def judge_record(text, ids, logprobs, p, tok, args) -> dict:
     """The record evaluate keeps of one completion (text: the decoding of ids)."""
     j = judge(text, logprobs, token_char_ends(tok, ids), p.answer, p.intermediates,
-              RewardSettings(agg=args.conf_agg, check=args.step_check))
+              RewardSettings(conf_agg=args.conf_agg, step_check=args.step_check))
     return record_of(j, plan_verdict(planned_text(text, p, args), p, j.correct))
-
-
-def test_ece_with_ten_and_two_bins():
-    confs = [0.05, 0.15, 0.85, 0.95, 1.0]
-    right = [False, True, True, True, False]
-    # 10 bins: {.05 F} .05, {.15 T} .85, {.85 T} .15, {.95 T, 1.0 F} 2 * |.5 - .975| = .95 -> 2.0 / 5
-    assert ece(confs, right, bins=10) == pytest.approx(0.4)
-    # 2 bins: {.05 F, .15 T} 2 * |.5 - .1| = .8; {.85 T, .95 T, 1.0 F} 3 * |2/3 - .9333| = .8 -> 1.6 / 5
-    assert ece(confs, right, bins=2) == pytest.approx(0.32)
-    assert [(lo, n) for lo, _, n, _, _ in reliability(confs, right, 2)] == [(0.0, 2), (0.5, 3)]
-    assert ece([1.0, 1.0], [True, True]) == 0.0
-    assert math.isnan(ece([], []))
-
-
-def test_brier():
-    assert brier([0.8, 0.3], [True, False]) == pytest.approx((0.2 ** 2 + 0.3 ** 2) / 2)  # 0.065
-    assert brier([1.0, 0.0], [False, True]) == 1.0
-
-
-def test_auroc_counts_ties_as_half():
-    # right {.9, .5}, wrong {.5, .1}: pairs 1 + 1 + 0.5 + 1 = 3.5 of 4
-    assert auroc([0.9, 0.5, 0.5, 0.1], [True, True, False, False]) == pytest.approx(0.875)
-    assert auroc([0.3, 0.3, 0.3], [True, False, True]) == 0.5
-    assert auroc([0.1, 0.9], [True, False]) == 0.0
-    assert math.isnan(auroc([0.2, 0.4], [True, True]))
-
-
-@pytest.mark.parametrize("n,c,k,want", [(5, 2, 2, 1 - 3 / 10), (5, 2, 1, 0.4), (5, 0, 3, 0.0), (5, 4, 2, 1.0),
-                                         (4, 1, 4, 1.0), (10, 3, 5, 1 - 21 / 252)])
-def test_pass_at_k_unbiased(n, c, k, want):
-    assert pass_at_k(n, c, k) == pytest.approx(want)
-
-
-def test_pass_at_k_needs_enough_samples():
-    with pytest.raises(ValueError, match="at least 3"):
-        pass_at_k(2, 1, 3)
 
 
 def test_answer_span_prefers_the_answer_line():
@@ -250,7 +216,7 @@ OWN_PLANS = {  # the base's own plan (evaluate.py --own-plan steps), hand-built:
 
 @pytest.mark.parametrize("kind", OWN_PLANS)
 def test_own_plans_are_judged_by_their_steps_in_the_asked_form(kind):
-    from comt.tasks import own_plan_correct
+    from comt.corpus import own_plan_correct
     text, right = OWN_PLANS[kind]
     assert own_plan_correct(text, APPLES, "steps") is right
     if kind == "other own form":  # right in the form it is written in
@@ -305,9 +271,10 @@ def test_cli_own_plan_mode_writes_plan_correct_per_split(tmp_path):
     assert "| checkpoint, own plans: plan correct (steps) | test | ood_steps |" in res.stdout
     saved = json.loads(out.read_text())["results"]["base"]
     from comt.common import check_checkpoint, load_model, pad_id
+    from comt.corpus import own_plan_text
     from comt.engine import Engine
     from comt.evaluation import own_plan_judgements
-    from comt.tasks import make_split, own_plan_text
+    from comt.tasks import make_split
     tok = check_checkpoint(base, "--ckpt")
     engine = Engine(load_model(base).eval(), pad_id=pad_id(tok))
     exact = 0
@@ -368,7 +335,7 @@ def test_a_checkpoint_older_than_a_reward_flag_takes_its_default_and_says_so(mod
     state = ccrl_state()
     del state["args"]["plan_weight"]
     old = with_state(model_dir, tmp_path / "old", state)
-    assert evaluate.checkpoint_reward(old) == RewardSettings(weight=0.25)
+    assert evaluate.checkpoint_reward(old) == RewardSettings(conf_weight=0.25)
     assert "saved before --plan-weight existed: judged with ccrl.py's default (--plan-weight 0.0)" in \
         capsys.readouterr().err
 
@@ -410,3 +377,55 @@ def test_files_beside_the_json_are_checked_before_the_evaluation(model_dir, tmp_
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--ckpt", model_dir, "--json", str(tmp_path / "e.json")])
     evaluate.parse_args(["--ckpt", model_dir, "--json", str(tmp_path / "e.json"), "--no-plots"])
+
+
+def test_evaluation_tables_say_what_they_skipped():
+    from evaluate import markdown_tables
+    m = dict(acc=0.5, acc_lenient=0.5, n=3, skipped=2, **{k: 0.0 for k in (
+        "tokens", "plan_rate", "ece", "brier", "auroc", "step_acc", "step_ece", "overconf_err", "first_wrong_conf",
+        "plan_correct", "plan_followed", "wrong_plan", "not_followed", "executed_wrongly")})
+    assert "Skipped, too long for the model's context (not in the tables above): ck test: 2 of 5" in \
+        markdown_tables({"ck": {"test": m}})
+
+
+def test_evaluate_refuses_empty_data():
+    import evaluate
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--ckpt", ROOT + "/models/base", "--data", ""])
+
+
+@pytest.mark.cli
+def test_evaluation_skips_over_long_problems_with_a_count(model_dir, tmp_path, capsys):
+    data = write_rows(tmp_path / "d.jsonl", [dict(id="a", question="What is 2 + 3?", answer="5"),
+                                             dict(id="long", question="apples and pears " * 400, answer="1")])
+    out = str(tmp_path / "e.json")
+    evaluate.main(["--ckpt", model_dir, "--data", data, "--json", out, "--no-plots", "--max-new-tokens", "8"])
+    assert "skipped 1 of 2" in capsys.readouterr().err
+    with open(out) as f:
+        res = next(iter(json.load(f)["results"].values()))[data]
+    assert (res["n"], res["skipped"]) == (1, 1)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--data", "{tmp}"], "is a directory"),
+    (["--data", "hub:nobody/nothing:test"], "cannot load it"),
+    (["--splits", "test", "--n", "0"], "--n 0 (every row) is for real data"),
+    (["--json", "{tmp}"], "not a file that can be written"),
+])
+def test_evaluate_refuses_in_one_line_before_it_evaluates(model_dir, tmp_path, argv, words, capsys):
+    import evaluate
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--ckpt", model_dir, *argv])
+    text = str(e.value.code) + capsys.readouterr().err
+    assert words in text and "Traceback" not in text
+
+
+def test_evaluate_n_0_reads_every_row(model_dir, tmp_path):
+    import evaluate
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(dict(question=f"What is {i} + 1?", answer=str(i + 1))) + "\n" for i in range(3)))
+    evaluate.main(["--ckpt", model_dir, "--data", str(path), "--n", "0", "--json", str(tmp_path / "e.json"),
+                   "--no-plots", "--max-new-tokens", "4"])
+    results = json.load(open(tmp_path / "e.json"))["results"]
+    assert next(iter(next(iter(results.values())).values()))["n"] == 3

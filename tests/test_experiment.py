@@ -8,6 +8,11 @@ import sys
 import pytest
 import torch
 
+import ccrl
+import experiment
+import sft_comt
+from comt import checkpoint, lifecycle
+from conftest import RL, SFT, locked_by_another_process, stopped
 from experiment import DEFAULT_ARMS
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
@@ -160,3 +165,47 @@ def test_arms_bring_the_sft_arms_they_start_from():
     assert with_parents(DEFAULT_ARMS) == DEFAULT_ARMS
     with pytest.raises(SystemExit, match="unknown ccrl"):
         with_parents(["ccrl"])
+
+
+def test_experiment_refuses_a_seed_twice_and_budgets_that_would_not_apply(capsys):
+    import experiment
+    for argv, words in ((["--seeds", "0", "0"], "a seed given twice"),
+                        (["--quick", "--rl-steps", "5"], "--quick sets its own budgets: --rl-steps")):
+        with pytest.raises(SystemExit):
+            experiment.parse_args(argv)
+        assert words in capsys.readouterr().err
+
+
+def test_a_stopped_stage_warns_the_next_one_and_the_experiment(model_dir, tmp_path, capsys):
+    cut = str(tmp_path / "cut")
+    stopped(sft_comt.main, ["--model", model_dir, "--out", cut, *SFT, "--stop-at", "2"])  # exit STOPPED, not 0
+    capsys.readouterr()
+    ccrl.main(["--init", cut, "--out", str(tmp_path / "rl"), *RL])
+    assert capsys.readouterr().err.lstrip().startswith(f"--init {cut}: an unfinished run (stopped after step 2 of 4)")
+    with pytest.raises(SystemExit, match=r"stage was stopped before its end \(exit 3\)"):
+        experiment.run_stage(["-c", f"raise SystemExit({lifecycle.STOPPED})"], str(tmp_path / "stage.log"))
+    assert experiment.stage_record(str(tmp_path / "stage.log")) is None
+
+
+def test_two_experiments_on_one_out_and_a_resume_by_another_command(tmp_path, monkeypatch):
+    out = str(tmp_path / "exp")
+    os.makedirs(out)
+    with locked_by_another_process(out):
+        with pytest.raises(SystemExit, match="another run is using this directory"):
+            experiment.main(["--quick", "--out", out])
+        assert os.listdir(out) == [checkpoint.LOCK_FILE]  # the running one's lock, nothing else
+    log = str(tmp_path / "arm.log")
+    old = ["sft_comt.py", "--steps", "4"]
+    with open(log, "w") as f:
+        f.write(json.dumps(dict(summary=True, steps=4)) + "\n" + json.dumps(dict(stage_wall_seconds=1.0, command=old))
+                + "\n")
+    ran = []
+    monkeypatch.setattr(experiment, "run_stage", lambda cmd, path: ran.append(cmd) or dict(summary=True))
+    assert experiment.finished_or_run(old, log, None, keep=True) == ({**dict(summary=True, steps=4),
+                                                                       "curve": [], "wall_seconds": 1.0,
+                                                                       "stage_command": old,
+                                                                       "stage_code": None}, False)
+    experiment.finished_or_run(["sft_comt.py", "--steps", "8"], log, None, keep=True)
+    assert ran == [["sft_comt.py", "--steps", "8"]]
+    args = experiment.parse_args(["--eval-n", "7", "--base", "elsewhere"])
+    assert "--eval-n 7" in experiment.produced_by(args) and "--base elsewhere" in experiment.produced_by(args)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from conftest import HF_CONFIGS, make_hf_model, ragged_batch, randomize_
 from comt.model import ModelConfig, Transformer, UnsupportedModelError
+from conftest import HF_CONFIGS, make_hf_model, ragged_batch, randomize_
 
 TOL = 1e-4
 LENGTHS = [5, 17, 1, 11, 17, 3]

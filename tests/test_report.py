@@ -1,5 +1,6 @@
 """comt/report.py: the tables and the reading are generated from the numbers (hand-made results)."""
-from comt.report import cost_sentences, kept_sentences, kept_table, label, reach, reach_table, reading_lines
+from comt.report import (cost_sentences, kept_sentences, kept_table, label, own_part, pipeline_curve, pipeline_shared, reach,
+                         reach_table, reading_lines)
 from comt.stats import POOLED
 
 
@@ -59,3 +60,32 @@ def test_the_cost_to_reach_a_share_of_val_is_read_off_the_curves():
     assert "runs 2.0k tokens through training against 2.5k (-20%" in said
     assert "until `val` first reached 85%: CoMT-SFT + CCRL 1.60M (2 of 2 seeds)" in said
     assert "until `val` first reached 90%: CoMT-SFT + CCRL 2.00M (1 of 2 seeds)" in said
+
+
+def test_a_pipeline_curve_carries_its_sft_stage_counts_over():
+    """An RL stage's checks count from its SFT stage's totals (tokens: trained + forward only; seconds),
+    its check before the first step (the SFT model again) left out; a shared stage marks its pipeline;
+    the chart draws the RL part from the SFT stage's last check when the SFT stage has its own line."""
+    check = lambda step, acc, train, fwd, sec: dict(step=step, acc=acc, train_tokens=train, forward_tokens=fwd,
+                                                    seconds=sec)
+    stages = dict(sft=dict(curve=[check(0, 0.1, 0, 0, 0.0), check(10, 0.5, 400, 0, 20.0)], train_tokens=500,
+                           forward_tokens=0, train_seconds=25.0, shared_machine=True),
+                  rl=dict(curve=[check(0, 0.5, 0, 0, 0.0), check(5, 0.7, 100, 30, 8.0)]))
+    parents = dict(sft=None, rl="sft")
+    curve = pipeline_curve(stages, "rl", parents)
+    assert [(p["stage"], p["step"], p["tokens"], p["train_tokens"], p["seconds"]) for p in curve] == [
+        ("sft", 0, 0, 0, 0.0), ("sft", 10, 400, 400, 20.0), ("rl", 5, 500 + 130, 500 + 100, 33.0)]
+    assert pipeline_shared(stages, "rl", parents) and not pipeline_shared(dict(sft={}, rl={}), "rl", parents)
+    assert own_part(curve, "rl", {"sft": [], "rl": []}) == curve[1:] and own_part(curve, "rl", {"rl": []}) == curve
+
+
+def test_no_paired_differences_say_so():
+    from comt.report import documents
+    ev = {"comt_sft": {"test": {k: [0.5] for k in ("acc", "acc_lenient", "overconf_err", "plan_correct",
+                                                   "plan_followed", "wrong_plan", "not_followed", "executed_wrongly",
+                                                   "ece", "step_acc", "first_wrong_conf", "step_auroc", "plan_rate")}}}
+    costs = {"comt_sft": {k: [1.0] for k in ("sup_tokens", "sup_tokens_per_example", "train_tokens", "forward_tokens",
+                                             "train_seconds", "wall_seconds", "shared_machine")}}
+    md, readme = documents(dict(eval=ev, costs=costs), {}, [], [0], "python experiment.py --arms comt_sft",
+                           dict(comt_sft=[[]]), dict(comt_sft=[False]))
+    assert "No paired differences" in readme and "| comparison |" not in readme

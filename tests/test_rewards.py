@@ -152,7 +152,7 @@ def test_a_step_too_long_to_recompute_is_judged_wrong_not_raised():
 
 def digit_bpe():
     """A BPE tokenizer that merges digits (like GPT-2 / Llama-3 number chunks), not our tiny one."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -203,10 +203,10 @@ def test_confidence_terms_by_hand():
 
 def scored(text, probs, reward="ccrl", gold_answer="", gold_values=(), **settings):
     """Score text whose every character is one token with the given probability (default 1), with
-    RewardSettings(kind=reward, **settings)."""
+    RewardSettings(reward=reward, **settings)."""
     lps = [math.log(probs.get(i, 1.0)) for i in range(len(text))]
     return judge(text, lps, list(range(1, len(text) + 1)), gold_answer, list(gold_values),
-                 RewardSettings(kind=reward, **settings))
+                 RewardSettings(reward=reward, **settings))
 
 
 # "a = 2 + 3 = 5\nb = 5 * 4 = 21\nAnswer: 21": result "5" is char 12, result "21" chars 26-27.
@@ -216,17 +216,17 @@ PROBS = {12: 0.9, 26: 0.5, 27: 0.8}  # confidences: 0.9 (right step), sqrt(0.4) 
 
 def test_every_reward_variant_by_hand():
     c2 = math.sqrt(0.4)
-    s = scored(TEXT, PROBS, gold_answer="21", gold_values=[5, 20], weight=0.5)
+    s = scored(TEXT, PROBS, gold_answer="21", gold_values=[5, 20], conf_weight=0.5)
     assert s.correct and s.step_rights == [True, False]
     assert s.step_confs == pytest.approx([0.9, c2])
     assert s.reward == pytest.approx(1 + 0.5 * (0.9 - c2) / 2)  # 1.066886
-    s = scored(TEXT, PROBS, gold_answer="20", gold_values=[5, 20], weight=0.5, form="brier")
+    s = scored(TEXT, PROBS, gold_answer="20", gold_values=[5, 20], conf_weight=0.5, conf_form="brier")
     assert not s.correct and s.reward == pytest.approx(0.5 * (-(0.1 ** 2) - c2 ** 2) / 2)  # -0.1025
-    s = scored(TEXT, PROBS, gold_answer="21", gold_values=[5, 21], weight=1.0, check="gold", agg="min")
+    s = scored(TEXT, PROBS, gold_answer="21", gold_values=[5, 21], conf_weight=1.0, step_check="gold", conf_agg="min")
     assert s.step_rights == [True, True] and s.reward == pytest.approx(1 + (0.9 + 0.5) / 2)
-    s = scored(TEXT, PROBS, gold_answer="20", gold_values=[5, 21], weight=1.0, check="gold", agg="min")
+    s = scored(TEXT, PROBS, gold_answer="20", gold_values=[5, 21], conf_weight=1.0, step_check="gold", conf_agg="min")
     assert s.step_rights == [True, True] and s.reward == 0.0  # right steps pay nothing to a wrong answer
-    s = scored(TEXT, PROBS, gold_answer="20", gold_values=[], weight=1.0, check="outcome", agg="prod")
+    s = scored(TEXT, PROBS, gold_answer="20", gold_values=[], conf_weight=1.0, step_check="outcome", conf_agg="prod")
     assert s.step_rights == [False, False] and s.reward == pytest.approx((-0.9 - 0.4) / 2)
     assert scored(TEXT, PROBS, "outcome", gold_answer="21", gold_values=[]).reward == 1.0
     assert scored(TEXT, PROBS, "outcome", gold_answer="20", gold_values=[]).reward == 0.0
@@ -240,7 +240,7 @@ SLIP = "a = 2 + 3 = 5\nb = 5 * 4 = 21\nc = 21 * 2 = 42\nAnswer: 42"  # a confide
 
 
 def test_an_incomplete_attempt_is_never_paid():
-    kw = dict(gold_answer="40", gold_values=[5, 20, 40], weight=0.5)
+    kw = dict(gold_answer="40", gold_values=[5, 20, 40], conf_weight=0.5)
     full, stopped, slip = scored(FULL, {}, **kw), scored(STOPPED, {}, **kw), scored(SLIP, {}, **kw)
     assert full.reward == pytest.approx(1 + 0.5 * 1.0)  # three right steps at confidence 1
     assert stopped.conf_term == pytest.approx((0 + 0 - 1) / 3) and stopped.reward == pytest.approx(-0.5 / 3)
@@ -252,13 +252,13 @@ def test_an_incomplete_attempt_is_never_paid():
     unsure = scored(SLIP, {i: 0.1 for i in range(len(SLIP)) if i >= SLIP.index("= 21") + 2}, **kw)
     assert unsure.step_confs[1:] == pytest.approx([0.1, 0.1]) and unsure.reward == pytest.approx(0.5 * -0.2 / 3)
     # brier charges a missing step -1 as well
-    assert scored(STOPPED, {}, form="brier", **kw).conf_term == pytest.approx(-1 / 3)
+    assert scored(STOPPED, {}, conf_form="brier", **kw).conf_term == pytest.approx(-1 / 3)
 
 
 def test_plan_term_costs_only_completions_without_a_plan():
     planned = "Plan:\nFirst, add the a and the b.\nSolution:\n" + TEXT
     for reward, base in (("outcome", 1.0), ("ccrl", 1 + 0.5 * (0.9 - math.sqrt(0.4)) / 2)):
-        kw = dict(gold_answer="21", gold_values=[5, 20], weight=0.5)
+        kw = dict(gold_answer="21", gold_values=[5, 20], conf_weight=0.5)
         assert scored(TEXT, PROBS, reward, plan_weight=0.25, **kw).reward == pytest.approx(base - 0.25)
         shifted = {i + len(planned) - len(TEXT): p for i, p in PROBS.items()}
         assert scored(planned, shifted, reward, plan_weight=0.25, **kw).reward == pytest.approx(base)
@@ -268,8 +268,8 @@ def test_plan_term_costs_only_completions_without_a_plan():
 
 def test_auto_step_check_is_gold_with_gold_values_else_arith():
     # b = 5 * 4 = 21: wrong arithmetic, but 21 is a gold value in the first call
-    assert scored(TEXT, PROBS, gold_answer="21", gold_values=[5, 21], check="auto").step_rights == [True, True]
-    assert scored(TEXT, PROBS, gold_answer="21", gold_values=[], check="auto").step_rights == [True, False]
+    assert scored(TEXT, PROBS, gold_answer="21", gold_values=[5, 21], step_check="auto").step_rights == [True, True]
+    assert scored(TEXT, PROBS, gold_answer="21", gold_values=[], step_check="auto").step_rights == [True, False]
     # a self-consistent step that is no gold value is wrong under auto when gold values exist
     assert scored("c = 12 + 7 = 19\nAnswer: 19", {}, gold_answer="27", gold_values=[15, 27]).step_rights == [False]
 
@@ -298,7 +298,7 @@ def test_rewards_never_raise_on_arbitrary_text():
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(300)]
     for t in texts:
         lps = [-0.1] * len(t)
-        for kw in (dict(), dict(form="brier", agg="min", check="gold"), dict(kind="outcome", check="outcome")):
+        for kw in (dict(), dict(conf_form="brier", conf_agg="min", step_check="gold"), dict(reward="outcome", step_check="outcome")):
             s = judge(t, lps, list(range(1, len(t) + 1)), "3", [3.0], RewardSettings(**kw))
             assert math.isfinite(s.reward)
         extract_answer(t, lenient=True)

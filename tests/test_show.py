@@ -5,18 +5,19 @@ import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 from fractions import Fraction
 
 import pytest
+from test_rewards import digit_bpe
 
 import ccrl
-from conftest import stopped
 import evaluate
-from rewards import token_char_ends
-from rewards import RewardSettings, judge
 from comt.show import Example, html_page, marks, render_ansi, render_html, render_plain, verdict
 from comt.tasks import Problem
-from test_rewards import digit_bpe
+from conftest import stopped
+from rewards import RewardSettings, judge, token_char_ends
 
 TEXT = "Solution:\ntotal = 120 + 35 = 155\nrest = 155 - 40 = 116\nAnswer: 116"
 PROBLEM = Problem(id="x", question="q", answer="115", intermediates=[Fraction(155), Fraction(115)])
@@ -49,7 +50,7 @@ def test_marks_sit_on_exactly_the_tokens_whose_confidence_the_reward_used(which,
 
 def test_reward_parts_add_up(tok):
     ids = tok(TEXT, add_special_tokens=False)["input_ids"]
-    e = example("m", PROBLEM, TEXT, [-0.01 * (i + 1) for i in range(len(ids))], token_char_ends(tok, ids), weight=0.5)
+    e = example("m", PROBLEM, TEXT, [-0.01 * (i + 1) for i in range(len(ids))], token_char_ends(tok, ids), conf_weight=0.5)
     term = (0 - marks(e.judged)[1].conf) / 2  # the answer is wrong: 0 for its right step, -c for the wrong one
     assert e.judged.conf_term == pytest.approx(term) and e.judged.reward == pytest.approx(0 + 0.5 * term)
     assert f"correct 0 + 0.5 x confidence term {term:+.3f} = CCRL {0.5 * term:+.3f}; outcome reward 0" in verdict(e)
@@ -125,3 +126,16 @@ def test_logged_reward_parts_are_those_the_update_used(model_dir, tmp_path, monk
         parts = c + plan + (0.7 * term if reward == "ccrl" else 0.0)
         assert logged == pytest.approx(parts, abs=2e-3)  # (printed to 3 decimals)
         assert (f"= {reward.upper() if reward == 'ccrl' else reward} ") in line
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_printed_model_text_shows_control_characters(capsys):
+    from comt.show import Mark, render_ansi, render_plain
+    text = "x = 2 + 2 = 4\x1b]0;owned\x07\x1b[2J"
+    for render in (render_plain, render_ansi):
+        shown = render(text, [Mark(12, 13, 0.9, True)])
+        assert "\x07" not in shown and "\\x1b]0;owned\\x07\\x1b[2J" in shown
+    r = subprocess.run([sys.executable, "-m", "comt.show", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("usage: python -m comt.show")

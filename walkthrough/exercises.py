@@ -79,15 +79,17 @@ def sft_loss(model, ids: torch.Tensor, sup: torch.Tensor) -> torch.Tensor:
 
 def replay_effect(with_replay_log: str, without_replay_log: str) -> tuple[float, float]:
     """9. Run stage 1 twice, `python sft_comt.py --out runs/ex_replay` and `python sft_comt.py
-    --replay 0 --out runs/ex_noreplay`, and return (test accuracy with replay, without) read from
-    their log.jsonl files. What did replay protect?"""
+    --replay 0 --out runs/ex_noreplay` (about a minute each; keep their evaluations: the accuracy is
+    in the summary), and return (test accuracy with replay, without) read from their log.jsonl files.
+    What did replay protect?"""
     raise NotImplementedError("exercise 9")
 
 
 def zero_spread_share(log: str) -> float:
     """10. The mean share of groups with no reward spread over a ccrl.py run's steps (its log.jsonl).
-    Run stage 2 once with --reward outcome and once with ccrl (same init, a few dozen steps): which
-    has more such groups, and why does that matter for GRPO?"""
+    Run stage 2 twice from the same init, `python ccrl.py --reward outcome --steps 40 --eval-n 0
+    --out runs/ex_outcome` and the same with `--reward ccrl --out runs/ex_ccrl` (--eval-n 0 skips the
+    evaluations this exercise does not read): which has more such groups, and why does that matter?"""
     raise NotImplementedError("exercise 10")
 
 
@@ -182,13 +184,15 @@ def check_best_wrong_reward(fn):
 def check_sft_loss(fn):
     from comt.common import load_model, pad_id
     from comt.tasks import encode_example, make_split
-    from sft_comt import collate, micro_loss_sum
+    from comt.training import pad_rows, target_logprobs
+    from sft_comt import token_mean_loss
     tok, model = base_tok(), load_model(BASE)
     for fmt in ("comt", "cot"):
-        b = collate([encode_example(tok, p, fmt) for p in make_split("train", 4, seed=5)], pad_id(tok))
-        want = micro_loss_sum(model, b) / b.sup[:, 1:].sum()
-        got = fn(model, b.ids, b.sup)
-        shifted = shifted_mask_loss(model, b.ids, b.sup)
+        examples = [encode_example(tok, p, fmt) for p in make_split("train", 4, seed=5)]
+        ids, sup = pad_rows([e for e, _ in examples], [m for _, m in examples], pad_id(tok))
+        want = token_mean_loss(int(sup[:, 1:].sum()))(None, target_logprobs(model, ids, sup), None)[0]
+        got = fn(model, ids, sup)
+        shifted = shifted_mask_loss(model, ids, sup)
         hint = "" if not torch.allclose(got, shifted, rtol=1e-5) else (
             " (that is the loss with the mask shifted by one: logits at position t predict token t+1, so the mask "
             "of the targets is sup[:, 1:], not sup[:, :-1])")

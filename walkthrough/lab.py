@@ -25,7 +25,6 @@ sys.path.insert(0, ROOT)
 from comt.common import checkpoint_id, code_version, load_train_state, replacing, save_figure  # noqa: E402
 from comt.lifecycle import RESUMABLE, STOPPED, run_owner  # noqa: E402
 
-
 # -----------------------------------------------------------------------------
 # The output folder, sections and figures
 
@@ -70,6 +69,8 @@ def save(fig, out: str, name: str, inline: bool) -> str:
     """Save a figure as <out>/figures/<name>.png; show it inline under a notebook kernel."""
     import matplotlib.pyplot as plt
     path = os.path.join(out, "figures", f"{name}.png")
+    if fig.get_layout_engine() is None:  # (a figure that sets its own layout, e.g. a shared colour bar, keeps it)
+        fig.tight_layout()
     save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.show() if inline else plt.close(fig)
     return path

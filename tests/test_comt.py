@@ -13,12 +13,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("sft_comt", "ccrl", "evaluate", "base", "teacher", "experiment", "bench")
 LAYERS = {  # module -> layer, as comt/__init__.py draws them
-    "comt": 0,
+    "comt": 0, "comt.flags": 0,
     "comt.model": 1, "rewards": 1, "comt.stats": 1,
     "comt.common": 2, "comt.tasks": 2, "comt.show": 2,
-    "comt.engine": 3, "comt.training": 3, "comt.corpus": 3, "comt.report": 3,
-    "comt.evaluation": 4, "comt.lifecycle": 4,
-    **{s: 5 for s in SCRIPTS},
+    "comt.engine": 3, "comt.parallel": 3, "comt.corpus": 3, "comt.report": 3, "comt.benchmarks": 3,
+    "comt.evaluation": 4, "comt.training": 4, "comt.checkpoint": 4,
+    "comt.lifecycle": 5,
+    **{s: 6 for s in SCRIPTS},
 }
 
 
@@ -86,22 +87,12 @@ def test_a_stage_on_an_older_python_says_so_in_one_line(script):
     assert r.stderr.strip().splitlines() == ["comt needs Python >= 3.11; this is Python 3.10"]
 
 
-@pytest.mark.hostile
-def test_the_behaviour_tool_deletes_only_what_it_made(tmp_path, monkeypatch):
-    """Started from any folder, tools/behaviour.py works in the repository's runs/behaviour, and refuses
-    one that it did not make instead of deleting what it holds; in its own, it deletes only its runs."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    monkeypatch.chdir(tmp_path)
-    import behaviour
-    assert behaviour.OUT == os.path.join(ROOT, "runs", "behaviour")  # not ./runs/behaviour
-    monkeypatch.setattr(behaviour, "OUT", str(tmp_path / "behaviour"))
-    mine = tmp_path / "behaviour" / "notes.txt"
-    mine.parent.mkdir()
-    mine.write_text("mine")
-    with pytest.raises(SystemExit, match="was not made by tools/behaviour.py"):
-        behaviour.clear_out()
-    assert mine.read_text() == "mine"
-    (mine.parent / behaviour.MARK).write_text("")
-    (mine.parent / "sft_comt").mkdir()
-    behaviour.clear_out()
-    assert mine.read_text() == "mine" and not (mine.parent / "sft_comt").exists()
+
+
+@pytest.mark.parametrize("module", sorted(project_files()))
+def test_every_modules_examples_hold(module):
+    """The examples in every module's docstrings (doctest) run and give what they show."""
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {module} fail"

@@ -7,25 +7,18 @@ steps at lr 1e-3 to 3e-3 keep the weights within 1e-5 of each other (the DDP tes
 any real error (a missing rank's rows, a gradient averaged instead of summed) moves them by ~lr."""
 import json
 import os
-import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_ccrl import samples
 
-from conftest import tiny_model
 from comt.model import Transformer
-from comt.training import Dist, shard_model
-from test_ccrl import log_rows, samples
-from test_sft import COMMON, ROOT, free_port, logged_losses, run_sft
+from comt.parallel import Dist, shard_model
+from conftest import COMMON, ROOT, log_rows, logged_losses, run_sft, tiny_model, torchrun
 
-TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2")
 TORCHRUN_STOPPED = 1  # torchrun reports any worker's non-zero exit (ours: STOPPED) as 1
-
-
-def torchrun():
-    return (*TORCHRUN, "--master_port", str(free_port()))
 
 
 def same_weights(a: str, b: str, exact: bool):
@@ -86,20 +79,21 @@ def test_grad_checkpoint_keeps_less_for_backward_and_gives_the_same_gradients():
 def rl_update(model, rows, kept_totals, world: int):
     """ccrl.policy_update on `rows` (seqs, prompt lens, advantages) with fixed settings; the grad norm."""
     import argparse
-    from ccrl import Kept, Rollout, Run, UpdateSettings, policy_update
+
+    from ccrl import Kept, Rollout, Run, Sampling, Update, policy_update
+    from comt.training import Schedule
     from rewards import RewardSettings
-    u = UpdateSettings(loss_agg="token", max_new_tokens=8, micro_batch=2, ppo_epochs=2, temperature=1.0,
-                       clip_low=0.2, clip_high=0.28, kl_coef=0.0, kl_est="k3", grad_clip=1.0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
     d = Dist(dist.get_rank(), world) if world > 1 else Dist()
     run = Run(args=argparse.Namespace(out="-"), dist=d, device=torch.device("cpu"), tok=None, model=model, opt=opt,
-              sharded=world > 1, reward=RewardSettings(), update=u)
+              sharded=world > 1, schedule=Schedule(lr=1e-3, warmup=0, steps=3), sampling=Sampling(max_new_tokens=8),
+              scoring=RewardSettings(), update=Update(micro_batch=2, ppo_epochs=2))
     seqs, plens, adv = rows
     kept = Kept(torch.ones(1, dtype=torch.bool), list(range(len(seqs))), adv, kept_totals)
     norms = []
     for step in range(3):
         ro = Rollout(seqs, plens, judged=[], group_size=1, prompt_tokens=0, completion_tokens=0, problems=[])
-        norms.append(policy_update(run, ro, kept, u, step)[1])
+        norms.append(policy_update(run, ro, kept, step)[1])
     return norms
 
 
@@ -149,7 +143,7 @@ def run_ccrl_2(args, expect=0):
 
 @pytest.mark.cli
 def test_sharded_rl_run_resumes_exactly(model_dir, tmp_path):
-    from test_ccrl import SMALL
+    from conftest import SMALL
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     small = [*SMALL, "--shard", "--kl-coef", "0.1"]
     run_ccrl_2(["--init", model_dir, "--out", full, *small])
@@ -161,3 +155,25 @@ def test_sharded_rl_run_resumes_exactly(model_dir, tmp_path):
     resumed = log_rows(cut)
     assert json.dumps(strip(resumed[:-1])) == json.dumps(strip(rows[:-1]))  # as text: nan equals nan
     same_weights(full, cut, exact=True)
+
+
+@pytest.mark.cli
+def test_a_refusal_under_torchrun_is_one_line_from_one_rank(model_dir, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    res = run_sft(["--model", model_dir, "--out", str(out), *COMMON], check=False, launcher=torchrun())
+    refusals = [ln for ln in res.stderr.splitlines() if "holds files that are not a run" in ln]
+    assert len(refusals) == 1 and not [ln for ln in res.stderr.splitlines() if ln.startswith("[rank")]
+    assert res.stderr.count("Traceback") <= 1  # torchrun's own report of a worker that exited non-zero
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+
+
+def test_one_process_is_the_world_of_one():
+    """A step's rank helpers in one process: every row is this rank's, a sum is the value, a gather
+    the one object."""
+    d = Dist()
+    assert d.main and d.share([1, 2, 3]) == [1, 2, 3] and d.gather("x") == ["x"]
+    x = torch.tensor([1.5, 2.0])
+    assert d.sum(x) is x and x.tolist() == [1.5, 2.0]
+    assert Dist(rank=1, world=3).share(list(range(7))) == [1, 4]

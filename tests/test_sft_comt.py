@@ -1,20 +1,22 @@
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import tiny_model
+import sft_comt
+from comt import checkpoint
+from comt.benchmarks import MAX_LINE
 from comt.lifecycle import STOPPED
 from comt.model import Transformer
-from comt.training import Dist, Run
-from sft_comt import collate, train_step
+from comt.parallel import Dist
 from comt.tasks import Problem, encode_example, make_split
+from comt.training import Run, Schedule, pad_rows, target_logprobs, update
+from conftest import COMMON, free_port, logged_losses, one_line, run_sft, tiny_model, write_rows
+from sft_comt import SFTBatch, token_mean_loss
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 PROBLEM = Problem(id="h1", question="Mia has 3 bags with 4 apples in each bag. How many apples?", answer="12",
@@ -70,6 +72,8 @@ def loss_by_hand(model, examples, pad_id):
 
 
 def test_loss_is_token_mean_and_accumulation_does_not_change_the_step(tok):
+    """Stage 1's loss through training.update: the hand mean over every supervised token, and the
+    same step however the batch is cut into micro-batches."""
     examples = [encode_example(tok, p, "cot") for p in make_split("train", 8)]
     n_sup = sum(sum(s[1:]) for _, s in examples)
     params = []
@@ -77,57 +81,25 @@ def test_loss_is_token_mean_and_accumulation_does_not_change_the_step(tok):
         model = tiny_model(len(tok))
         want = loss_by_hand(model, examples, tok.pad_token_id).item()
         opt = torch.optim.SGD(model.parameters(), lr=1.0)  # the update is the gradient (Adam's first step is not)
-        micro = [collate(examples[i:i + micro_size], tok.pad_token_id) for i in range(0, 8, micro_size)]
-        run = Run(args=None, dist=Dist(), device=torch.device("cpu"), tok=None, model=model, opt=opt)
-        loss, _ = train_step(run, micro, n_sup, grad_clip=1e9)
-        assert loss == pytest.approx(want, rel=1e-5)
+        micro = [SFTBatch(*pad_rows([e for e, _ in examples[i:i + micro_size]], [m for _, m in examples[i:i + micro_size]],
+                                    tok.pad_token_id)) for i in range(0, 8, micro_size)]
+        run = Run(args=None, dist=Dist(), device=torch.device("cpu"), tok=None, model=model, opt=opt,
+                  schedule=Schedule(lr=1.0, warmup=0, grad_clip=1e9, steps=1))
+        stats, _ = update(run, micro, token_mean_loss(n_sup), step=0, empty=None)
+        assert stats["loss_sum"].item() / n_sup == pytest.approx(want, rel=1e-5)
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert not torch.equal(params[0], torch.cat([p.detach().flatten() for p in tiny_model(len(tok)).parameters()]))
     for p in params[1:]:
         torch.testing.assert_close(p, params[0], atol=1e-6, rtol=1e-5)
 
 
-def test_length_groups_split_where_padding_costs_more_than_a_micro_batch():
-    from comt.training import length_groups
-    # sorted 91 130 130 131 | 235: padded cells 4*131 + 235 plus two longest rows (1229) beat
-    # one micro-batch (5*235 + 235 = 1410) and three (91 + 3*131 + 235 + 3*235 = 1424)
-    assert length_groups([235, 130, 91, 131, 130], 8) == [[2, 1, 4, 3], [0]]
-    assert length_groups([235, 130, 91, 131, 130], 2) == [[2, 1], [4, 3], [0]]
-    assert length_groups([5, 5, 5, 5], 8) == [[0, 1, 2, 3]]
-    assert length_groups([7], 1) == [[0]]
-
-
 def test_padding_does_not_change_the_loss(tok):
     examples = [encode_example(tok, p, "comt") for p in make_split("train", 3)]
     model = tiny_model(len(tok))
     n_sup = sum(sum(s[1:]) for _, s in examples)
-    from sft_comt import micro_loss_sum
-    batched = micro_loss_sum(model, collate(examples, tok.pad_token_id)).item() / n_sup
+    ids, mask = pad_rows([e for e, _ in examples], [m for _, m in examples], tok.pad_token_id)
+    batched = token_mean_loss(n_sup)(None, target_logprobs(model, ids, mask), None)[0].item()
     assert batched == pytest.approx(loss_by_hand(model, examples, tok.pad_token_id).item(), rel=1e-5)
-
-
-def run_sft(args, check=True, launcher=(sys.executable,), expect=0):
-    """sft_comt.py in a subprocess; with check, its exit status must be `expect` (STOPPED: stopped early)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([*launcher, "sft_comt.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert not check or res.returncode == expect, f"sft_comt.py: exit {res.returncode}:\n{res.stdout[-2000:]}\n" \
-                                                  f"{res.stderr[-3000:]}"
-    return res
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def logged_losses(out):
-    with open(os.path.join(out, "log.jsonl")) as f:
-        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
-
-
-COMMON = ["--n-train", "48", "--batch", "8", "--micro-batch", "4", "--steps", "6", "--warmup", "2", "--log-every", "1",
-          "--eval-n", "0", "--lr", "3e-3"]
 
 
 @pytest.mark.cli
@@ -222,21 +194,27 @@ def test_resume_continues_the_directory_it_is_given_and_refuses_other_flags(mode
 
 
 @pytest.mark.cli
-def test_quick_check_and_evaluate_agree_on_the_same_checkpoint(tmp_path):
-    """sft_comt's summary and evaluate.py answer the same test problems of the same checkpoint alike
-    (one greedy evaluation): the same accuracy and plan rate, on a model that answers some right."""
+def test_quick_check_and_evaluate_ask_the_same_questions_the_same_way(model_dir, tmp_path, monkeypatch):
+    """sft_comt's check and evaluate.py answer through the one greedy evaluation with the same
+    arguments: the same test problems, the same length limit, no gold plan."""
     import evaluate
     import sft_comt
-    out, res = str(tmp_path / "sft"), str(tmp_path / "eval.json")
-    sft_comt.main(["--out", out, "--steps", "100", "--eval-n", "60", "--log-every", "50"])  # from the shipped base
-    with open(os.path.join(out, "log.jsonl")) as f:
-        summary = json.loads(f.readlines()[-1])
-    evaluate.main(["--ckpt", out, "--splits", "test", "--n", "60", "--max-new-tokens", "256", "--json", res,
-                   "--no-plots"])
-    with open(res) as f:
-        m = json.load(f)["results"]["sft"]["test"]
-    assert summary["test_acc"] > 0
-    assert (summary["test_acc"], summary["plan_rate"]) == (round(m["acc"], 3), round(m["plan_rate"], 3))
+    from comt import evaluation
+    calls = []
+
+    def recorded(name):
+        def greedy(engine, tok, problems, max_new_tokens, gold_plan=False, *rest, **kw):
+            calls.append((name, [p.id for p in problems], max_new_tokens, gold_plan))
+            return evaluation.greedy_judgements(engine, tok, problems, max_new_tokens, gold_plan, *rest, **kw)
+        return greedy
+    monkeypatch.setattr(sft_comt, "greedy_judgements", recorded("sft"))
+    monkeypatch.setattr(evaluate, "greedy_judgements", recorded("evaluate"))
+    out = str(tmp_path / "sft")
+    sft_comt.main(["--model", model_dir, "--out", out, "--steps", "2", "--n-train", "32", "--batch", "4", "--eval-n", "4",
+                   "--eval-max-new", "16"])
+    evaluate.main(["--ckpt", out, "--splits", "test", "--n", "4", "--max-new-tokens", "16", "--json",
+                   str(tmp_path / "e.json"), "--no-plots"])
+    assert [c[0] for c in calls] == ["sft", "evaluate"] and calls[0][1:] == calls[1][1:]
 
 
 @pytest.mark.cli
@@ -266,3 +244,77 @@ def test_token_counts_equal_a_hand_count(model_dir, tok, tmp_path):
     assert (rows[-1]["train_tokens"], rows[-1]["sup_tokens"], rows[-1]["replay_sup_tokens"]) == \
         (sum(trained), sum(own), sum(sup) - sum(own))
     assert "val_acc" in rows[-1] and "test_acc" not in rows[-1]
+
+
+def absurd_config(model_dir, tmp_path):
+    bad = tmp_path / "absurd"
+    shutil.copytree(model_dir, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps(dict(cfg, num_hidden_layers=100_000)))
+    return str(bad)
+
+
+def big_line(tmp_path):
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as f:
+        f.write('{"id": "a", "plan": "' + "x" * (MAX_LINE + 10) + '"}\n')
+    return str(path)
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("case", ["absurd config", "eval past the context", "seed out of range", "non-UTF-8 targets",
+                                  "huge targets line", "lock is a folder", "offload without a GPU"])
+def test_refusals_are_one_line_before_any_work(case, model_dir, tmp_path):
+    out = tmp_path / "o"
+    argv = ["--model", model_dir, "--out", str(out), *COMMON]
+    if case == "absurd config":
+        argv[1] = absurd_config(model_dir, tmp_path)
+    elif case == "eval past the context":
+        argv += ["--eval-max-new", "100000", "--eval-n", "2"]
+    elif case == "seed out of range":
+        argv += ["--seed", str(2 ** 40)]
+    elif case == "non-UTF-8 targets":
+        bad = tmp_path / "t.jsonl"
+        bad.write_bytes(b'{"id": "train-00000", "plan": "caf\xe9"}\n')
+        argv += ["--targets", str(bad)]
+    elif case == "huge targets line":
+        argv += ["--targets", big_line(tmp_path)]
+    elif case == "lock is a folder":
+        os.makedirs(out / checkpoint.LOCK_FILE)
+    elif case == "offload without a GPU":
+        argv += ["--offload", "--shard"]
+    before = sorted(os.listdir(out)) if out.exists() else None
+    line = one_line(run_sft(argv, check=False))
+    words = {"absurd config": "does not describe its weights", "eval past the context": "quick-check problems",
+             "seed out of range": "argument --seed", "non-UTF-8 targets": "t.jsonl:1: not UTF-8",
+             "huge targets line": "big.jsonl:1: a line of over", "lock is a folder": "not a plain file",
+             "offload without a GPU": "on the CPU there is nothing to offload"}[case]
+    assert words in line
+    assert (sorted(os.listdir(out)) if out.exists() else None) == before  # nothing written
+
+
+@pytest.mark.cli
+def test_over_long_examples_are_skipped_with_a_count_and_unmatched_targets_refused(model_dir, tmp_path, capsys):
+    data = write_rows(tmp_path / "d.jsonl", [dict(id="a", question="What is 2 + 3?", answer="5"),
+                                             dict(id="long", question="apples and pears " * 400, answer="1")])
+    targets = write_rows(tmp_path / "t.jsonl", [dict(id=i, plan="Add the two numbers.", solution="x = 2 + 3 = 5")
+                                                for i in ("a", "long", "other")])
+    out = str(tmp_path / "o")
+    sft_comt.main(["--model", model_dir, "--data", data, "--targets", targets, "--format", "cot", "--out", out,
+                   "--steps", "1", "--batch", "1", "--eval-n", "0"])
+    err = capsys.readouterr().err
+    assert "1 of its 3 ids match no problem" in err and "skipped 1 of 2 training examples" in err
+    with open(os.path.join(out, "log.jsonl")) as f:
+        assert [json.loads(line) for line in f][-1]["examples"] == 1
+    nowhere = write_rows(tmp_path / "n.jsonl", [dict(id="zzz", plan="Add them.")])
+    with pytest.raises(SystemExit, match=r"none of its 1 ids is a problem of --data"):
+        sft_comt.main(["--model", model_dir, "--data", data, "--targets", nowhere, "--out", str(tmp_path / "p")])
+    assert not os.path.exists(tmp_path / "p")  # a refused run leaves nothing behind
+
+
+def test_format_is_comt_or_cot_and_comt_by_default(capsys):
+    with pytest.raises(SystemExit):
+        sft_comt.parse_args(["--format", "plans"])
+    assert "invalid choice: 'plans' (choose from" in capsys.readouterr().err
+    assert sft_comt.parse_args([]).format == "comt" and sft_comt.parse_args([]).out == "runs/sft_comt"
+    assert sft_comt.parse_args(["--format", "cot"]).out == "runs/sft_cot"
