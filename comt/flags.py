@@ -1,9 +1,9 @@
 """
 Command-line flags, checked when the command line is parsed (a bad value is one line), and the
-settings records that own them. A record's fields are its flags, as in cleanrl's `Args`: each field
-is declared with `flag(default, help, type=...)`, `add_flags` puts `--field-name` on a parser (its
-default and help from the field), `from_flags` builds the record from the parsed arguments (or from
-the arguments a checkpoint saved). So a setting has one name, from the flag to the code it acts in.
+settings records that own them. A record's fields are its flags: each field is declared with
+`flag(default, help, type=...)`, `add_flags` puts `--field-name` on a parser (its default and help
+from the field), `from_flags` builds the record from the parsed arguments (or from the arguments a
+checkpoint saved). So a setting has one name, from the flag to the code it acts in.
 
     >>> from dataclasses import dataclass
     >>> @dataclass(frozen=True)

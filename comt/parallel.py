@@ -124,8 +124,8 @@ def close_distributed(d: Dist):
 # root (embeddings, final norm, head), is split over a 1-D mesh of all ranks, so a rank keeps 1/N of
 # the weights, their gradients and the AdamW state; a block's full weights are gathered for its
 # forward and backward and freed after. How its gradient reduction and collective forwards are met:
-# comt/training.py's "Ranks" banner. With a compute dtype below float32 the gathered weights are cast to it (bf16
-# compute, fp32 master weights and gradient reductions) instead of autocast.
+# comt/training.py's "Ranks" banner. With a compute dtype below float32 the gathered weights are cast
+# to it (bf16 compute, fp32 master weights and gradient reductions) instead of autocast.
 
 
 def shard_model(model, device: torch.device, compute_dtype: torch.dtype = torch.float32, offload: bool = False):

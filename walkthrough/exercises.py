@@ -221,15 +221,9 @@ def run_args(log: str) -> dict:
     return state["args"]
 
 
-def differing(a: dict, b: dict) -> set:
-    """The flags two runs differ in, where and how they ran aside (what --resume may change, but --steps)."""
-    from comt.lifecycle import RESUMABLE
-    ignore = set(RESUMABLE) - {"steps"}
-    return {k for k in a.keys() | b.keys() if k not in ignore and a.get(k) != b.get(k)}
-
-
 def check_replay_effect(fn, logs=(os.path.join(ROOT, "runs", "ex_replay", "log.jsonl"),
                                   os.path.join(ROOT, "runs", "ex_noreplay", "log.jsonl"))):
+    from lab import differing
     from sft_comt import parse_args
     for log in logs:
         assert os.path.isfile(log), f"{log}: run stage 1 first (see the exercise)"
@@ -243,6 +237,7 @@ def check_replay_effect(fn, logs=(os.path.join(ROOT, "runs", "ex_replay", "log.j
 
 def check_zero_spread_share(fn, logs=(os.path.join(ROOT, "runs", "ex_outcome", "log.jsonl"),
                                       os.path.join(ROOT, "runs", "ex_ccrl", "log.jsonl"))):
+    from lab import differing
     for log in logs:
         assert os.path.isfile(log), f"{log}: run stage 2 first (see the exercise)"
     if len(logs) == 2:

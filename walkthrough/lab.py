@@ -94,11 +94,11 @@ def parsed(script: str, args: list[str]) -> dict:
     return vars(parse_args(args))
 
 
-def differing(saved: dict, wanted: dict) -> list[str]:
-    """The flags a run was made with that differ from the ones wanted, how it was run aside (the
-    flags --resume may change, but --steps)."""
+def differing(a: dict, b: dict) -> set[str]:
+    """The flags two runs' arguments differ in, how they were run aside (the flags --resume may
+    change, but --steps)."""
     ignore = set(RESUMABLE) - {"steps"}
-    return sorted(k for k in saved.keys() | wanted.keys() if k not in ignore and saved.get(k) != wanted.get(k))
+    return {k for k in a.keys() | b.keys() if k not in ignore and a.get(k) != b.get(k)}
 
 
 def verdict(script: str, args: list[str], out: str) -> str:
@@ -110,7 +110,7 @@ def verdict(script: str, args: list[str], out: str) -> str:
     other = differing(state["args"], wanted)
     start = wanted.get("init") or wanted.get("model")
     if other:
-        return f"rerun: made with other flags ({', '.join('--' + k.replace('_', '-') for k in other)})"
+        return f"rerun: made with other flags ({', '.join('--' + k.replace('_', '-') for k in sorted(other))})"
     if state.get("code") != code_version():
         return "rerun: made by other code than today's"
     if state.get("checks", {}).get("init") != checkpoint_id(start):
